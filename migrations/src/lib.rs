@@ -1,0 +1,17 @@
+//! jitbot's schema, one migration per file. Never imports from the application crate.
+//!
+//! Timestamps are stored as milliseconds since the Unix epoch (`BIGINT`), so SQLite and
+//! PostgreSQL compare and order them the same way.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_create_tables::Migration)]
+    }
+}

@@ -1,0 +1,167 @@
+//! Wiring: config → store (migrated) → policy → router + scheduler, bound to a port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Env, UserError};
+use crate::domain::Policy;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::providers::Providers;
+use crate::scheduler::{BACKOFF_START, Scheduler};
+use crate::service::Service;
+use crate::slack::SlackApi;
+use crate::store::Store;
+
+pub struct App {
+    pub addr: SocketAddr,
+    pub store: Store,
+    listener: TcpListener,
+    router: axum::Router,
+    scheduler: Scheduler,
+}
+
+/// A running app; stops (as abruptly as `kill -9`, from the database's point of view) on drop.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub scheduler: Scheduler,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Opens the store, checks that the policy's providers have what they need, and binds.
+pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<App> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .map_err(|e| UserError(format!("{e:#}")))?;
+    store.migrate().await?;
+    for provider in policy.providers.values() {
+        for var in provider.env_vars() {
+            env.require(var)?;
+        }
+    }
+    let policy = Arc::new(policy);
+    let metrics = Arc::new(Metrics::default());
+    let wake = Arc::new(Notify::new());
+    let slack = SlackApi::new(&config.slack_api_url, config.bot_token.expose())?;
+    let providers = Arc::new(Providers::new(env.clone())?);
+    let retry_base = env
+        .get("JIT_RETRY_BASE_MS")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(BACKOFF_START);
+    let service = Service {
+        store: store.clone(),
+        policy: policy.clone(),
+        wake: wake.clone(),
+        metrics: metrics.clone(),
+    };
+    let scheduler = Scheduler {
+        store: store.clone(),
+        policy,
+        slack,
+        providers,
+        metrics: metrics.clone(),
+        wake,
+        backoff_start: retry_base,
+    };
+    let router = http::router(AppState {
+        service,
+        signing_secret: config.signing_secret.clone(),
+        metrics,
+    });
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| UserError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr()?;
+    Ok(App {
+        addr,
+        store,
+        listener,
+        router,
+        scheduler,
+    })
+}
+
+/// Loads the policy named by the config, refusing it with every diagnostic when it is wrong.
+pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
+    let (policy, _warnings) = Policy::load(&config.policy).map_err(|e| UserError(e.to_string()))?;
+    Ok(policy)
+}
+
+impl App {
+    /// Serves HTTP and runs the scheduler in background tasks.
+    pub fn spawn(self) -> Running {
+        let server = axum::serve(self.listener, self.router);
+        let http = tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        let scheduler = self.scheduler.clone();
+        let sched = tokio::spawn(scheduler.run());
+        Running {
+            addr: self.addr,
+            store: self.store,
+            scheduler: self.scheduler,
+            tasks: vec![http, sched],
+        }
+    }
+
+    /// Serves until Ctrl-C or SIGTERM. Work in flight is safe to cut: it lives in the database.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "jitbot is listening");
+        let running = self.spawn();
+        shutdown_signal().await;
+        tracing::info!("stopping");
+        drop(running);
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Convenience for callers that hold a config: load its policy and build.
+pub async fn build_from_config(config: Config, env: Env) -> anyhow::Result<App> {
+    let policy = load_policy(&config).context("loading the policy")?;
+    build(config, env, policy).await
+}

@@ -1,0 +1,112 @@
+//! Configuration from the environment, secrets that never print, and process-wide setup.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+
+/// A secret value: `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// An error the operator must fix (bad config, missing variable, unreachable database): the
+/// binary exits 1 with one line on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// Environment variables, with overrides (the demo and tests name their own variables without
+/// touching the process environment).
+#[derive(Clone, Default)]
+pub struct Env {
+    overrides: Arc<HashMap<String, String>>,
+}
+
+impl Env {
+    pub fn with_overrides(overrides: HashMap<String, String>) -> Self {
+        Self {
+            overrides: Arc::new(overrides),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.overrides
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn require(&self, name: &str) -> anyhow::Result<Secret> {
+        self.get(name)
+            .map(Secret)
+            .ok_or_else(|| UserError(format!("environment variable {name} is not set")).into())
+    }
+}
+
+/// Default `JIT_DATABASE_URL`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://jitbot.db?mode=rwc";
+/// Default `JIT_POLICY`.
+pub const DEFAULT_POLICY: &str = "manifest/policy.yaml";
+/// Default `JIT_LISTEN`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+/// Default `SLACK_API_URL`.
+pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api/";
+
+/// What `serve` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub policy: PathBuf,
+    pub listen: String,
+    pub signing_secret: Secret,
+    pub bot_token: Secret,
+    pub slack_api_url: String,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> anyhow::Result<Config> {
+        Ok(Config {
+            database_url: env
+                .get("JIT_DATABASE_URL")
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            policy: env
+                .get("JIT_POLICY")
+                .unwrap_or_else(|| DEFAULT_POLICY.into())
+                .into(),
+            listen: env
+                .get("JIT_LISTEN")
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            signing_secret: env.require("SLACK_SIGNING_SECRET")?,
+            bot_token: env.require("SLACK_BOT_TOKEN")?,
+            slack_api_url: env
+                .get("SLACK_API_URL")
+                .unwrap_or_else(|| DEFAULT_SLACK_API_URL.into()),
+        })
+    }
+}
+
+/// reqwest (aws-lc-rs) and slack-morphism's hyper-rustls both link rustls: pick one provider
+/// before either builds a TLS config, or rustls panics.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}

@@ -1,0 +1,143 @@
+//! The HTTP edge: Slack's two routes, health and metrics. A Slack request is verified before
+//! anything in it is read; the answer never waits on a provider or on Slack.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Secret;
+use crate::metrics::Metrics;
+use crate::service::Service;
+use crate::slack::payload::{self, PayloadError, SlashCommand};
+use crate::slack::verify;
+
+/// Largest body accepted from Slack; real payloads are a few kilobytes.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub signing_secret: Secret,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/slack/commands", post(command))
+        .route("/slack/interactions", post(interaction))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// A request body that carried a valid Slack signature; the only way to get one is to pass
+/// verification.
+pub struct SignedBody(pub Bytes);
+
+impl FromRequest<AppState> for SignedBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let headers: HeaderMap = req.headers().clone();
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response())?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        match verify::verify(
+            state.signing_secret.expose().as_bytes(),
+            header("x-slack-request-timestamp"),
+            header("x-slack-signature"),
+            &body,
+            Utc::now().timestamp(),
+        ) {
+            Ok(()) => {
+                Metrics::inc(&state.metrics.slack_requests);
+                Ok(SignedBody(body))
+            }
+            Err(e) => {
+                Metrics::inc(&state.metrics.signature_failures);
+                tracing::warn!(reason = %e, "refused a Slack request");
+                Err((StatusCode::UNAUTHORIZED, "invalid Slack signature").into_response())
+            }
+        }
+    }
+}
+
+fn ephemeral(text: impl Into<String>) -> Response {
+    Json(json!({"response_type": "ephemeral", "text": text.into()})).into_response()
+}
+
+/// Answer when something on our side broke: the cause is logged, never shown.
+const INTERNAL_TROUBLE: &str = "jitbot hit a problem on its side and could not finish that. Try again in a minute; if it persists, tell the jitbot admins.";
+
+async fn command(State(state): State<AppState>, SignedBody(body): SignedBody) -> Response {
+    let Ok(cmd) = serde_urlencoded::from_bytes::<SlashCommand>(&body) else {
+        return ephemeral("jitbot could not read that command. Try `/jit help`.");
+    };
+    match state
+        .service
+        .command(&cmd.user_id, &cmd.text, Utc::now())
+        .await
+    {
+        Ok(answer) => ephemeral(answer),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), user = %cmd.user_id, "command failed");
+            ephemeral(INTERNAL_TROUBLE)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct InteractionForm {
+    payload: String,
+}
+
+async fn interaction(State(state): State<AppState>, SignedBody(body): SignedBody) -> Response {
+    let Ok(form) = serde_urlencoded::from_bytes::<InteractionForm>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected a form with a payload field",
+        )
+            .into_response();
+    };
+    let click = match payload::parse_click(&form.payload) {
+        Ok(c) => c,
+        Err(PayloadError::Unsupported(kind)) => {
+            tracing::debug!(kind, "ignored an interaction");
+            return StatusCode::OK.into_response();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable interaction");
+            return (StatusCode::BAD_REQUEST, "unreadable payload").into_response();
+        }
+    };
+    if let Err(e) = state.service.click(click, Utc::now()).await {
+        tracing::error!(error = format!("{e:#}"), "click failed");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.service.store.ping().await {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,126 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jitbot::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_POLICY, Env, UserError};
+use jitbot::domain::Policy;
+use jitbot::store::Store;
+
+/// jitbot: just-in-time access, approved in Slack.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve Slack's requests and run the scheduler (applies pending migrations first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Check a policy file; errors name file, line and column. Exit 1 on any error.
+    Check {
+        /// The policy file (default: $JIT_POLICY, else manifest/policy.yaml).
+        policy: Option<PathBuf>,
+    },
+    /// Show the whole life of a request on this machine: no Slack workspace, no cloud account.
+    Demo,
+}
+
+fn init_tracing(env: &Env, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(
+        env.get("JIT_LOG").unwrap_or_else(|| default.into()),
+    )
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if env.get("JIT_LOG_FORMAT").as_deref() == Some("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = Env::default();
+    match cli.command {
+        Cmd::Serve => {
+            init_tracing(&env, "info");
+            let config = Config::from_env(&env)?;
+            let app = jitbot::app::build_from_config(config, env).await?;
+            app.run_until_stopped().await?;
+        }
+        Cmd::Migrate => {
+            init_tracing(&env, "info");
+            let url = env
+                .get("JIT_DATABASE_URL")
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+            let store = Store::connect(&url)
+                .await
+                .map_err(|e| UserError(format!("{e:#}")))?;
+            store.migrate().await?;
+            println!("migrations applied");
+        }
+        Cmd::Check { policy } => {
+            let path = policy.unwrap_or_else(|| {
+                env.get("JIT_POLICY")
+                    .unwrap_or_else(|| DEFAULT_POLICY.into())
+                    .into()
+            });
+            match Policy::load(&path) {
+                Ok((policy, warnings)) => {
+                    for w in &warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    println!(
+                        "{}: ok ({} resources, {} providers, {} groups)",
+                        path.display(),
+                        policy.resources.len(),
+                        policy.providers.len(),
+                        policy.groups.len()
+                    );
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("error: {e}");
+                    }
+                    eprintln!("{} error(s) in {}", errors.0.len(), path.display());
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Cmd::Demo => {
+            init_tracing(&env, "error");
+            jitbot::demo::run().await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("internal error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) if e.chain().any(|c| c.is::<UserError>()) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("internal error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

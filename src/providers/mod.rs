@@ -1,0 +1,86 @@
+//! Where access is granted and revoked. One file per kind behind [`Provider`]; both operations
+//! are idempotent ("already granted" / "already gone" are successes).
+
+pub mod postgres;
+pub mod webhook;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::Env;
+use crate::domain::ProviderConfig;
+
+/// Everything a provider may need to know about one grant.
+#[derive(Clone, Debug)]
+pub struct GrantSpec {
+    pub request_id: i32,
+    pub resource: String,
+    pub requester: String,
+    /// What the person is called at this provider (and, for webhooks, every known field).
+    pub identity: BTreeMap<String, String>,
+    /// The resource's `grant` shape, copied when the request was approved.
+    pub grant: serde_json::Map<String, serde_json::Value>,
+    pub approved_by: Vec<String>,
+    pub auto_approved: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Does the identity already hold this access, given by someone other than jitbot? Checked
+    /// once before the first grant, so the revoke can leave such access alone.
+    async fn holds(&self, spec: &GrantSpec) -> anyhow::Result<bool>;
+    async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()>;
+    async fn revoke(&self, spec: &GrantSpec) -> anyhow::Result<()>;
+}
+
+/// Builds providers from their configuration (a grant's stored copy) and keeps them, so each
+/// PostgreSQL admin pool is opened once.
+pub struct Providers {
+    env: Env,
+    http: reqwest::Client,
+    built: Mutex<HashMap<String, Arc<dyn Provider>>>,
+}
+
+impl Providers {
+    pub fn new(env: Env) -> anyhow::Result<Self> {
+        crate::config::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(15))
+            .user_agent(concat!("jitbot/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            env,
+            http,
+            built: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn get(&self, config: &ProviderConfig) -> anyhow::Result<Arc<dyn Provider>> {
+        let key = serde_json::to_string(config)?;
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = built.get(&key) {
+            return Ok(p.clone());
+        }
+        let provider: Arc<dyn Provider> = match config {
+            ProviderConfig::Postgres { url_env } => {
+                let url = self.env.require(url_env)?;
+                Arc::new(postgres::PostgresProvider::new(url.expose())?)
+            }
+            ProviderConfig::Webhook { url, secret_env } => {
+                let secret = self.env.require(secret_env)?;
+                Arc::new(webhook::WebhookProvider::new(
+                    self.http.clone(),
+                    url.clone(),
+                    secret,
+                ))
+            }
+        };
+        built.insert(key, provider.clone());
+        Ok(provider)
+    }
+}

@@ -1,0 +1,89 @@
+//! A webhook: one signed JSON POST per grant and per revoke; any 2xx answer means done.
+
+use anyhow::Context;
+use async_trait::async_trait;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::{GrantSpec, Provider};
+use crate::config::Secret;
+
+/// The header carrying `sha256=<hex HMAC-SHA256 of the raw body>`.
+pub const SIGNATURE_HEADER: &str = "X-Jit-Signature";
+
+pub struct WebhookProvider {
+    http: reqwest::Client,
+    url: String,
+    secret: Secret,
+}
+
+/// The `X-Jit-Signature` value for a body, as a receiver recomputes it.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The JSON body of one event.
+pub fn event_body(event: &str, spec: &GrantSpec) -> serde_json::Value {
+    let mut body = json!({
+        "event": event,
+        "request_id": spec.request_id,
+        "resource": spec.resource,
+        "requester": spec.requester,
+        "identity": spec.identity,
+        "grant": spec.grant,
+        "approved_by": if spec.auto_approved { Vec::new() } else { spec.approved_by.clone() },
+        "expires_at": spec.expires_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "reason": spec.reason,
+    });
+    if spec.auto_approved {
+        body["auto_approved"] = json!(true);
+    }
+    body
+}
+
+impl WebhookProvider {
+    pub fn new(http: reqwest::Client, url: String, secret: Secret) -> Self {
+        Self { http, url, secret }
+    }
+
+    async fn send(&self, event: &str, spec: &GrantSpec) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(&event_body(event, spec))?;
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header(
+                SIGNATURE_HEADER,
+                signature(self.secret.expose().as_bytes(), &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("webhook {event}: no answer"))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            anyhow::bail!("webhook {event}: HTTP {}", status.as_u16())
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for WebhookProvider {
+    async fn holds(&self, _spec: &GrantSpec) -> anyhow::Result<bool> {
+        // A webhook cannot say; whatever the receiver did before is its own business.
+        Ok(false)
+    }
+
+    async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {
+        self.send("grant", spec).await
+    }
+
+    async fn revoke(&self, spec: &GrantSpec) -> anyhow::Result<()> {
+        self.send("revoke", spec).await
+    }
+}

@@ -1,0 +1,8 @@
+//! The only module that knows Slack JSON: signatures, payloads, Block Kit, the Web API client.
+
+pub mod blocks;
+pub mod client;
+pub mod payload;
+pub mod verify;
+
+pub use client::SlackApi;

@@ -1,0 +1,126 @@
+//! sea-orm entities, one module per table (see `migrations/`). Times are epoch milliseconds.
+
+pub mod request {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "requests")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub resource: String,
+        pub requester: String,
+        pub duration_secs: i64,
+        pub reason: String,
+        pub state: String,
+        pub open_key: Option<String>,
+        pub approvals_needed: i32,
+        pub auto_approved: bool,
+        pub channel: String,
+        pub card_ts: Option<String>,
+        pub created_at: i64,
+        pub decided_at: Option<i64>,
+        pub decided_by: Option<String>,
+        pub decision_note: Option<String>,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod approval {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "approvals")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub request_id: i32,
+        pub approver: String,
+        pub decision: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod grant {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "grants")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub request_id: i32,
+        pub provider_name: String,
+        pub provider: String,
+        pub grant_shape: String,
+        pub identity: String,
+        pub already_held: Option<bool>,
+        pub granted_at: Option<i64>,
+        pub expires_at: Option<i64>,
+        pub end_reason: Option<String>,
+        pub ended_at: Option<i64>,
+        pub last_error: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod job {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub kind: String,
+        pub request_id: Option<i32>,
+        pub payload: String,
+        pub dedupe_key: Option<String>,
+        pub run_at: i64,
+        pub attempts: i32,
+        pub locked_until: Option<i64>,
+        pub done_at: Option<i64>,
+        pub last_error: Option<String>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub at: i64,
+        pub request_id: Option<i32>,
+        pub actor: String,
+        pub action: String,
+        pub detail: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
