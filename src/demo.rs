@@ -11,9 +11,8 @@ use serde_json::Value;
 use crate::app;
 use crate::config::{Config, Env, Secret};
 use crate::domain::Policy;
-use crate::fakes::{FakeSlack, SlackCall, WebhookReceiver};
+use crate::fakes::{FakeSlack, SlackCall, SlackSender, WebhookReceiver};
 use crate::slack::blocks::strip_mrkdwn;
-use crate::slack::verify::sign;
 
 const REQUESTER: &str = "U0ALICE";
 const APPROVER: &str = "U0BOB";
@@ -54,53 +53,6 @@ fn random_hex() -> String {
     use rand::Rng;
     let bytes: [u8; 16] = rand::rng().random();
     hex::encode(bytes)
-}
-
-struct Demo {
-    http: reqwest::Client,
-    base: String,
-    secret: String,
-}
-
-impl Demo {
-    async fn post(&self, path: &str, body: String) -> anyhow::Result<Value> {
-        let ts = chrono::Utc::now().timestamp().to_string();
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-slack-request-timestamp", &ts)
-            .header(
-                "x-slack-signature",
-                sign(self.secret.as_bytes(), &ts, body.as_bytes()),
-            )
-            .body(body)
-            .send()
-            .await?;
-        let text = resp.text().await?;
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn command(&self, user: &str, text: &str) -> anyhow::Result<String> {
-        let body = serde_urlencoded::to_string([
-            ("command", "/jit"),
-            ("user_id", user),
-            ("channel_id", "C0GENERAL"),
-            ("text", text),
-        ])?;
-        let answer = self.post("/slack/commands", body).await?;
-        Ok(answer["text"].as_str().unwrap_or("").to_string())
-    }
-
-    async fn click(&self, user: &str, action: &str, id: &str) -> anyhow::Result<()> {
-        let payload = serde_json::json!({
-            "type": "block_actions", "user": {"id": user}, "channel": {"id": "C0REVIEW"},
-            "actions": [{"action_id": action, "value": id}],
-        });
-        let body = serde_urlencoded::to_string([("payload", payload.to_string())])?;
-        self.post("/slack/interactions", body).await?;
-        Ok(())
-    }
 }
 
 /// A message's blocks as a person would read them.
@@ -181,11 +133,7 @@ pub async fn run() -> anyhow::Result<()> {
         ("JIT_RETRY_BASE_MS".to_string(), "200".to_string()),
     ]));
     let running = app::build(config, env, policy).await?.spawn();
-    let demo = Demo {
-        http: reqwest::Client::new(),
-        base: running.url(),
-        secret: signing_secret,
-    };
+    let demo = SlackSender::new(&running.url(), &signing_secret);
     println!("jitbot demo: a temporary SQLite store, a fake Slack and a local webhook receiver.");
     println!(
         "Alice (U0ALICE) needs the demo database; Bob (U0BOB) approves. Access lasts {DEMO_GRANT}."
@@ -196,7 +144,7 @@ pub async fn run() -> anyhow::Result<()> {
         &format!("/jit request demo-db {DEMO_GRANT} debugging INC-4312"),
     );
     let answer = demo
-        .command(
+        .command_text(
             REQUESTER,
             &format!("request demo-db {DEMO_GRANT} debugging INC-4312"),
         )

@@ -145,10 +145,22 @@ async fn insert_jobs<C: ConnectionTrait>(
             created_at: Set(now),
             ..Default::default()
         };
+        let key = scheduled.job.dedupe_key();
         job::Entity::insert(row)
             .on_conflict_do_nothing_on([job::Column::DedupeKey])
             .exec(db)
             .await?;
+        if let Some(key) = key {
+            // The job already existed: the earlier of the two schedules wins (an early
+            // `/jit revoke` brings the expiry job forward).
+            job::Entity::update_many()
+                .col_expr(job::Column::RunAt, Expr::value(scheduled.run_at))
+                .filter(job::Column::DedupeKey.eq(key))
+                .filter(job::Column::DoneAt.is_null())
+                .filter(job::Column::RunAt.gt(scheduled.run_at))
+                .exec(db)
+                .await?;
+        }
     }
     Ok(())
 }

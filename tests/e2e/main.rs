@@ -1,0 +1,10 @@
+//! End-to-end tests: the real app on port 0, a recording fake Slack on 127.0.0.1, real SQLite
+//! and real PostgreSQL stores, real PostgreSQL roles and a real webhook receiver.
+
+mod approvals;
+mod edge;
+mod failures;
+mod lifecycle;
+mod restart;
+mod snapshots;
+mod support;
