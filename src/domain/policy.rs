@@ -980,10 +980,7 @@ resources:
 "#;
 
     fn errors(text: &str) -> Vec<Diagnostic> {
-        Policy::parse("p.yaml", text)
-            .err()
-            .expect("policy should be refused")
-            .0
+        Policy::parse("p.yaml", text).expect_err("policy should be refused").0
     }
 
     #[test]

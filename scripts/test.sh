@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine too: starts what the tests need, then runs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(bash scripts/test-services.sh)"
+export JIT_TEST_PG_URL
+cargo test --workspace --locked "$@"
