@@ -42,7 +42,8 @@ async fn run(label: &str, database_url: String) -> anyhow::Result<()> {
     println!("\n{label}");
     let slack = FakeSlack::start().await?;
     let hook = WebhookReceiver::start("bench-secret").await?;
-    let (policy, _) = Policy::parse("bench.yaml", &policy(&hook.url)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (policy, _) =
+        Policy::parse("bench.yaml", &policy(&hook.url)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = Config {
         database_url,
         policy: "bench.yaml".into(),
@@ -51,7 +52,10 @@ async fn run(label: &str, database_url: String) -> anyhow::Result<()> {
         bot_token: Secret::new("xoxb-bench"),
         slack_api_url: slack.base_url.clone(),
     };
-    let env = Env::with_overrides(HashMap::from([("BENCH_HOOK_SECRET".into(), "bench-secret".into())]));
+    let env = Env::with_overrides(HashMap::from([(
+        "BENCH_HOOK_SECRET".into(),
+        "bench-secret".into(),
+    )]));
     let running = app::build(config, env, policy).await?.spawn();
     let sender = SlackSender::new(&running.url(), "bench-signing");
 
@@ -59,9 +63,17 @@ async fn run(label: &str, database_url: String) -> anyhow::Result<()> {
     let mut samples = Vec::new();
     for i in 0..SEQUENTIAL {
         let t = Instant::now();
-        let answer = sender.command(&format!("U0S{i:06}"), "request app 1h bench").await?;
+        let answer = sender
+            .command(&format!("U0S{i:06}"), "request app 1h bench")
+            .await?;
         samples.push(t.elapsed());
-        anyhow::ensure!(answer.status == 200 && answer.body["text"].as_str().is_some_and(|t| t.contains("Request #")), "{answer:?}");
+        anyhow::ensure!(
+            answer.status == 200
+                && answer.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Request #")),
+            "{answer:?}"
+        );
     }
     percentiles("/jit request ack, sequential", samples);
 
@@ -75,7 +87,9 @@ async fn run(label: &str, database_url: String) -> anyhow::Result<()> {
             let mut samples = Vec::new();
             for i in 0..CONCURRENT_TOTAL / CONCURRENT_SENDERS {
                 let t = Instant::now();
-                let answer = sender.command(&format!("U0C{s:02}{i:05}"), "request app 1h bench").await?;
+                let answer = sender
+                    .command(&format!("U0C{s:02}{i:05}"), "request app 1h bench")
+                    .await?;
                 samples.push(t.elapsed());
                 anyhow::ensure!(answer.status == 200, "{answer:?}");
             }
@@ -87,31 +101,55 @@ async fn run(label: &str, database_url: String) -> anyhow::Result<()> {
         samples.extend(t.await??);
     }
     let elapsed = started.elapsed();
-    percentiles(&format!("/jit request ack, {CONCURRENT_SENDERS} concurrent"), samples);
-    println!("  throughput                         {:.0} requests/s", CONCURRENT_TOTAL as f64 / elapsed.as_secs_f64());
+    percentiles(
+        &format!("/jit request ack, {CONCURRENT_SENDERS} concurrent"),
+        samples,
+    );
+    println!(
+        "  throughput                         {:.0} requests/s",
+        CONCURRENT_TOTAL as f64 / elapsed.as_secs_f64()
+    );
 
     // Expiry lag: grants of 2 s, approved together.
     let mut ids = Vec::new();
     for i in 0..EXPIRIES {
-        let text = sender.command_text(&format!("U0E{i:06}"), "request app 2s expiry").await?;
-        let id: String = text.split('#').nth(1).unwrap_or("").chars().take_while(char::is_ascii_digit).collect();
+        let text = sender
+            .command_text(&format!("U0E{i:06}"), "request app 2s expiry")
+            .await?;
+        let id: String = text
+            .split('#')
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         ids.push(id);
     }
     for id in &ids {
         sender.click("U0BOB", "jit_approve", id).await?;
     }
-    hook.wait_for("revoke", EXPIRIES, Duration::from_secs(60)).await?;
+    hook.wait_for("revoke", EXPIRIES, Duration::from_secs(60))
+        .await?;
     let mut lags = Vec::new();
     for id in &ids {
         let id: i32 = id.parse()?;
         // wait for the state change that follows the provider's confirmation
         for _ in 0..200 {
-            if running.store.request(id).await?.is_some_and(|r| r.state == "expired") {
+            if running
+                .store
+                .request(id)
+                .await?
+                .is_some_and(|r| r.state == "expired")
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let grant = running.store.grant(id).await?.ok_or_else(|| anyhow::anyhow!("no grant"))?;
+        let grant = running
+            .store
+            .grant(id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no grant"))?;
         if let (Some(exp), Some(end)) = (grant.expires_at, grant.ended_at) {
             lags.push(Duration::from_millis((end - exp).max(0) as u64));
         }
@@ -124,21 +162,37 @@ async fn run(label: &str, database_url: String) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    run("SQLite (WAL, temporary file)", format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display())).await?;
-    let server = std::env::var("JIT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    run(
+        "SQLite (WAL, temporary file)",
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        ),
+    )
+    .await?;
+    let server = std::env::var("JIT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     match sqlx::PgPool::connect(&server).await {
         Ok(admin) => {
             let db = format!("jit_bench_{}", std::process::id());
-            sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&admin).await?;
+            sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+                .execute(&admin)
+                .await?;
             let url = match server.rsplit_once('/') {
                 Some((base, _)) => format!("{base}/{db}"),
                 None => server.clone(),
             };
             let result = run("PostgreSQL (local server)", url).await;
-            sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).execute(&admin).await?;
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await?;
             result?;
         }
-        Err(e) => println!("\nPostgreSQL: not measured, no server at {server} ({e}); run scripts/test-services.sh"),
+        Err(e) => println!(
+            "\nPostgreSQL: not measured, no server at {server} ({e}); run scripts/test-services.sh"
+        ),
     }
     Ok(())
 }

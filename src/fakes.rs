@@ -37,6 +37,8 @@ struct SlackState {
     next_ts: Mutex<u64>,
     /// method → how many more calls to answer with `ok: false`.
     failures: Mutex<HashMap<String, u32>>,
+    /// user ID → profile email, for `users.info`.
+    emails: Mutex<HashMap<String, String>>,
     changed: Notify,
 }
 
@@ -117,6 +119,24 @@ async fn slack_method(
             json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text}})
         }
         "chat.postEphemeral" => json!({"ok": true, "message_ts": ts}),
+        "users.info" => {
+            let user = body
+                .get("user")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let email = state
+                .emails
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&user)
+                .cloned();
+            let profile = match email {
+                Some(email) => json!({"email": email}),
+                None => json!({}),
+            };
+            json!({"ok": true, "user": {"id": user, "profile": profile}})
+        }
         "conversations.open" => {
             let users = match body.get("users") {
                 Some(Value::Array(list)) => list
@@ -171,6 +191,15 @@ impl FakeSlack {
             .into_iter()
             .filter(|c| c.method == method)
             .collect()
+    }
+
+    /// The email `users.info` reports for `user`.
+    pub fn set_email(&self, user: &str, email: &str) {
+        self.state
+            .emails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.to_string(), email.to_string());
     }
 
     /// Answers the next `n` calls to `method` with an error.

@@ -225,7 +225,7 @@ impl Service {
         }
         let mut lines = vec!["Your recent requests:".to_string()];
         for r in requests {
-            let mut line = format!("• #{} *{}* · {}", r.id, r.resource, r.state);
+            let mut line = format!("• #{} *{}* · {}", r.id, r.resource, label(&r.state));
             if r.state == State::Active.as_str()
                 && let Some(exp) = self.store.grant(r.id).await?.and_then(|g| g.expires_at)
                 && let Some(t) = DateTime::from_timestamp_millis(exp)
@@ -546,7 +546,7 @@ impl Service {
             .store
             .request(id)
             .await?
-            .map(|r| r.state)
+            .map(|r| label(&r.state))
             .unwrap_or_default();
         let reason = format!("Request #{id} is already {state}.");
         self.store
@@ -577,7 +577,10 @@ impl Service {
             )));
         };
         if request.state != State::Pending.as_str() {
-            return Ok(Err(format!("Request #{id} is already {}.", request.state)));
+            return Ok(Err(format!(
+                "Request #{id} is already {}.",
+                label(&request.state)
+            )));
         }
         if request.requester == user && !resource.self_approval {
             let verb = if decision == Decision::Approve {
@@ -632,7 +635,7 @@ impl Service {
                 .store
                 .request(request.id)
                 .await?
-                .map(|r| r.state)
+                .map(|r| label(&r.state))
                 .unwrap_or_default();
             return Ok(Err(format!(
                 "Request {id} is {state}; only a pending request can be cancelled."
@@ -683,7 +686,7 @@ impl Service {
                 .store
                 .request(request.id)
                 .await?
-                .map(|r| r.state)
+                .map(|r| label(&r.state))
                 .unwrap_or_default();
             let hint = if state == State::Pending.as_str() {
                 format!(" Use `/jit cancel {}` for a pending request.", request.id)
@@ -720,4 +723,11 @@ fn already_open(open: &store::Request) -> String {
         "You already have request #{} for *{}* ({}). Use `/jit extend {} <duration>` to change its length, or `/jit cancel {}`.",
         open.id, open.resource, open.state, open.id, open.id
     )
+}
+
+/// A stored state as people read it.
+fn label(state: &str) -> String {
+    State::parse(state)
+        .map(State::label)
+        .unwrap_or_else(|| state.to_string())
 }

@@ -84,6 +84,11 @@ impl ProviderConfig {
         }
     }
 
+    /// Can this provider name a person by email (and so fall back to the Slack profile's)?
+    pub fn uses_email(&self) -> bool {
+        matches!(self, ProviderConfig::Webhook { .. })
+    }
+
     /// Names of the environment variables this provider reads.
     pub fn env_vars(&self) -> Vec<&str> {
         match self {
@@ -980,7 +985,9 @@ resources:
 "#;
 
     fn errors(text: &str) -> Vec<Diagnostic> {
-        Policy::parse("p.yaml", text).expect_err("policy should be refused").0
+        Policy::parse("p.yaml", text)
+            .expect_err("policy should be refused")
+            .0
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl State {
         State::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// The state as people read it: `timed out`, `revoke failed`.
+    pub fn label(self) -> String {
+        self.as_str().replace('_', " ")
+    }
+
     pub fn is_open(self) -> bool {
         State::OPEN.contains(&self)
     }

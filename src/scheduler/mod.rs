@@ -118,7 +118,9 @@ impl Scheduler {
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.jobs_failed);
-                let delay = backoff(self.backoff_start, row.attempts);
+                // Slack's own Retry-After wins over our backoff when it asks for longer.
+                let delay = backoff(self.backoff_start, row.attempts)
+                    .max(crate::slack::client::retry_after(&e).unwrap_or_default());
                 let error = format!("{e:#}");
                 tracing::warn!(
                     job = row.id,
@@ -309,6 +311,18 @@ impl Scheduler {
         let duration = chrono::TimeDelta::seconds(request.duration_secs);
         let attempt = async {
             let provider = self.providers.get(&config)?;
+            if config.uses_email()
+                && !spec.identity.contains_key("email")
+                && grant.already_held.is_none()
+            {
+                // No email in `identities`: take the one on the Slack profile, once.
+                if let Some(email) = self.slack.user_email(&request.requester).await? {
+                    spec.identity.insert("email".into(), email);
+                    self.store
+                        .set_grant_identity(id, &serde_json::to_value(&spec.identity)?)
+                        .await?;
+                }
+            }
             if grant.already_held.is_none() {
                 let held = provider.holds(&spec).await?;
                 self.store.set_already_held(id, held).await?;

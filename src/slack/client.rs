@@ -98,4 +98,26 @@ impl SlackApi {
             .context("chat.postEphemeral")?;
         Ok(())
     }
+
+    /// The email on a person's Slack profile (`users.info`; needs `users:read.email`).
+    pub async fn user_email(&self, user: &str) -> anyhow::Result<Option<String>> {
+        let session = self.client.open_session(&self.token);
+        let resp = session
+            .users_info(&SlackApiUsersInfoRequest::new(user.into()))
+            .await
+            .context("users.info")?;
+        Ok(resp.user.profile.and_then(|p| p.email).map(|e| e.0))
+    }
+}
+
+/// How long Slack asked us to wait (HTTP 429 `Retry-After`), if this error is a rate limit.
+pub fn retry_after(error: &anyhow::Error) -> Option<std::time::Duration> {
+    error.chain().find_map(|cause| {
+        match cause.downcast_ref::<slack_morphism::errors::SlackClientError>() {
+            Some(slack_morphism::errors::SlackClientError::RateLimitError(limit)) => {
+                limit.retry_after
+            }
+            _ => None,
+        }
+    })
 }

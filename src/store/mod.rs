@@ -442,6 +442,21 @@ impl Store {
         Ok(())
     }
 
+    /// Completes the identity a grant sends (e.g. with the Slack profile email), before the grant.
+    pub async fn set_grant_identity(
+        &self,
+        request_id: i32,
+        identity: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        grant::Entity::update_many()
+            .col_expr(grant::Column::Identity, Expr::value(identity.to_string()))
+            .filter(grant::Column::RequestId.eq(request_id))
+            .filter(grant::Column::GrantedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_grant_error(
         &self,
         request_id: i32,

@@ -255,7 +255,7 @@ async fn a_request_nobody_decides_times_out() {
     app.wait_dm(ALICE, "timed out").await;
     app.wait_card_update("Timed out").await;
     app.click(BOB, APPROVE, id).await;
-    app.wait_ephemeral(BOB, "already timed_out").await;
+    app.wait_ephemeral(BOB, "already timed out").await;
     assert!(hook.events().is_empty());
     app.finish().await;
 }

@@ -2,8 +2,6 @@
 
 use std::process::Command;
 
-use crate::support::*;
-
 fn jitbot(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_jitbot"))
         .args(args)
@@ -30,19 +28,30 @@ fn check_accepts_the_example_policy_and_names_line_and_column_of_errors() {
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string(example).unwrap().replace("max_duration: 4h", "max_duraton: 4h");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("max_duration: 4h", "max_duraton: 4h");
     std::fs::write(&bad, &text).unwrap();
-    let line = text.lines().position(|l| l.contains("max_duraton")).unwrap() + 1;
+    let line = text
+        .lines()
+        .position(|l| l.contains("max_duraton"))
+        .unwrap()
+        + 1;
     let (code, _, stderr) = jitbot(&["check", bad.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains(&format!("bad.yaml:{line}:5:")), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
 
-    let later = std::fs::read_to_string(example).unwrap().replace("kind: webhook", "kind: aws_iam");
+    let later = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("kind: webhook", "kind: aws_iam");
     std::fs::write(&bad, &later).unwrap();
     let (code, _, stderr) = jitbot(&["check", bad.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("aws_iam") && stderr.contains("not supported"), "{stderr}");
+    assert!(
+        stderr.contains("aws_iam") && stderr.contains("not supported"),
+        "{stderr}"
+    );
 
     let (code, _, stderr) = jitbot(&["check", "/nonexistent/policy.yaml"], &[]);
     assert_eq!(code, 1, "{stderr}");
@@ -63,9 +72,18 @@ fn migrate_prepares_an_empty_sqlite_file_and_refuses_an_unreachable_database() {
     let (code, stdout, stderr) = jitbot(&["migrate"], &[("JIT_DATABASE_URL", &url)]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("migrations applied"));
-    let (code, _, stderr) = jitbot(&["migrate"], &[("JIT_DATABASE_URL", "postgres://nobody:hunter2@127.0.0.1:1/none")]);
+    let (code, _, stderr) = jitbot(
+        &["migrate"],
+        &[(
+            "JIT_DATABASE_URL",
+            "postgres://nobody:hunter2@127.0.0.1:1/none",
+        )],
+    );
     assert_eq!(code, 1, "{stderr}");
-    assert!(!stderr.contains("hunter2"), "a password reached stderr: {stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "a password reached stderr: {stderr}"
+    );
 }
 
 #[test]
@@ -73,9 +91,21 @@ fn the_demo_shows_the_whole_life_and_exits_0() {
     let started = std::time::Instant::now();
     let (code, stdout, stderr) = jitbot(&["demo"], &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    for step in ["/jit request demo-db", "approval card", "[ Approve ] [ Deny ]", "your own request", "\"event\":\"grant\"", "was approved", "\"event\":\"revoke\"", "has expired", "expired"] {
-        assert!(stdout.contains(step), "the demo did not show {step:?}:\n{stdout}");
+    for step in [
+        "/jit request demo-db",
+        "approval card",
+        "[ Approve ] [ Deny ]",
+        "your own request",
+        "\"event\":\"grant\"",
+        "was approved",
+        "\"event\":\"revoke\"",
+        "has expired",
+        "expired",
+    ] {
+        assert!(
+            stdout.contains(step),
+            "the demo did not show {step:?}:\n{stdout}"
+        );
     }
     assert!(started.elapsed().as_secs() < 30);
-    let _ = ALICE;
 }

@@ -155,3 +155,24 @@ async fn a_webhook_receiver_can_check_the_signature() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_webhook_gets_the_slack_profile_email_of_someone_without_an_identity() {
+    let (app, hook) = spawn_hook_app(Backend::Sqlite).await;
+    app.slack.set_email(MALLORY, "mallory@example.com");
+    let id = TestApp::id_in(&app.say(MALLORY, "request billing-admin 1h x").await);
+    app.click(BOB, APPROVE, id).await;
+    let grant = hook.wait_for("grant", 1, WAIT).await.unwrap().remove(0);
+    assert_eq!(
+        grant.body["identity"],
+        serde_json::json!({"email": "mallory@example.com"})
+    );
+    app.say(MALLORY, &format!("revoke {id}")).await;
+    let revoke = hook.wait_for("revoke", 1, WAIT).await.unwrap().remove(0);
+    assert_eq!(
+        revoke.body["identity"]["email"], "mallory@example.com",
+        "the revoke names the same person"
+    );
+    assert_eq!(app.slack.calls_to("users.info").len(), 1);
+    app.finish().await;
+}
