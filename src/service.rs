@@ -542,12 +542,7 @@ impl Service {
         id: i32,
         now_ms: i64,
     ) -> anyhow::Result<Decided> {
-        let state = self
-            .store
-            .request(id)
-            .await?
-            .map(|r| label(&r.state))
-            .unwrap_or_default();
+        let state = self.state_label(id).await?;
         let reason = format!("Request #{id} is already {state}.");
         self.store
             .audit(
@@ -631,12 +626,7 @@ impl Service {
         ];
         t.audit = vec![store::audit(user, "cancelled", json!({}))];
         if !self.store.transition(t).await? {
-            let state = self
-                .store
-                .request(request.id)
-                .await?
-                .map(|r| label(&r.state))
-                .unwrap_or_default();
+            let state = self.state_label(request.id).await?;
             return Ok(Err(format!(
                 "Request {id} is {state}; only a pending request can be cancelled."
             )));
@@ -682,12 +672,7 @@ impl Service {
         ];
         t.audit = vec![store::audit(user, "revoke_requested", json!({}))];
         if !self.store.transition(t).await? {
-            let state = self
-                .store
-                .request(request.id)
-                .await?
-                .map(|r| label(&r.state))
-                .unwrap_or_default();
+            let state = self.state_label(request.id).await?;
             let hint = if state == State::Pending.as_str() {
                 format!(" Use `/jit cancel {}` for a pending request.", request.id)
             } else {
@@ -702,6 +687,16 @@ impl Service {
             "Access for {id} (*{}*) is being revoked.",
             request.resource
         )))
+    }
+
+    /// The request's current state as people read it (after a guarded change lost).
+    async fn state_label(&self, id: i32) -> anyhow::Result<String> {
+        Ok(self
+            .store
+            .request(id)
+            .await?
+            .map(|r| label(&r.state))
+            .unwrap_or_default())
     }
 
     async fn own_request(&self, id: RequestId) -> anyhow::Result<Option<store::Request>> {

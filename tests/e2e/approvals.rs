@@ -236,20 +236,10 @@ async fn auto_approval_grants_without_a_click_and_the_card_says_so() {
 
 #[tokio::test]
 async fn a_request_nobody_decides_times_out() {
-    let secret = format!("hook-{}", suffix());
-    let hook = jitbot::fakes::WebhookReceiver::start(&secret)
-        .await
-        .unwrap();
-    let env_name = format!("JIT_HOOK_{}", suffix().to_uppercase());
-    let policy = hook_policy(&hook.url, &env_name).replace("request_ttl: 1h", "request_ttl: 2s");
-    let env = std::collections::HashMap::from([
-        (env_name.clone(), secret),
-        (
-            format!("{env_name}_PG"),
-            "postgres://nobody@127.0.0.1:1/none".to_string(),
-        ),
-    ]);
-    let app = spawn_app(Backend::Sqlite, &policy, env).await;
+    let ((app, hook), _) = spawn_hook_app_with(Backend::Sqlite, |p| {
+        p.replace("request_ttl: 1h", "request_ttl: 2s")
+    })
+    .await;
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 1h x").await);
     app.wait_state(id, "timed_out").await;
     app.wait_dm(ALICE, "timed out").await;

@@ -1,7 +1,5 @@
 //! Providers and Slack that fail: retries, grant_failed, revokes that never give up.
 
-use std::collections::HashMap;
-
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -113,19 +111,7 @@ async fn slack_errors_are_retried_and_the_card_still_arrives() {
 
 #[tokio::test]
 async fn a_webhook_receiver_can_check_the_signature() {
-    let secret = format!("hook-{}", suffix());
-    let hook = jitbot::fakes::WebhookReceiver::start(&secret)
-        .await
-        .unwrap();
-    let env_name = format!("JIT_HOOK_{}", suffix().to_uppercase());
-    let env = HashMap::from([
-        (env_name.clone(), secret.clone()),
-        (
-            format!("{env_name}_PG"),
-            "postgres://nobody@127.0.0.1:1/none".to_string(),
-        ),
-    ]);
-    let app = spawn_app(Backend::Sqlite, &hook_policy(&hook.url, &env_name), env).await;
+    let ((app, hook), secret) = spawn_hook_app_with(Backend::Sqlite, |p| p).await;
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 1h INC-4312").await);
     app.click(BOB, APPROVE, id).await;
     let event = hook.wait_for("grant", 1, WAIT).await.unwrap().remove(0);

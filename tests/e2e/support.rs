@@ -259,50 +259,35 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    pub async fn wait_dm(&self, user: &str, containing: &str) -> SlackCall {
+    /// Waits for a `method` call whose `who_field` is `who` and whose text contains `containing`.
+    async fn wait_message(
+        &self,
+        method: &str,
+        who_field: &str,
+        who: &str,
+        containing: &str,
+    ) -> SlackCall {
+        let matches = |c: &SlackCall| {
+            c.method == method && c.str(who_field) == who && c.str("text").contains(containing)
+        };
         let calls = self
             .wait_calls(
-                &format!("a DM to {user} containing {containing:?}"),
-                |calls| {
-                    calls.iter().any(|c| {
-                        c.method == "chat.postMessage"
-                            && c.str("channel") == user
-                            && c.str("text").contains(containing)
-                    })
-                },
+                &format!("{method} to {who} containing {containing:?}"),
+                |calls| calls.iter().any(matches),
             )
             .await;
-        calls
-            .into_iter()
-            .find(|c| {
-                c.method == "chat.postMessage"
-                    && c.str("channel") == user
-                    && c.str("text").contains(containing)
-            })
-            .expect("found above")
+        calls.into_iter().find(matches).expect("found above")
+    }
+
+    /// A direct message (a post to the user ID) containing `containing`.
+    pub async fn wait_dm(&self, user: &str, containing: &str) -> SlackCall {
+        self.wait_message("chat.postMessage", "channel", user, containing)
+            .await
     }
 
     pub async fn wait_ephemeral(&self, user: &str, containing: &str) -> SlackCall {
-        let calls = self
-            .wait_calls(
-                &format!("an ephemeral to {user} containing {containing:?}"),
-                |calls| {
-                    calls.iter().any(|c| {
-                        c.method == "chat.postEphemeral"
-                            && c.str("user") == user
-                            && c.str("text").contains(containing)
-                    })
-                },
-            )
-            .await;
-        calls
-            .into_iter()
-            .find(|c| {
-                c.method == "chat.postEphemeral"
-                    && c.str("user") == user
-                    && c.str("text").contains(containing)
-            })
-            .expect("found above")
+        self.wait_message("chat.postEphemeral", "user", user, containing)
+            .await
     }
 
     /// The latest `chat.update` of the card whose text contains `containing`.
@@ -446,19 +431,27 @@ resources:
 
 /// An app on `backend` with [`hook_policy`] and a webhook receiver.
 pub async fn spawn_hook_app(backend: Backend) -> (TestApp, jitbot::fakes::WebhookReceiver) {
+    spawn_hook_app_with(backend, |p| p).await.0
+}
+
+/// Like [`spawn_hook_app`], with the policy text edited first; also returns the webhook secret.
+pub async fn spawn_hook_app_with(
+    backend: Backend,
+    edit: impl FnOnce(String) -> String,
+) -> ((TestApp, jitbot::fakes::WebhookReceiver), String) {
     let secret = format!("hook-{}", suffix());
     let hook = jitbot::fakes::WebhookReceiver::start(&secret)
         .await
         .expect("receiver");
     let env_name = format!("JIT_HOOK_{}", suffix().to_uppercase());
     let env = HashMap::from([
-        (env_name.clone(), secret),
+        (env_name.clone(), secret.clone()),
         // a postgres provider that is never reached; only its env var must exist
         (
             format!("{env_name}_PG"),
             "postgres://nobody@127.0.0.1:1/none".to_string(),
         ),
     ]);
-    let app = spawn_app(backend, &hook_policy(&hook.url, &env_name), env).await;
-    (app, hook)
+    let app = spawn_app(backend, &edit(hook_policy(&hook.url, &env_name)), env).await;
+    ((app, hook), secret)
 }
