@@ -60,6 +60,11 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
             env.require(var)?;
         }
     }
+    if env.get("SLACK_APP_TOKEN").is_some() {
+        tracing::warn!(
+            "SLACK_APP_TOKEN is set, but this version serves Slack over HTTP only (no Socket Mode yet)"
+        );
+    }
     let policy = Arc::new(policy);
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());

@@ -263,7 +263,7 @@ impl Service {
                 mention(&r.requester),
                 r.resource,
                 secs(r.duration_secs),
-                r.reason
+                blocks::escape(&r.reason)
             ));
         }
         Ok(if lines.is_empty() {

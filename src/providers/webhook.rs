@@ -62,6 +62,8 @@ impl WebhookProvider {
             .body(body)
             .send()
             .await
+            // the URL may carry a token: keep it out of errors and logs
+            .map_err(|e| e.without_url())
             .with_context(|| format!("webhook {event}: no answer"))?;
         let status = resp.status();
         if status.is_success() {

@@ -26,6 +26,8 @@ const BATCH: u64 = 16;
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Retry delays stop growing here.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// An ephemeral answer is dropped after this many attempts: it matters only for a moment.
+const EPHEMERAL_ATTEMPTS: i32 = 3;
 /// A grant still failing after this many attempts becomes `grant_failed`.
 pub const GRANT_ATTEMPTS: i32 = 5;
 
@@ -114,6 +116,17 @@ impl Scheduler {
         match result {
             Ok(()) => {
                 Metrics::inc(&self.metrics.jobs_run);
+                self.store.job_done(row.id, ms(now)).await
+            }
+            Err(e)
+                if matches!(job, Job::Ephemeral { .. }) && row.attempts >= EPHEMERAL_ATTEMPTS =>
+            {
+                // A refusal nobody saw within a few tries is stale; let it go.
+                tracing::warn!(
+                    job = row.id,
+                    error = format!("{e:#}"),
+                    "giving up on an ephemeral answer"
+                );
                 self.store.job_done(row.id, ms(now)).await
             }
             Err(e) => {

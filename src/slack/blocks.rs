@@ -38,6 +38,22 @@ pub fn when(t: DateTime<Utc>) -> String {
     )
 }
 
+/// Text from people or providers, made inert: Slack reads `<…>` as mentions and links
+/// (`<!channel>` would ping everyone), so `&`, `<` and `>` are escaped as Slack asks.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `: <note>` when the card has a note (a denial reason, a provider error).
+fn note_suffix(v: &CardView) -> String {
+    v.note
+        .as_deref()
+        .map(|n| format!(": {}", escape(n)))
+        .unwrap_or_default()
+}
+
 pub fn mention(user: &str) -> String {
     format!("<@{user}>")
 }
@@ -64,7 +80,7 @@ pub fn card(v: &CardView) -> (String, Vec<Value>) {
         json!({"type": "mrkdwn", "text": format!("*Requester*\n{}", mention(&v.requester))}),
         json!({"type": "mrkdwn", "text": format!("*Resource*\n{}", v.resource)}),
         json!({"type": "mrkdwn", "text": format!("*Duration*\n{}", v.duration)}),
-        json!({"type": "mrkdwn", "text": format!("*Reason*\n{}", if v.reason.is_empty() { "—" } else { &v.reason })}),
+        json!({"type": "mrkdwn", "text": format!("*Reason*\n{}", if v.reason.is_empty() { "—".to_string() } else { escape(&v.reason) })}),
     ];
     if !v.description.is_empty() {
         fields.push(json!({"type": "mrkdwn", "text": format!("*About*\n{}", v.description)}));
@@ -125,10 +141,7 @@ fn status_line(v: &CardView) -> String {
         State::RevokeFailed => format!(
             "⚠️ {} · removing access failed and is being retried{}",
             approved_line(v),
-            v.note
-                .as_deref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default()
+            note_suffix(v)
         ),
         State::Expired => format!(
             "⌛ {} · access expired {}",
@@ -152,10 +165,7 @@ fn status_line(v: &CardView) -> String {
             v.decided_at
                 .map(|t| format!(" at {}", when(t)))
                 .unwrap_or_default(),
-            v.note
-                .as_deref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default()
+            note_suffix(v)
         ),
         State::Cancelled => format!(
             "🚫 Cancelled by the requester{}",
@@ -167,10 +177,7 @@ fn status_line(v: &CardView) -> String {
         State::GrantFailed => format!(
             "⚠️ {} · the grant failed, no access was given{}",
             approved_line(v),
-            v.note
-                .as_deref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default()
+            note_suffix(v)
         ),
     }
 }
@@ -226,7 +233,7 @@ pub fn dm_denied(id: i32, resource: &str, by: &str, reason: Option<&str>) -> Str
         "❌ Your request #{id} for *{resource}* was denied by {}{}",
         mention(by),
         reason
-            .map(|r| format!(": {r}"))
+            .map(|r| format!(": {}", escape(r)))
             .unwrap_or_else(|| ".".into())
     )
 }
@@ -254,23 +261,36 @@ pub fn dm_revoked(id: i32, resource: &str, by: Option<&str>) -> String {
 
 pub fn dm_grant_failed(id: i32, resource: &str, error: &str) -> String {
     format!(
-        "⚠️ jitbot could not grant *{resource}* (#{id}): {error}. No access was given; the reviewers were told."
+        "⚠️ jitbot could not grant *{resource}* (#{id}): {}. No access was given; the reviewers were told.",
+        escape(error)
     )
 }
 
 pub fn note_grant_failed(id: i32, resource: &str, error: &str) -> String {
-    format!("⚠️ Granting *{resource}* for request #{id} failed: {error}. No access was given.")
+    format!(
+        "⚠️ Granting *{resource}* for request #{id} failed: {}. No access was given.",
+        escape(error)
+    )
 }
 
 pub fn note_revoke_failed(id: i32, resource: &str, error: &str) -> String {
     format!(
-        "⚠️ Removing access to *{resource}* for request #{id} failed: {error}. jitbot keeps retrying until it succeeds."
+        "⚠️ Removing access to *{resource}* for request #{id} failed: {}. jitbot keeps retrying until it succeeds.",
+        escape(error)
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_from_people_cannot_ping_the_channel() {
+        assert_eq!(
+            escape("<!channel> & <@U1>"),
+            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+        );
+    }
 
     #[test]
     fn markup_turns_into_plain_text() {

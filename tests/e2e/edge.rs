@@ -230,3 +230,27 @@ async fn health_and_metrics_answer() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn text_from_a_requester_cannot_ping_the_channel() {
+    let (app, _hook) = spawn_hook_app(Backend::Sqlite).await;
+    app.say(
+        ALICE,
+        "request billing-admin 1h <!channel> look <https://evil.example|here>",
+    )
+    .await;
+    let calls = app
+        .wait_calls("the card", |c| {
+            c.iter().any(|c| c.method == "chat.postMessage")
+        })
+        .await;
+    let card = calls
+        .iter()
+        .find(|c| c.method == "chat.postMessage")
+        .unwrap()
+        .body
+        .to_string();
+    assert!(!card.contains("<!channel>"), "{card}");
+    assert!(card.contains("&lt;!channel&gt;"), "{card}");
+    app.finish().await;
+}
