@@ -520,9 +520,13 @@ impl Scheduler {
         spec: &GrantSpec,
         grant: &store::Grant,
     ) -> anyhow::Result<()> {
-        if grant.already_held == Some(true) {
+        match grant.already_held {
             // The person had this access before jitbot: leave it alone.
-            return Ok(());
+            Some(true) => return Ok(()),
+            // Never checked, so never granted (the check comes before the first grant call):
+            // there is nothing of ours to take away, and the person may hold it on their own.
+            None => return Ok(()),
+            Some(false) => {}
         }
         self.providers.get(config)?.revoke(spec).await
     }
@@ -568,7 +572,11 @@ impl Scheduler {
         self.store
             .audit(
                 Some(id),
-                store::audit("jitbot", "cleanup_revoked", json!({})),
+                store::audit(
+                    "jitbot",
+                    "cleanup_done",
+                    json!({"revoke_sent": grant.already_held == Some(false)}),
+                ),
                 now,
             )
             .await?;

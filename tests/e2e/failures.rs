@@ -31,7 +31,7 @@ async fn a_grant_that_keeps_failing_becomes_grant_failed_and_is_still_revoked() 
         eventually(WAIT, || async {
             app.audit_actions(id)
                 .await
-                .contains(&"cleanup_revoked".to_string())
+                .contains(&"cleanup_done".to_string())
         })
         .await
     );
