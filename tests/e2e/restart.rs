@@ -102,6 +102,19 @@ async fn a_killed_process_catches_up_on_start_and_does_nothing_twice() {
         })
         .await
         .unwrap();
+    // Kill it once everything but the expiry is done, so a repeat would be jitbot's fault.
+    let store = jitbot::store::Store::connect(&db_url).await.unwrap();
+    let settled = eventually(WAIT, || async {
+        let jobs = store.pending_jobs().await.unwrap();
+        jobs.iter()
+            .all(|j| j.kind == "end_access" || j.kind == "timeout")
+    })
+    .await;
+    assert!(
+        settled,
+        "jobs left: {:?}",
+        store.pending_jobs().await.unwrap()
+    );
 
     // kill -9, and stay down past the expiry.
     let mut first = first;
