@@ -109,3 +109,21 @@ fn the_demo_shows_the_whole_life_and_exits_0() {
     }
     assert!(started.elapsed().as_secs() < 30);
 }
+
+#[test]
+fn serve_refuses_a_broken_policy_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("policy.yaml");
+    std::fs::write(&bad, "resources:\n  x:\n    provider: nowhere\n").unwrap();
+    let (code, _, stderr) = jitbot(
+        &["serve"],
+        &[
+            ("JIT_POLICY", bad.to_str().unwrap()),
+            ("SLACK_SIGNING_SECRET", "s"),
+            ("SLACK_BOT_TOKEN", "xoxb-t"),
+            ("JIT_DATABASE_URL", "sqlite::memory:"),
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("policy.yaml:"), "{stderr}");
+}

@@ -162,3 +162,61 @@ async fn a_webhook_gets_the_slack_profile_email_of_someone_without_an_identity()
     assert_eq!(app.slack.calls_to("users.info").len(), 1);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_grant_is_revoked_as_granted_even_after_its_resource_leaves_the_policy() {
+    let secret = format!("hook-{}", suffix());
+    let hook = jitbot::fakes::WebhookReceiver::start(&secret)
+        .await
+        .unwrap();
+    let env_name = format!("JIT_HOOK_{}", suffix().to_uppercase());
+    let env = std::collections::HashMap::from([
+        (env_name.clone(), secret.clone()),
+        (
+            format!("{env_name}_PG"),
+            "postgres://nobody@127.0.0.1:1/none".to_string(),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jitbot.db").display()
+    );
+    let first = spawn_with(
+        db_url.clone(),
+        &hook_policy(&hook.url, &env_name),
+        env.clone(),
+        jitbot::fakes::FakeSlack::start().await.unwrap(),
+        None,
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let id = TestApp::id_in(&first.say(ALICE, "request billing-admin 3s x").await);
+    first.click(BOB, APPROVE, id).await;
+    first.wait_state(id, "active").await;
+    hook.wait_for("grant", 1, WAIT).await.unwrap();
+    first.finish().await;
+
+    // The policy changes: the resource and its provider are gone.
+    let changed = format!(
+        "groups:\n  dba: {{ members: [{BOB}] }}\nproviders:\n  other: {{ kind: webhook, url: \"http://127.0.0.1:1/nowhere\", secret_env: {env_name} }}\n\
+         resources:\n  something-else:\n    provider: other\n    max_duration: 1h\n    channel: C0REVIEW\n    approvers: [dba]\n"
+    );
+    let second = spawn_with(
+        db_url,
+        &changed,
+        env,
+        jitbot::fakes::FakeSlack::start().await.unwrap(),
+        None,
+        dir,
+    )
+    .await;
+    second.wait_state(id, "expired").await;
+    let revoke = hook.wait_for("revoke", 1, WAIT).await.unwrap().remove(0);
+    assert_eq!(revoke.body["resource"], "billing-admin");
+    assert_eq!(
+        revoke.body["grant"],
+        serde_json::json!({"app": "billing", "level": "admin"})
+    );
+    second.finish().await;
+}
