@@ -31,7 +31,6 @@ pub struct App {
 pub struct Running {
     pub addr: SocketAddr,
     pub store: Store,
-    pub scheduler: Scheduler,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -123,12 +122,10 @@ impl App {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
-        let scheduler = self.scheduler.clone();
-        let sched = tokio::spawn(scheduler.run());
+        let sched = tokio::spawn(self.scheduler.run());
         Running {
             addr: self.addr,
             store: self.store,
-            scheduler: self.scheduler,
             tasks: vec![http, sched],
         }
     }

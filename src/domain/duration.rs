@@ -1,7 +1,6 @@
 //! `GrantDuration`: how long access lasts, parsed from `90s`, `15m`, `1h30m`, `1d12h`.
 
 use std::fmt;
-use std::time::Duration;
 
 /// A positive length of time, written as one or more `<n><unit>` parts (units `s m h d`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,15 +71,6 @@ impl GrantDuration {
 
     pub fn secs(self) -> u64 {
         self.0
-    }
-
-    pub fn as_std(self) -> Duration {
-        Duration::from_secs(self.0)
-    }
-
-    pub fn as_chrono(self) -> chrono::TimeDelta {
-        // MAX_SECS keeps this far inside TimeDelta's range.
-        chrono::TimeDelta::seconds(self.0 as i64)
     }
 }
 

@@ -11,8 +11,7 @@ use migration::MigratorTrait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
-    TransactionTrait,
+    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
 };
 
 use crate::domain::{EndReason, Scheduled, State};
@@ -220,10 +219,6 @@ impl Store {
 
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
-    }
-
-    pub fn is_sqlite(&self) -> bool {
-        self.db.get_database_backend() == DbBackend::Sqlite
     }
 
     // ---- requests -------------------------------------------------------------------------
