@@ -14,7 +14,7 @@ use sea_orm::{
     DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
 };
 
-use crate::domain::{EndReason, Scheduled, State};
+use crate::domain::{EndReason, Job, Scheduled, State};
 use entities::{approval, audit, grant, job, request};
 pub use entities::{
     approval::Model as Approval, audit::Model as AuditEvent, grant::Model as Grant,
@@ -80,6 +80,8 @@ pub struct Transition<'a> {
     pub note: Option<String>,
     pub grant: Option<GrantChange>,
     pub jobs: Vec<Scheduled>,
+    /// Queued jobs this change makes pointless; they are marked done with it.
+    pub settles: Vec<Job>,
     pub audit: Vec<NewAudit>,
 }
 
@@ -94,6 +96,12 @@ impl<'a> Transition<'a> {
             note: None,
             grant: None,
             jobs: Vec::new(),
+            // Leaving `pending` decides the request: its timeout has nothing left to do.
+            settles: if from.contains(&State::Pending) && to != State::Pending {
+                vec![Job::Timeout { request_id: id }]
+            } else {
+                Vec::new()
+            },
             audit: Vec::new(),
         }
     }
@@ -379,6 +387,15 @@ impl Store {
             }
         }
         insert_jobs(&txn, &t.jobs, t.now).await?;
+        for key in t.settles.iter().filter_map(Job::dedupe_key) {
+            job::Entity::update_many()
+                .col_expr(job::Column::DoneAt, Expr::value(t.now))
+                .filter(job::Column::DedupeKey.eq(key))
+                .filter(job::Column::DoneAt.is_null())
+                .filter(job::Column::LockedUntil.is_null())
+                .exec(&txn)
+                .await?;
+        }
         insert_audit(&txn, Some(t.id), &t.audit, t.now).await?;
         txn.commit().await?;
         Ok(true)
