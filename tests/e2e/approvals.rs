@@ -107,7 +107,16 @@ async fn fifty_clicks(backend: Backend) {
         .count();
     assert_eq!(approved, 1);
     let decisions = app.store.decisions(id).await.unwrap();
-    assert_eq!(decisions.len(), 2, "one decision per person: {decisions:?}");
+    // At most one decision per person (Carol's clicks may all have come after Bob's won).
+    let mut people: Vec<&str> = decisions.iter().map(|d| d.approver.as_str()).collect();
+    people.sort();
+    people.dedup();
+    assert_eq!(
+        people.len(),
+        decisions.len(),
+        "one decision per person: {decisions:?}"
+    );
+    assert!(!decisions.is_empty());
     match Arc::try_unwrap(app) {
         Ok(app) => app.finish().await,
         Err(_) => panic!("app still shared"),

@@ -153,7 +153,12 @@ async fn a_webhook_gets_the_slack_profile_email_of_someone_without_an_identity()
         grant.body["identity"],
         serde_json::json!({"email": "mallory@example.com"})
     );
-    app.say(MALLORY, &format!("revoke {id}")).await;
+    app.wait_state(id, "active").await;
+    assert!(
+        app.say(MALLORY, &format!("revoke {id}"))
+            .await
+            .contains("being revoked")
+    );
     let revoke = hook.wait_for("revoke", 1, WAIT).await.unwrap().remove(0);
     assert_eq!(
         revoke.body["identity"]["email"], "mallory@example.com",
