@@ -87,7 +87,7 @@ async fn a_killed_process_catches_up_on_start_and_does_nothing_twice() {
     let first = serve(&db_url, &policy_path, &slack.base_url, &secret, &env);
     let sender = SlackSender::new(&first.url, &secret);
     let answer = sender
-        .command_text(ALICE, "request prod-db 3s crash test")
+        .command_text(ALICE, "request prod-db 4s crash test")
         .await
         .unwrap();
     let id = TestApp::id_in(&answer);
@@ -120,7 +120,7 @@ async fn a_killed_process_catches_up_on_start_and_does_nothing_twice() {
     let mut first = first;
     first.child.kill().unwrap(); // SIGKILL on Unix
     first.child.wait().unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         target.is_member(&role, &login).await,
         "nothing revoked while down"
