@@ -154,18 +154,7 @@ impl Scheduler {
         match job {
             Job::PostCard { request_id } => self.post_card(*request_id).await,
             Job::UpdateCard { request_id } => self.update_card(*request_id).await,
-            Job::Dm { user, text } => self
-                .slack
-                .post_message(
-                    user,
-                    &blocks::strip_mrkdwn(text),
-                    Some(vec![
-                        json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}),
-                    ]),
-                    None,
-                )
-                .await
-                .map(|_| ()),
+            Job::Dm { user, text } => self.slack.post_text(user, text, None).await.map(|_| ()),
             Job::ChannelNote { request_id, text } => self.channel_note(*request_id, text).await,
             Job::Ephemeral {
                 channel,
@@ -270,14 +259,7 @@ impl Scheduler {
     async fn channel_note(&self, id: i32, text: &str) -> Outcome {
         let request = self.request(id).await?;
         self.slack
-            .post_message(
-                &request.channel,
-                &blocks::strip_mrkdwn(text),
-                Some(vec![
-                    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}),
-                ]),
-                request.card_ts.as_deref(),
-            )
+            .post_text(&request.channel, text, request.card_ts.as_deref())
             .await
             .map(|_| ())
     }

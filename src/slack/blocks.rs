@@ -66,6 +66,11 @@ fn mentions(users: &[String]) -> String {
         .join(", ")
 }
 
+/// One mrkdwn section: the body of a DM or a channel note.
+pub fn text_section(text: &str) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
 /// The card: plain fallback text and blocks. Buttons only while the request is pending.
 pub fn card(v: &CardView) -> (String, Vec<Value>) {
     let headline = format!(
@@ -75,7 +80,7 @@ pub fn card(v: &CardView) -> (String, Vec<Value>) {
         v.duration,
         v.id
     );
-    let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": headline}})];
+    let mut blocks = vec![text_section(&headline)];
     let mut fields = vec![
         json!({"type": "mrkdwn", "text": format!("*Requester*\n{}", mention(&v.requester))}),
         json!({"type": "mrkdwn", "text": format!("*Resource*\n{}", v.resource)}),

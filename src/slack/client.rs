@@ -63,6 +63,23 @@ impl SlackApi {
         Ok(resp.ts.0)
     }
 
+    /// Posts one mrkdwn text (with a plain fallback) and returns its `ts`.
+    pub async fn post_text(
+        &self,
+        channel: &str,
+        mrkdwn: &str,
+        thread_ts: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let blocks = vec![super::blocks::text_section(mrkdwn)];
+        self.post_message(
+            channel,
+            &super::blocks::strip_mrkdwn(mrkdwn),
+            Some(blocks),
+            thread_ts,
+        )
+        .await
+    }
+
     pub async fn update_message(
         &self,
         channel: &str,

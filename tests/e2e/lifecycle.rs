@@ -246,14 +246,7 @@ async fn a_login_that_does_not_exist_ends_in_grant_failed_and_the_channel_is_tol
     app.click(BOB, APPROVE, id).await;
     app.wait_state(id, "grant_failed").await;
     app.wait_dm(ALICE, "could not grant").await;
-    app.wait_calls("a note in the channel", |calls| {
-        calls.iter().any(|c| {
-            c.method == "chat.postMessage"
-                && c.str("channel") == "C0REVIEW"
-                && c.str("text").contains("failed")
-        })
-    })
-    .await;
+    app.wait_channel_note("failed").await;
     app.wait_card_update("the grant failed").await;
     app.finish().await;
     target.drop_all().await;

@@ -285,6 +285,12 @@ impl TestApp {
             .await
     }
 
+    /// A post in the reviewers' channel (not the card) containing `containing`.
+    pub async fn wait_channel_note(&self, containing: &str) -> SlackCall {
+        self.wait_message("chat.postMessage", "channel", "C0REVIEW", containing)
+            .await
+    }
+
     pub async fn wait_ephemeral(&self, user: &str, containing: &str) -> SlackCall {
         self.wait_message("chat.postEphemeral", "user", user, containing)
             .await
