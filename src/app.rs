@@ -2,36 +2,40 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Env, UserError};
 use crate::domain::Policy;
+use crate::http::serve::EdgeLimits;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::providers::Providers;
-use crate::scheduler::{BACKOFF_START, Scheduler};
+use crate::scheduler::{Runner, Scheduler, Wake};
 use crate::service::Service;
 use crate::slack::SlackApi;
-use crate::store::Store;
+use crate::store::{SingleProcess, Store};
 
 pub struct App {
     pub addr: SocketAddr,
     pub store: Store,
+    pub metrics: Arc<Metrics>,
     listener: TcpListener,
     router: axum::Router,
-    scheduler: Scheduler,
+    runner: Runner,
+    edge: EdgeLimits,
+    single: Option<SingleProcess>,
 }
 
 /// A running app; stops (as abruptly as `kill -9`, from the database's point of view) on drop.
 pub struct Running {
     pub addr: SocketAddr,
     pub store: Store,
+    pub metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
+    _single: Option<SingleProcess>,
 }
 
 impl Drop for Running {
@@ -54,6 +58,14 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         .await
         .map_err(|e| UserError(format!("{e:#}")))?;
     store.migrate().await?;
+    let single = store.single_process().await?;
+    if single.is_some() {
+        // This process owns the store: whatever held a lease before is gone.
+        let taken = store.release_all_leases().await?;
+        if taken > 0 {
+            tracing::info!(jobs = taken, "took back the jobs of the previous run");
+        }
+    }
     for provider in policy.providers.values() {
         for var in provider.env_vars() {
             env.require(var)?;
@@ -66,33 +78,36 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
     }
     let policy = Arc::new(policy);
     let metrics = Arc::new(Metrics::default());
-    let wake = Arc::new(Notify::new());
-    let slack = SlackApi::new(&config.slack_api_url, config.bot_token.expose())?;
+    let wake = Arc::new(Wake::default());
+    let tuning = config.tuning;
+    let slack = SlackApi::new(
+        &config.slack_api_url,
+        config.bot_token.expose(),
+        tuning.slack_timeout,
+        metrics.clone(),
+    )?;
     let providers = Arc::new(Providers::new(env.clone())?);
-    let retry_base = env
-        .get("JIT_RETRY_BASE_MS")
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(BACKOFF_START);
     let service = Service {
         store: store.clone(),
         policy: policy.clone(),
         wake: wake.clone(),
         metrics: metrics.clone(),
     };
-    let scheduler = Scheduler {
+    let runner = Runner::new(Scheduler {
         store: store.clone(),
         policy,
         slack,
         providers,
         metrics: metrics.clone(),
         wake,
-        backoff_start: retry_base,
-    };
+        backoff_start: tuning.retry_base,
+        slack_timeout: tuning.slack_timeout,
+    });
     let router = http::router(AppState {
         service,
         signing_secret: config.signing_secret.clone(),
-        metrics,
+        metrics: metrics.clone(),
+        body_timeout: tuning.edge.body_timeout,
     });
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -101,9 +116,12 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
     Ok(App {
         addr,
         store,
+        metrics,
         listener,
         router,
-        scheduler,
+        runner,
+        edge: tuning.edge,
+        single,
     })
 }
 
@@ -116,17 +134,14 @@ pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
 impl App {
     /// Serves HTTP and runs the scheduler in background tasks.
     pub fn spawn(self) -> Running {
-        let server = axum::serve(self.listener, self.router);
-        let http = tokio::spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
-        let sched = tokio::spawn(self.scheduler.run());
+        let http = tokio::spawn(http::serve::serve(self.listener, self.router, self.edge));
+        let sched = tokio::spawn(self.runner.run());
         Running {
             addr: self.addr,
             store: self.store,
+            metrics: self.metrics,
             tasks: vec![http, sched],
+            _single: self.single,
         }
     }
 

@@ -4,6 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use crate::http::serve::EdgeLimits;
 
 /// A secret value: `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -58,6 +61,75 @@ impl Env {
             .map(Secret)
             .ok_or_else(|| UserError(format!("environment variable {name} is not set")).into())
     }
+
+    /// A whole number from `name`, or `default` when unset; a value that is not one (or is out
+    /// of `range`) is an error the operator must fix, never silently ignored.
+    pub fn number(
+        &self,
+        name: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> anyhow::Result<u64> {
+        let Some(text) = self.get(name) else {
+            return Ok(default);
+        };
+        match text.trim().parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(UserError(format!(
+                "{name}={text:?} is not a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ))
+            .into()),
+        }
+    }
+}
+
+/// Timings and limits that have good defaults; tests and the demo shorten some.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// First retry delay of a failed job (`JIT_RETRY_BASE_MS`).
+    pub retry_base: Duration,
+    /// Deadline of one Slack Web API call (`JIT_SLACK_TIMEOUT_MS`).
+    pub slack_timeout: Duration,
+    /// Deadlines and the connection cap of the HTTP edge (`JIT_MAX_CONNECTIONS`).
+    pub edge: EdgeLimits,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            retry_base: crate::scheduler::BACKOFF_START,
+            slack_timeout: crate::slack::client::DEFAULT_CALL_TIMEOUT,
+            edge: EdgeLimits::default(),
+        }
+    }
+}
+
+impl Tuning {
+    pub fn from_env(env: &Env) -> anyhow::Result<Tuning> {
+        let d = Tuning::default();
+        Ok(Tuning {
+            retry_base: Duration::from_millis(env.number(
+                "JIT_RETRY_BASE_MS",
+                d.retry_base.as_millis() as u64,
+                1..=600_000,
+            )?),
+            slack_timeout: Duration::from_millis(env.number(
+                "JIT_SLACK_TIMEOUT_MS",
+                d.slack_timeout.as_millis() as u64,
+                100..=120_000,
+            )?),
+            edge: EdgeLimits {
+                max_connections: env.number(
+                    "JIT_MAX_CONNECTIONS",
+                    d.edge.max_connections as u64,
+                    1..=100_000,
+                )? as usize,
+                ..d.edge
+            },
+        })
+    }
 }
 
 /// Default `JIT_DATABASE_URL`.
@@ -78,6 +150,7 @@ pub struct Config {
     pub signing_secret: Secret,
     pub bot_token: Secret,
     pub slack_api_url: String,
+    pub tuning: Tuning,
 }
 
 impl Config {
@@ -98,6 +171,7 @@ impl Config {
             slack_api_url: env
                 .get("SLACK_API_URL")
                 .unwrap_or_else(|| DEFAULT_SLACK_API_URL.into()),
+            tuning: Tuning::from_env(env)?,
         })
     }
 }

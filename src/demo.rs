@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::app;
-use crate::config::{Config, Env, Secret};
+use crate::config::{Config, Env, Secret, Tuning};
 use crate::domain::Policy;
 use crate::fakes::{FakeSlack, SlackCall, SlackSender, WebhookReceiver};
 use crate::slack::blocks::strip_mrkdwn;
@@ -127,11 +127,15 @@ pub async fn run() -> anyhow::Result<()> {
         signing_secret: Secret::new(signing_secret.clone()),
         bot_token: Secret::new("xoxb-demo"),
         slack_api_url: slack.base_url.clone(),
+        tuning: Tuning {
+            retry_base: std::time::Duration::from_millis(200),
+            ..Tuning::default()
+        },
     };
-    let env = Env::with_overrides(HashMap::from([
-        ("JIT_DEMO_WEBHOOK_SECRET".to_string(), hook_secret),
-        ("JIT_RETRY_BASE_MS".to_string(), "200".to_string()),
-    ]));
+    let env = Env::with_overrides(HashMap::from([(
+        "JIT_DEMO_WEBHOOK_SECRET".to_string(),
+        hook_secret,
+    )]));
     let running = app::build(config, env, policy).await?.spawn();
     let demo = SlackSender::new(&running.url(), &signing_secret);
     println!("jitbot demo: a temporary SQLite store, a fake Slack and a local webhook receiver.");

@@ -1,5 +1,7 @@
-//! Recording stand-ins for what jitbot talks to, served on 127.0.0.1: the Slack Web API and a
-//! webhook receiver that checks `X-Jit-Signature`. `jitbot demo` and the tests use them.
+//! Recording stand-ins for what jitbot talks to, served on 127.0.0.1: the Slack Web API (with
+//! Slack's Block Kit limits, and faults on demand: errors, 429s, calls that never answer) and a
+//! webhook receiver that checks `X-Jit-Signature` (and can be slow, hang, or answer with any
+//! status). `jitbot demo` and the tests use them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,32 @@ use crate::slack::verify::sign;
 pub struct SlackCall {
     pub method: String,
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// What the fake answered: `ok`, an error code, `429`, `hang`.
+    pub answer: String,
+}
+
+/// A fault the fake Slack injects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlackFault {
+    /// `{"ok": false, "error": code}` with HTTP 200.
+    Error(String),
+    /// HTTP 429 with `Retry-After` (seconds).
+    RateLimited(u64),
+    /// HTTP status with an empty body (a 5xx from a proxy, say).
+    Status(u16),
+    /// No answer at all (the connection stays open, as with a hung peer).
+    Hang,
+    /// `{"ok": true, "ts": …}` and nothing else: what a strict client type would refuse.
+    Lean,
+}
+
+struct FaultRule {
+    method: String,
+    channel: Option<String>,
+    fault: SlackFault,
+    remaining: u32,
 }
 
 impl SlackCall {
@@ -33,13 +61,103 @@ impl SlackCall {
 
 #[derive(Default)]
 struct SlackState {
+    /// Calls answered `ok`.
     calls: Mutex<Vec<SlackCall>>,
+    /// Every call, whatever the answer.
+    attempts: Mutex<Vec<SlackCall>>,
     next_ts: Mutex<u64>,
-    /// method → how many more calls to answer with `ok: false`.
-    failures: Mutex<HashMap<String, u32>>,
+    faults: Mutex<Vec<FaultRule>>,
     /// user ID → profile email, for `users.info`.
     emails: Mutex<HashMap<String, String>>,
+    /// Every answer waits this long first (a real Slack takes tens of milliseconds).
+    delay: Mutex<Duration>,
     changed: Notify,
+}
+
+/// Slack's Block Kit limits, as Slack enforces them: `None` when the message is within them,
+/// else the error Slack answers.
+fn block_kit_error(body: &Value) -> Option<&'static str> {
+    let text_len = |v: &Value| {
+        v.get("text")
+            .and_then(Value::as_str)
+            .map(|t| t.chars().count())
+    };
+    if body
+        .get("text")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.chars().count() > 40_000)
+    {
+        return Some("msg_too_long");
+    }
+    let blocks = match body.get("blocks") {
+        None | Some(Value::Null) => return None,
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v) => v,
+            Err(_) => return Some("invalid_blocks"),
+        },
+        Some(v) => v.clone(),
+    };
+    let Some(blocks) = blocks.as_array() else {
+        return Some("invalid_blocks");
+    };
+    if blocks.len() > 50 {
+        return Some("invalid_blocks");
+    }
+    for block in blocks {
+        let id_too_long = |k: &str| {
+            block
+                .get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.len() > 255)
+        };
+        if id_too_long("block_id") {
+            return Some("invalid_blocks");
+        }
+        if block.get("type").and_then(Value::as_str) == Some("section") {
+            if block
+                .get("text")
+                .and_then(text_len)
+                .is_some_and(|n| n > 3_000)
+            {
+                return Some("invalid_blocks");
+            }
+            if let Some(fields) = block.get("fields").and_then(Value::as_array)
+                && (fields.len() > 10
+                    || fields
+                        .iter()
+                        .any(|f| text_len(f).is_some_and(|n| n > 2_000)))
+            {
+                return Some("invalid_blocks");
+            }
+        }
+        for element in block
+            .get("elements")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if element.get("type").and_then(Value::as_str) == Some("button") {
+                let label = element.get("text").and_then(text_len).unwrap_or(0);
+                let value = element
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .map_or(0, |v| v.chars().count());
+                let action = element
+                    .get("action_id")
+                    .and_then(Value::as_str)
+                    .map_or(0, str::len);
+                if label > 75 || value > 2_000 || action > 255 {
+                    return Some("invalid_blocks");
+                }
+            }
+            if element.get("type").and_then(Value::as_str) == Some("mrkdwn")
+                && text_len(element).is_some_and(|n| n > 3_000)
+            {
+                return Some("invalid_blocks");
+            }
+        }
+    }
+    None
 }
 
 /// A fake Slack Web API. Its base URL (`…/api/`) goes in `SLACK_API_URL`.
@@ -90,27 +208,95 @@ async fn slack_method(
         return axum::Json(json!({"ok": false, "error": "not_authed"})).into_response();
     }
     let body = body_json(&headers, &uri, &body);
-    {
-        let mut failures = state.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = failures.get_mut(&method)
-            && *n > 0
-        {
-            *n -= 1;
-            return axum::Json(json!({"ok": false, "error": "fatal_error"})).into_response();
-        }
+    let arrived = std::time::Instant::now();
+    let delay = *state.delay.lock().unwrap_or_else(|e| e.into_inner());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
-    let ts = {
-        let mut next = state.next_ts.lock().unwrap_or_else(|e| e.into_inner());
-        *next += 1;
-        format!("1700000000.{:06}", *next)
-    };
     let channel = body
         .get("channel")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    let fault = {
+        let mut faults = state.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults
+            .iter_mut()
+            .find(|r| {
+                r.remaining > 0
+                    && r.method == method
+                    && r.channel.as_ref().is_none_or(|c| *c == channel)
+            })
+            .map(|r| {
+                r.remaining -= 1;
+                r.fault.clone()
+            })
+    };
+    let posting = matches!(
+        method.as_str(),
+        "chat.postMessage" | "chat.update" | "chat.postEphemeral"
+    );
+    let refusal = match &fault {
+        Some(SlackFault::Error(code)) => Some(code.clone()),
+        _ if posting && channel.is_empty() => Some("channel_not_found".into()),
+        _ if posting
+            && body.get("text").is_none_or(Value::is_null)
+            && body.get("blocks").is_none_or(Value::is_null) =>
+        {
+            Some("no_text".into())
+        }
+        _ if posting => block_kit_error(&body).map(str::to_string),
+        _ => None,
+    };
+    let record = |answer: &str| {
+        state
+            .attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(SlackCall {
+                method: method.clone(),
+                body: body.clone(),
+                at: arrived,
+                answer: answer.to_string(),
+            });
+        state.changed.notify_waiters();
+    };
+    match &fault {
+        Some(SlackFault::Hang) => {
+            record("hang");
+            tokio::time::sleep(Duration::from_secs(3_600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        Some(SlackFault::RateLimited(secs)) => {
+            record("429");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", secs.to_string())],
+                axum::Json(json!({"ok": false, "error": "ratelimited"})),
+            )
+                .into_response();
+        }
+        Some(SlackFault::Status(code)) => {
+            record(&code.to_string());
+            return StatusCode::from_u16(*code)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response();
+        }
+        _ => {}
+    }
+    if let Some(code) = refusal {
+        record(&code);
+        return axum::Json(json!({"ok": false, "error": code})).into_response();
+    }
+    record("ok");
+    let ts = {
+        let mut next = state.next_ts.lock().unwrap_or_else(|e| e.into_inner());
+        *next += 1;
+        format!("1700000000.{:06}", *next)
+    };
     let text = body.get("text").cloned().unwrap_or(Value::Null);
     let answer = match method.as_str() {
+        "chat.postMessage" if fault == Some(SlackFault::Lean) => json!({"ok": true, "ts": ts}),
         "chat.postMessage" => {
             json!({"ok": true, "channel": channel, "ts": ts, "message": {"ts": ts, "text": text}})
         }
@@ -155,7 +341,12 @@ async fn slack_method(
         .calls
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(SlackCall { method, body });
+        .push(SlackCall {
+            method,
+            body,
+            at: arrived,
+            answer: "ok".into(),
+        });
     state.changed.notify_waiters();
     axum::Json(answer).into_response()
 }
@@ -202,13 +393,46 @@ impl FakeSlack {
             .insert(user.to_string(), email.to_string());
     }
 
-    /// Answers the next `n` calls to `method` with an error.
-    pub fn fail_next(&self, method: &str, n: u32) {
+    /// Every call received, whatever the answer, in order.
+    pub fn attempts(&self) -> Vec<SlackCall> {
         self.state
-            .failures
+            .attempts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(method.to_string(), n);
+            .clone()
+    }
+
+    /// Answers the next `n` calls to `method` with `fatal_error` (a transient error).
+    pub fn fail_next(&self, method: &str, n: u32) {
+        self.fault(method, None, SlackFault::Error("fatal_error".into()), n);
+    }
+
+    /// Injects `fault` into the next `n` calls to `method` (in `channel`, when given).
+    pub fn fault(&self, method: &str, channel: Option<&str>, fault: SlackFault, n: u32) {
+        self.state
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FaultRule {
+                method: method.to_string(),
+                channel: channel.map(str::to_string),
+                fault,
+                remaining: n,
+            });
+    }
+
+    /// Forgets every injected fault.
+    pub fn clear_faults(&self) {
+        self.state
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Every answer takes this long (a real Slack answers in tens of milliseconds).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
     }
 
     /// Waits until `done` holds for the calls so far, or fails after `timeout`.
@@ -247,14 +471,29 @@ pub struct WebhookEvent {
     pub body: Value,
     pub raw: Vec<u8>,
     pub signature: String,
+    /// When it was accepted (after any delay).
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// How the receiver answers the next deliveries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookFault {
+    /// This HTTP status (a 3xx carries `Location: /elsewhere`, which answers 200).
+    Status(u16),
+    /// No answer at all.
+    Hang,
 }
 
 #[derive(Default)]
 struct HookState {
     secret: String,
     events: Mutex<Vec<WebhookEvent>>,
-    /// Answer this many more requests with HTTP 500 before accepting.
-    failures: Mutex<u32>,
+    /// Every delivery that arrived with a good signature, accepted or not.
+    deliveries: Mutex<u64>,
+    /// Answer this many more requests with a fault before accepting.
+    faults: Mutex<(u32, Option<HookFault>)>,
+    /// Every delivery waits this long before it is answered (a provider's own latency).
+    delay: Mutex<Duration>,
     changed: Notify,
 }
 
@@ -283,12 +522,31 @@ async fn receive(State(state): State<Arc<HookState>>, headers: HeaderMap, body: 
     if !matches {
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
     }
-    {
-        let mut failures = state.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if *failures > 0 {
-            *failures -= 1;
-            return (StatusCode::INTERNAL_SERVER_ERROR, "try later").into_response();
+    *state.deliveries.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    state.changed.notify_waiters();
+    let delay = *state.delay.lock().unwrap_or_else(|e| e.into_inner());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let fault = {
+        let mut faults = state.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if faults.0 > 0 {
+            faults.0 -= 1;
+            Some(faults.1.unwrap_or(HookFault::Status(500)))
+        } else {
+            None
         }
+    };
+    match fault {
+        Some(HookFault::Hang) => {
+            tokio::time::sleep(Duration::from_secs(3_600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        Some(HookFault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (status, [("location", "/elsewhere")], "not here").into_response();
+        }
+        None => {}
     }
     let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
@@ -301,6 +559,7 @@ async fn receive(State(state): State<Arc<HookState>>, headers: HeaderMap, body: 
             body: parsed,
             raw: body.to_vec(),
             signature,
+            received_at: chrono::Utc::now(),
         });
     state.changed.notify_waiters();
     StatusCode::NO_CONTENT.into_response()
@@ -314,6 +573,7 @@ impl WebhookReceiver {
         });
         let app = Router::new()
             .route("/hook", post(receive))
+            .route("/elsewhere", any(|| async { "a login page, say" }))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -345,11 +605,43 @@ impl WebhookReceiver {
 
     /// Answers the next `n` deliveries with HTTP 500.
     pub fn fail_next(&self, n: u32) {
+        self.fault_next(n, HookFault::Status(500));
+    }
+
+    /// Answers the next `n` deliveries with `fault`.
+    pub fn fault_next(&self, n: u32, fault: HookFault) {
+        *self.state.faults.lock().unwrap_or_else(|e| e.into_inner()) = (n, Some(fault));
+    }
+
+    /// Every delivery waits this long before it is answered.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    /// Deliveries with a good signature so far, whatever the answer.
+    pub fn deliveries(&self) -> u64 {
         *self
             .state
-            .failures
+            .deliveries
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = n;
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until at least `count` deliveries arrived.
+    pub async fn wait_deliveries(&self, count: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.state.changed.notified();
+            if self.deliveries() >= count {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                anyhow::bail!(
+                    "webhook receiver: waited {timeout:?} for {count} deliveries; got {}",
+                    self.deliveries()
+                );
+            }
+        }
     }
 
     pub async fn wait_for(

@@ -5,21 +5,24 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::sync::Notify;
 
 use crate::domain::command::HELP;
 use crate::domain::{Command, EndReason, GrantDuration, Job, Policy, RequestId, Resource, State};
 use crate::metrics::Metrics;
+use crate::scheduler::Wake;
 use crate::slack::blocks::{self, mention};
 use crate::slack::payload::{Click, ClickAction};
-use crate::store::{self, GrantChange, NewGrant, NewRequest, Store, Transition};
+use crate::store::{self, GrantChange, NewGrant, NewRequest, Store, Transition, Verdict};
+
+/// Longest reason `/jit request` takes: the card shows it whole, well within Slack's limits.
+pub const MAX_REASON_CHARS: usize = 1_000;
 
 #[derive(Clone)]
 pub struct Service {
     pub store: Store,
     pub policy: Arc<Policy>,
     /// Wakes the scheduler when a job is queued.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wake>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -28,6 +31,16 @@ pub struct Service {
 pub enum Decision {
     Approve,
     Deny,
+}
+
+impl Decision {
+    /// As stored: `approve` or `deny`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+        }
+    }
 }
 
 /// The answer to a decision: accepted (with a note for the decider) or refused (with why).
@@ -47,7 +60,7 @@ fn refuse(text: impl Into<String>) -> Decided {
 
 impl Service {
     fn woke(&self) {
-        self.wake.notify_one();
+        self.wake.all();
     }
 
     /// Handles `/jit …`; the result is the ephemeral answer.
@@ -129,6 +142,12 @@ impl Service {
             )));
         }
         let reason = reason.unwrap_or_default();
+        let reason_chars = reason.chars().count();
+        if reason_chars > MAX_REASON_CHARS {
+            return Ok(Err(format!(
+                "That reason is {reason_chars} characters; keep it under {MAX_REASON_CHARS} and link to the ticket for the details."
+            )));
+        }
         if resource.reason_required && reason.is_empty() {
             return Ok(Err(format!(
                 "*{name}* needs a reason. Try `/jit request {name} {duration} INC-4312 debugging`."
@@ -182,9 +201,21 @@ impl Service {
                 },
                 auto.then_some(snapshot),
                 |id| {
-                    let mut jobs = vec![Job::PostCard { request_id: id }.at(now_ms)];
+                    let mut jobs = vec![
+                        Job::PostCard {
+                            request_id: id,
+                            channel: resource.channel.clone(),
+                        }
+                        .at(now_ms),
+                    ];
                     if auto {
-                        jobs.push(Job::Grant { request_id: id }.at(now_ms));
+                        jobs.push(
+                            Job::Grant {
+                                request_id: id,
+                                provider: resource.provider.clone(),
+                            }
+                            .at(now_ms),
+                        );
                     } else {
                         jobs.push(Job::Timeout { request_id: id }.at(ttl_end));
                     }
@@ -410,6 +441,8 @@ impl Service {
     }
 
     /// One approver's decision, counted once per person; `approvals` distinct approvals approve.
+    /// The decision and everything it causes are one transaction: a crash keeps all or none,
+    /// and a person who decided cannot decide again either way.
     pub async fn decide(
         &self,
         user: &str,
@@ -419,135 +452,163 @@ impl Service {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Decided> {
         let now_ms = ms(now);
-        let verdict = self.judge(user, id, decision).await?;
-        let (request, resource) = match verdict {
+        let verb = decision.verb();
+        let (request, resource) = match self.judge(user, id, decision).await? {
             Ok(pair) => pair,
             Err(reason) => {
-                self.store
-                    .audit(
-                        Some(id).filter(|_| !reason.starts_with("There is no request")),
-                        store::audit(user, "decision_refused", json!({"decision": format!("{decision:?}").to_lowercase(), "reason": reason})),
-                        now_ms,
-                    )
-                    .await?;
-                return Ok(refuse(reason));
+                let known = !reason.starts_with("There is no request");
+                return self
+                    .refused(user, known.then_some(id), verb, reason, now_ms)
+                    .await;
             }
         };
-        let label = format!("{decision:?}").to_lowercase();
-        let inserted = self.store.record_decision(id, user, &label, now_ms).await?;
-        if decision == Decision::Deny {
-            let mut t = Transition::new(id, &[State::Pending], State::Denied, now_ms);
-            t.decided_by = Some(user.to_string());
-            t.note = note.clone();
-            t.jobs = vec![
-                Job::UpdateCard { request_id: id }.at(now_ms),
-                Job::Dm {
-                    user: request.requester.clone(),
-                    text: blocks::dm_denied(id, &request.resource, user, note.as_deref()),
-                }
-                .at(now_ms),
-            ];
-            t.audit = vec![store::audit(user, "denied", json!({"reason": note}))];
-            if !self.store.transition(t).await? {
-                return self.refused_after_race(user, id, now_ms).await;
+        let needed = request.approvals_needed;
+        let snapshot = match decision {
+            Decision::Deny => None,
+            Decision::Approve => {
+                let Some(provider) = self.policy.providers.get(&resource.provider) else {
+                    return Ok(refuse(format!(
+                        "*{}* has no provider configured. Tell the jitbot admins.",
+                        resource.name
+                    )));
+                };
+                let identity = self
+                    .policy
+                    .identity(&request.requester, provider.kind())
+                    .unwrap_or_default();
+                Some(NewGrant {
+                    provider_name: resource.provider.clone(),
+                    provider: serde_json::to_value(provider)?,
+                    grant_shape: serde_json::Value::Object(resource.grant.clone()),
+                    identity: serde_json::to_value(&identity)?,
+                })
             }
-            self.woke();
-            return Ok(Decided::Accepted(format!("You denied request #{id}.")));
-        }
-        if !inserted {
-            let reason = format!("You already decided request #{id}.");
-            self.store
-                .audit(
-                    Some(id),
-                    store::audit(
-                        user,
-                        "decision_refused",
-                        json!({"decision": label, "reason": reason}),
-                    ),
-                    now_ms,
-                )
-                .await?;
-            return Ok(refuse(reason));
-        }
-        let approvers: Vec<String> = self
+        };
+        let decider = user.to_string();
+        let verdict = self
             .store
-            .decisions(id)
-            .await?
-            .into_iter()
-            .filter(|d| d.decision == "approve")
-            .map(|d| d.approver)
-            .collect();
-        if (approvers.len() as i32) < request.approvals_needed {
-            self.store
-                .enqueue(&[Job::UpdateCard { request_id: id }.at(now_ms)], now_ms)
-                .await?;
-            self.store
-                .audit(
-                    Some(id),
-                    store::audit(
-                        user,
-                        "approval_recorded",
-                        json!({"so_far": approvers.len(), "needed": request.approvals_needed}),
-                    ),
+            .decide(id, user, verb, now_ms, move |req, approvers| {
+                let card = Job::UpdateCard {
+                    request_id: id,
+                    channel: req.channel.clone(),
+                }
+                .at(now_ms);
+                let t = match snapshot {
+                    None => {
+                        let mut t = Transition::new(id, &[State::Pending], State::Denied, now_ms);
+                        t.decided_by = Some(decider.clone());
+                        t.note = note.clone();
+                        t.jobs = vec![
+                            card,
+                            Job::Dm {
+                                user: req.requester.clone(),
+                                text: blocks::dm_denied(
+                                    id,
+                                    &req.resource,
+                                    &decider,
+                                    note.as_deref(),
+                                ),
+                            }
+                            .at(now_ms),
+                        ];
+                        t.audit = vec![store::audit(&decider, "denied", json!({"reason": note}))];
+                        t
+                    }
+                    Some(_) if (approvers.len() as i32) < req.approvals_needed => {
+                        let mut t = Transition::new(id, &[State::Pending], State::Pending, now_ms);
+                        t.jobs = vec![card];
+                        t.audit = vec![store::audit(
+                            &decider,
+                            "approval_recorded",
+                            json!({"so_far": approvers.len(), "needed": req.approvals_needed}),
+                        )];
+                        t
+                    }
+                    Some(grant) => {
+                        let provider = grant.provider_name.clone();
+                        let mut t = Transition::new(id, &[State::Pending], State::Approved, now_ms);
+                        t.decided_by = Some(approvers.join(","));
+                        t.grant = Some(GrantChange::Create(grant));
+                        t.jobs = vec![
+                            card,
+                            Job::Grant {
+                                request_id: id,
+                                provider,
+                            }
+                            .at(now_ms),
+                        ];
+                        t.audit = vec![store::audit(
+                            &decider,
+                            "approved",
+                            json!({"approvers": approvers}),
+                        )];
+                        t
+                    }
+                };
+                Ok(t)
+            })
+            .await?;
+        match verdict {
+            Verdict::Missing => {
+                self.refused(
+                    user,
+                    None,
+                    verb,
+                    format!("There is no request #{id}."),
                     now_ms,
                 )
-                .await?;
-            self.woke();
-            return Ok(Decided::Accepted(format!(
-                "Your approval of #{id} is recorded ({} of {}).",
-                approvers.len(),
-                request.approvals_needed
-            )));
+                .await
+            }
+            Verdict::NotPending(state) => {
+                let reason = format!("Request #{id} is already {}.", label(&state));
+                self.refused(user, Some(id), verb, reason, now_ms).await
+            }
+            Verdict::AlreadyDecided(previous) => {
+                let done = if previous == "approve" {
+                    "approved"
+                } else {
+                    "denied"
+                };
+                let reason = if previous == verb {
+                    format!("You already {done} request #{id}.")
+                } else {
+                    format!("You already {done} request #{id}; a decision cannot be changed.")
+                };
+                self.refused(user, Some(id), verb, reason, now_ms).await
+            }
+            Verdict::Counted { approvers } => {
+                self.woke();
+                Ok(Decided::Accepted(match decision {
+                    Decision::Deny => format!("You denied request #{id}."),
+                    Decision::Approve if (approvers.len() as i32) < needed => format!(
+                        "Your approval of #{id} is recorded ({} of {needed}).",
+                        approvers.len()
+                    ),
+                    Decision::Approve => {
+                        format!("You approved request #{id}; access is being granted.")
+                    }
+                }))
+            }
         }
-        let Some(provider) = self.policy.providers.get(&resource.provider) else {
-            return Ok(refuse(format!(
-                "*{}* has no provider configured. Tell the jitbot admins.",
-                resource.name
-            )));
-        };
-        let identity = self
-            .policy
-            .identity(&request.requester, provider.kind())
-            .unwrap_or_default();
-        let mut t = Transition::new(id, &[State::Pending], State::Approved, now_ms);
-        t.decided_by = Some(approvers.join(","));
-        t.grant = Some(GrantChange::Create(NewGrant {
-            provider_name: resource.provider.clone(),
-            provider: serde_json::to_value(provider)?,
-            grant_shape: serde_json::Value::Object(resource.grant.clone()),
-            identity: serde_json::to_value(&identity)?,
-        }));
-        t.jobs = vec![
-            Job::UpdateCard { request_id: id }.at(now_ms),
-            Job::Grant { request_id: id }.at(now_ms),
-        ];
-        t.audit = vec![store::audit(
-            user,
-            "approved",
-            json!({"approvers": approvers}),
-        )];
-        if !self.store.transition(t).await? {
-            return self.refused_after_race(user, id, now_ms).await;
-        }
-        self.woke();
-        Ok(Decided::Accepted(format!(
-            "You approved request #{id}; access is being granted."
-        )))
     }
 
-    /// Someone else's decision landed first: the click changes nothing.
-    async fn refused_after_race(
+    /// A decision that changes nothing: audited, and answered with why.
+    async fn refused(
         &self,
         user: &str,
-        id: i32,
+        id: Option<i32>,
+        verb: &str,
+        reason: String,
         now_ms: i64,
     ) -> anyhow::Result<Decided> {
-        let state = self.state_label(id).await?;
-        let reason = format!("Request #{id} is already {state}.");
         self.store
             .audit(
-                Some(id),
-                store::audit(user, "decision_refused", json!({"reason": reason})),
+                id,
+                store::audit(
+                    user,
+                    "decision_refused",
+                    json!({"decision": verb, "reason": reason}),
+                ),
                 now_ms,
             )
             .await?;
@@ -611,13 +672,15 @@ impl Service {
             )));
         }
         let now_ms = ms(now);
+        let card = Job::UpdateCard {
+            request_id: request.id,
+            channel: request.channel.clone(),
+        }
+        .at(now_ms);
         let mut t = Transition::new(request.id, &[State::Pending], State::Cancelled, now_ms);
         t.decided_by = Some(user.to_string());
         t.jobs = vec![
-            Job::UpdateCard {
-                request_id: request.id,
-            }
-            .at(now_ms),
+            card.clone(),
             Job::Dm {
                 user: user.to_string(),
                 text: blocks::dm_cancelled(request.id, &request.resource),
@@ -625,14 +688,65 @@ impl Service {
             .at(now_ms),
         ];
         t.audit = vec![store::audit(user, "cancelled", json!({}))];
-        if !self.store.transition(t).await? {
-            let state = self.state_label(request.id).await?;
-            return Ok(Err(format!(
-                "Request {id} is {state}; only a pending request can be cancelled."
+        if self.store.transition(t).await? {
+            self.woke();
+            return Ok(Ok(format!("Request {id} is cancelled.")));
+        }
+        if self
+            .stop_grant(&request, user, EndReason::Cancelled, card, now_ms)
+            .await?
+        {
+            self.woke();
+            return Ok(Ok(format!(
+                "Request {id} is cancelled. Its grant was under way: jitbot is stopping it and removing anything that took."
             )));
         }
-        self.woke();
-        Ok(Ok(format!("Request {id} is cancelled.")))
+        let state = self.state_label(request.id).await?;
+        Ok(Err(format!(
+            "Request {id} is {state}; only a pending or approved request can be cancelled. Use `/jit revoke {}` to end access early.",
+            request.id
+        )))
+    }
+
+    /// An approved request whose grant is still under way ends (cancelled, or revoked early):
+    /// the grant job stops if it is not running, and the end-access job takes back whatever
+    /// took, once the grant job is done.
+    async fn stop_grant(
+        &self,
+        request: &store::Request,
+        user: &str,
+        reason: EndReason,
+        card: crate::domain::Scheduled,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let provider = self
+            .store
+            .grant(request.id)
+            .await?
+            .map(|g| g.provider_name)
+            .unwrap_or_default();
+        let mut t = Transition::new(request.id, &[State::Approved], State::Revoking, now_ms);
+        t.decided_by = Some(user.to_string());
+        t.grant = Some(GrantChange::End(reason));
+        t.settles = vec![Job::grant_key(request.id)];
+        t.jobs = vec![
+            Job::EndAccess {
+                request_id: request.id,
+                provider,
+            }
+            .at(now_ms),
+            card,
+        ];
+        t.audit = vec![store::audit(
+            user,
+            if reason == EndReason::Cancelled {
+                "cancelled"
+            } else {
+                "revoke_requested"
+            },
+            json!({"while": "granting"}),
+        )];
+        self.store.transition(t).await
     }
 
     async fn revoke(
@@ -657,35 +771,54 @@ impl Service {
             )));
         }
         let now_ms = ms(now);
+        let card = Job::UpdateCard {
+            request_id: request.id,
+            channel: request.channel.clone(),
+        }
+        .at(now_ms);
+        let provider = self
+            .store
+            .grant(request.id)
+            .await?
+            .map(|g| g.provider_name)
+            .unwrap_or_default();
         let mut t = Transition::new(request.id, &[State::Active], State::Revoking, now_ms);
         t.decided_by = Some(user.to_string());
         t.grant = Some(GrantChange::End(EndReason::Revoked));
         t.jobs = vec![
             Job::EndAccess {
                 request_id: request.id,
+                provider,
             }
             .at(now_ms),
-            Job::UpdateCard {
-                request_id: request.id,
-            }
-            .at(now_ms),
+            card.clone(),
         ];
         t.audit = vec![store::audit(user, "revoke_requested", json!({}))];
-        if !self.store.transition(t).await? {
-            let state = self.state_label(request.id).await?;
-            let hint = if state == State::Pending.as_str() {
-                format!(" Use `/jit cancel {}` for a pending request.", request.id)
-            } else {
-                String::new()
-            };
-            return Ok(Err(format!(
-                "Request {id} is {state}, not active; there is nothing to revoke.{hint}"
+        if self.store.transition(t).await? {
+            self.woke();
+            return Ok(Ok(format!(
+                "Access for {id} (*{}*) is being revoked.",
+                request.resource
             )));
         }
-        self.woke();
-        Ok(Ok(format!(
-            "Access for {id} (*{}*) is being revoked.",
-            request.resource
+        if self
+            .stop_grant(&request, user, EndReason::Revoked, card, now_ms)
+            .await?
+        {
+            self.woke();
+            return Ok(Ok(format!(
+                "Request {id} (*{}*) was approved but not active yet: jitbot is stopping its grant and removing anything that took.",
+                request.resource
+            )));
+        }
+        let state = self.state_label(request.id).await?;
+        let hint = if state == State::Pending.as_str() {
+            format!(" Use `/jit cancel {}` for a pending request.", request.id)
+        } else {
+            String::new()
+        };
+        Ok(Err(format!(
+            "Request {id} is {state}, not active; there is nothing to revoke.{hint}"
         )))
     }
 

@@ -72,6 +72,10 @@ impl GrantDuration {
     pub fn secs(self) -> u64 {
         self.0
     }
+
+    pub fn std(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
 }
 
 impl fmt::Display for GrantDuration {

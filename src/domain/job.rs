@@ -1,19 +1,74 @@
 //! Slow work, stored as a row in the durable job queue and run by the scheduler after the user
 //! has had their answer. Every job is safe to run again after a crash.
+//!
+//! Each job waits in a [`Lane`], and within its lane it is limited by its [`Job::queue_key`]: the
+//! provider it calls, or the Slack channel it posts to. Lanes never wait for one another, so a
+//! revoke never queues behind a grant or a Slack message, and a slow provider or channel holds
+//! back only its own jobs.
 
 use serde::{Deserialize, Serialize};
 
+/// The lines jobs wait in, most urgent first. Each lane has its own runner and its own limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// Ending access: expiries, early revokes, clean-up after a failed grant.
+    Access,
+    /// Giving access.
+    Grants,
+    /// Slack: cards, card updates, DMs, notes, ephemeral answers.
+    Messages,
+    /// Bookkeeping: timeouts of undecided requests (later: escalation, digest, pruning).
+    Housekeeping,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 4] = [
+        Lane::Access,
+        Lane::Grants,
+        Lane::Messages,
+        Lane::Housekeeping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Access => "access",
+            Lane::Grants => "grants",
+            Lane::Messages => "messages",
+            Lane::Housekeeping => "housekeeping",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lane> {
+        Lane::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// A job. Fields added after the first release carry `#[serde(default)]`, so rows written by an
+/// older jitbot still load.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Job {
     /// Post the approval card to the resource's channel (skipped if it is already posted).
-    PostCard { request_id: i32 },
+    PostCard {
+        request_id: i32,
+        #[serde(default)]
+        channel: String,
+    },
     /// Redraw the card from the request's current state.
-    UpdateCard { request_id: i32 },
+    UpdateCard {
+        request_id: i32,
+        #[serde(default)]
+        channel: String,
+    },
     /// A direct message to a person.
     Dm { user: String, text: String },
     /// A note in a channel, threaded under the request's card when there is one.
-    ChannelNote { request_id: i32, text: String },
+    ChannelNote {
+        request_id: i32,
+        #[serde(default)]
+        channel: String,
+        text: String,
+    },
     /// A message only `user` sees, in `channel`.
     Ephemeral {
         channel: String,
@@ -21,15 +76,30 @@ pub enum Job {
         text: String,
     },
     /// Ask the provider for the access of an approved request.
-    Grant { request_id: i32 },
-    /// End the access of an active request (at `expires_at`, or early after `/jit revoke`), and
-    /// retry the provider's revoke until it succeeds.
-    EndAccess { request_id: i32 },
+    Grant {
+        request_id: i32,
+        #[serde(default)]
+        provider: String,
+    },
+    /// End the access of a request (at `expires_at`, after `/jit revoke`, or after a cancel while
+    /// the grant was under way), and retry the provider's revoke until it succeeds.
+    EndAccess {
+        request_id: i32,
+        #[serde(default)]
+        provider: String,
+    },
     /// A pending request that nobody decided within `request_ttl`.
     Timeout { request_id: i32 },
     /// After `grant_failed`, revoke whatever part of the grant may have taken.
-    Cleanup { request_id: i32 },
+    Cleanup {
+        request_id: i32,
+        #[serde(default)]
+        provider: String,
+    },
 }
+
+/// Job kinds that call `chat.postMessage` (limited per channel by Slack).
+pub const POSTING_KINDS: [&str; 3] = ["post_card", "channel_note", "dm"];
 
 impl Job {
     pub fn kind(&self) -> &'static str {
@@ -46,15 +116,56 @@ impl Job {
         }
     }
 
+    pub fn lane(&self) -> Lane {
+        match self {
+            Job::EndAccess { .. } | Job::Cleanup { .. } => Lane::Access,
+            Job::Grant { .. } => Lane::Grants,
+            Job::PostCard { .. }
+            | Job::UpdateCard { .. }
+            | Job::Dm { .. }
+            | Job::ChannelNote { .. }
+            | Job::Ephemeral { .. } => Lane::Messages,
+            Job::Timeout { .. } => Lane::Housekeeping,
+        }
+    }
+
+    /// What the job is limited by within its lane: the provider's name for grants and revokes,
+    /// the channel (or the person, for a DM) for Slack messages.
+    pub fn queue_key(&self) -> &str {
+        match self {
+            Job::Grant { provider, .. }
+            | Job::EndAccess { provider, .. }
+            | Job::Cleanup { provider, .. } => provider,
+            Job::PostCard { channel, .. }
+            | Job::UpdateCard { channel, .. }
+            | Job::ChannelNote { channel, .. }
+            | Job::Ephemeral { channel, .. } => channel,
+            Job::Dm { user, .. } => user,
+            Job::Timeout { .. } => "",
+        }
+    }
+
+    /// The Slack Web API method the job calls, for jobs of the messages lane.
+    pub fn slack_method(&self) -> Option<&'static str> {
+        match self {
+            Job::PostCard { .. } | Job::Dm { .. } | Job::ChannelNote { .. } => {
+                Some("chat.postMessage")
+            }
+            Job::UpdateCard { .. } => Some("chat.update"),
+            Job::Ephemeral { .. } => Some("chat.postEphemeral"),
+            _ => None,
+        }
+    }
+
     pub fn request_id(&self) -> Option<i32> {
         match self {
-            Job::PostCard { request_id }
-            | Job::UpdateCard { request_id }
+            Job::PostCard { request_id, .. }
+            | Job::UpdateCard { request_id, .. }
             | Job::ChannelNote { request_id, .. }
-            | Job::Grant { request_id }
-            | Job::EndAccess { request_id }
+            | Job::Grant { request_id, .. }
+            | Job::EndAccess { request_id, .. }
             | Job::Timeout { request_id }
-            | Job::Cleanup { request_id } => Some(*request_id),
+            | Job::Cleanup { request_id, .. } => Some(*request_id),
             Job::Dm { .. } | Job::Ephemeral { .. } => None,
         }
     }
@@ -63,13 +174,18 @@ impl Job {
     /// makes a second enqueue a no-op.
     pub fn dedupe_key(&self) -> Option<String> {
         match self {
-            Job::PostCard { request_id }
-            | Job::Grant { request_id }
-            | Job::EndAccess { request_id }
+            Job::PostCard { request_id, .. }
+            | Job::Grant { request_id, .. }
+            | Job::EndAccess { request_id, .. }
             | Job::Timeout { request_id }
-            | Job::Cleanup { request_id } => Some(format!("{}:{request_id}", self.kind())),
+            | Job::Cleanup { request_id, .. } => Some(format!("{}:{request_id}", self.kind())),
             _ => None,
         }
+    }
+
+    /// The dedupe key of a request's grant job.
+    pub fn grant_key(request_id: i32) -> String {
+        format!("grant:{request_id}")
     }
 }
 
@@ -83,5 +199,48 @@ pub struct Scheduled {
 impl Job {
     pub fn at(self, run_at: i64) -> Scheduled {
         Scheduled { job: self, run_at }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lane_round_trips_through_its_name() {
+        for lane in Lane::ALL {
+            assert_eq!(Lane::parse(lane.as_str()), Some(lane));
+        }
+    }
+
+    #[test]
+    fn a_job_written_before_lanes_still_loads() {
+        let old: Job = serde_json::from_str(r#"{"kind":"end_access","request_id":7}"#).unwrap();
+        assert_eq!(old.lane(), Lane::Access);
+        assert_eq!(old.queue_key(), "");
+        assert_eq!(old.dedupe_key().as_deref(), Some("end_access:7"));
+    }
+
+    #[test]
+    fn revokes_grants_and_messages_wait_in_different_lanes() {
+        let revoke = Job::EndAccess {
+            request_id: 1,
+            provider: "pg".into(),
+        };
+        let grant = Job::Grant {
+            request_id: 1,
+            provider: "pg".into(),
+        };
+        let card = Job::PostCard {
+            request_id: 1,
+            channel: "C1".into(),
+        };
+        assert_eq!(revoke.lane(), Lane::Access);
+        assert_eq!(grant.lane(), Lane::Grants);
+        assert_eq!(card.lane(), Lane::Messages);
+        assert_eq!(revoke.queue_key(), "pg");
+        assert_eq!(card.queue_key(), "C1");
+        assert_eq!(card.slack_method(), Some("chat.postMessage"));
+        assert!(POSTING_KINDS.contains(&card.kind()));
     }
 }

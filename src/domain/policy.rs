@@ -49,7 +49,34 @@ pub struct Policy {
     pub groups: BTreeMap<String, Vec<String>>,
     pub identities: BTreeMap<String, BTreeMap<String, String>>,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// How hard jitbot may push each provider (by name); see [`ProviderLimits`].
+    pub limits: BTreeMap<String, ProviderLimits>,
     pub resources: BTreeMap<String, Resource>,
+}
+
+/// How hard jitbot may push one provider: calls in flight at once and how long one may take.
+/// Revokes and grants each get `concurrency` calls, so revokes never wait for grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProviderLimits {
+    pub concurrency: u32,
+    pub timeout: GrantDuration,
+}
+
+/// Default `providers.*.concurrency`: cloud APIs throttle mutating calls at a few tens per second.
+pub const DEFAULT_PROVIDER_CONCURRENCY: u32 = 16;
+/// Default `providers.*.timeout`: one grant or revoke call, the target's read-back included.
+pub const DEFAULT_PROVIDER_TIMEOUT_SECS: u64 = 10;
+/// Largest `providers.*.concurrency` accepted.
+const MAX_PROVIDER_CONCURRENCY: u32 = 256;
+
+impl Default for ProviderLimits {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_PROVIDER_CONCURRENCY,
+            timeout: GrantDuration::from_secs(DEFAULT_PROVIDER_TIMEOUT_SECS)
+                .expect("constant is positive"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -127,6 +154,19 @@ pub struct AutoApprove {
 
 impl Policy {
     /// Slack user IDs named by a list of group names and user IDs.
+    /// The limits of the provider called `name` (defaults when the policy no longer names it).
+    pub fn provider_limits(&self, name: &str) -> ProviderLimits {
+        self.limits.get(name).copied().unwrap_or_default()
+    }
+
+    /// Is `user` named by a list of group names and user IDs? (No allocation: called per request.)
+    pub fn names(&self, entries: &[String], user: &str) -> bool {
+        entries.iter().any(|entry| match self.groups.get(entry) {
+            Some(members) => members.iter().any(|m| m == user),
+            None => entry == user,
+        })
+    }
+
     pub fn expand(&self, entries: &[String]) -> BTreeSet<String> {
         let mut users = BTreeSet::new();
         for entry in entries {
@@ -143,19 +183,20 @@ impl Policy {
     pub fn may_request(&self, resource: &Resource, user: &str) -> bool {
         match &resource.requesters {
             None => true,
-            Some(entries) => self.expand(entries).contains(user),
+            Some(entries) => self.names(entries, user),
         }
     }
 
     /// Is `user` among the resource's approvers? (Self-approval is checked separately.)
     pub fn is_approver(&self, resource: &Resource, user: &str) -> bool {
-        self.expand(&resource.approvers).contains(user)
+        self.names(&resource.approvers, user)
     }
 
     pub fn auto_approves(&self, resource: &Resource, user: &str, duration: GrantDuration) -> bool {
-        resource.auto_approve.iter().any(|rule| {
-            duration <= rule.max_duration && self.expand(&rule.requesters).contains(user)
-        })
+        resource
+            .auto_approve
+            .iter()
+            .any(|rule| duration <= rule.max_duration && self.names(&rule.requesters, user))
     }
 
     /// What a person is at a provider of this kind, or `None` when the provider cannot name them.
@@ -359,6 +400,8 @@ struct RawProvider {
     secret_env: Option<Spanned<String>>,
     region: Option<Spanned<String>>,
     endpoint_url: Option<Spanned<String>>,
+    concurrency: Option<Spanned<u32>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -529,6 +572,7 @@ impl Checker<'_> {
         }
         let groups = self.groups(raw.groups);
         let identities = self.identities(raw.identities);
+        let limits = self.provider_limits(&raw.providers);
         let providers = self.providers(raw.providers);
         let mut resources = BTreeMap::new();
         for (name, res) in raw.resources {
@@ -541,8 +585,43 @@ impl Checker<'_> {
             groups,
             identities,
             providers,
+            limits,
             resources,
         }
+    }
+
+    fn provider_limits(&mut self, raw: &Map<RawProvider>) -> BTreeMap<String, ProviderLimits> {
+        let mut out = BTreeMap::new();
+        for (name, p) in raw {
+            let path = format!("providers.{name}");
+            let mut limits = ProviderLimits::default();
+            if let Some(c) = &p.concurrency {
+                if (1..=MAX_PROVIDER_CONCURRENCY).contains(&**c) {
+                    limits.concurrency = **c;
+                } else {
+                    self.error(
+                        c,
+                        format!("{path}.concurrency"),
+                        format!("concurrency is between 1 and {MAX_PROVIDER_CONCURRENCY}"),
+                    );
+                }
+            }
+            if let Some(t) = &p.timeout
+                && let Some(d) = self.duration(t, &format!("{path}.timeout"))
+            {
+                if d.secs() > 300 {
+                    self.error(
+                        t,
+                        format!("{path}.timeout"),
+                        "a provider call may take at most 5m; a revoke must not wait longer",
+                    );
+                } else {
+                    limits.timeout = d;
+                }
+            }
+            out.insert(name.to_string(), limits);
+        }
+        out
     }
 
     fn settings(&mut self, raw: Option<RawSettings>) -> Settings {

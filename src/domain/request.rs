@@ -89,6 +89,8 @@ impl fmt::Display for State {
 pub enum EndReason {
     Expired,
     Revoked,
+    /// Cancelled by the requester after approval, while the grant was still under way.
+    Cancelled,
     /// Clean-up after `grant_failed`: the request stays `grant_failed`.
     GrantFailed,
 }
@@ -102,6 +104,7 @@ impl EndReason {
         match self {
             EndReason::Expired => State::Expired,
             EndReason::Revoked => State::Revoked,
+            EndReason::Cancelled => State::Cancelled,
             EndReason::GrantFailed => State::GrantFailed,
         }
     }
@@ -110,6 +113,7 @@ impl EndReason {
         [
             EndReason::Expired,
             EndReason::Revoked,
+            EndReason::Cancelled,
             EndReason::GrantFailed,
         ]
         .into_iter()

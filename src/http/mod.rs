@@ -1,7 +1,11 @@
 //! The HTTP edge: Slack's two routes, health and metrics. A Slack request is verified before
-//! anything in it is read; the answer never waits on a provider or on Slack.
+//! anything in it is read; the answer never waits on a provider or on Slack. [`serve`] is the
+//! accept loop with deadlines on slow clients.
+
+pub mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
@@ -21,12 +25,18 @@ use crate::slack::verify;
 
 /// Largest body accepted from Slack; real payloads are a few kilobytes.
 const MAX_BODY_BYTES: usize = 256 * 1024;
+/// `/healthz` answers 503 when the store has not answered within this.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(1);
+/// `/metrics` leaves out the queue gauges when the store has not answered within this.
+const METRICS_QUEUE_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct AppState {
     pub service: Service,
     pub signing_secret: Secret,
     pub metrics: Arc<Metrics>,
+    /// Deadline for reading a request body.
+    pub body_timeout: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -47,9 +57,29 @@ impl FromRequest<AppState> for SignedBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let headers: HeaderMap = req.headers().clone();
-        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response())?;
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response());
+        }
+        let body = match tokio::time::timeout(
+            state.body_timeout,
+            axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => {
+                return Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response());
+            }
+            Err(_) => {
+                return Err(
+                    (StatusCode::REQUEST_TIMEOUT, "body not received in time").into_response()
+                );
+            }
+        };
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match verify::verify(
             state.signing_secret.expose().as_bytes(),
@@ -127,17 +157,26 @@ async fn interaction(State(state): State<AppState>, SignedBody(body): SignedBody
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    if state.service.store.ping().await {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response()
+    match tokio::time::timeout(HEALTH_DEADLINE, state.service.store.ping()).await {
+        Ok(true) => (StatusCode::OK, "ok").into_response(),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store did not answer in time",
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    let now = Utc::now().timestamp_millis();
+    let queue = tokio::time::timeout(METRICS_QUEUE_DEADLINE, state.service.store.lane_stats(now))
+        .await
+        .ok()
+        .and_then(Result::ok);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render(queue.as_deref(), now),
     )
         .into_response()
 }

@@ -38,6 +38,9 @@ pub trait Provider: Send + Sync {
     async fn revoke(&self, spec: &GrantSpec) -> anyhow::Result<()>;
 }
 
+/// Deadline for a provider's TCP (and TLS) connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds providers from their configuration (a grant's stored copy) and keeps them, so each
 /// PostgreSQL admin pool is opened once.
 pub struct Providers {
@@ -49,8 +52,13 @@ pub struct Providers {
 impl Providers {
     pub fn new(env: Env) -> anyhow::Result<Self> {
         crate::config::install_crypto_provider();
+        // Only a 2xx from the URL itself counts: a redirect (to a login page, say) is not done.
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(std::time::Duration::from_secs(
+                crate::domain::policy::DEFAULT_PROVIDER_TIMEOUT_SECS,
+            ))
             .user_agent(concat!("jitbot/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
@@ -60,7 +68,13 @@ impl Providers {
         })
     }
 
-    pub fn get(&self, config: &ProviderConfig) -> anyhow::Result<Arc<dyn Provider>> {
+    /// The provider for a grant's stored config; `timeout` bounds each of its calls (the
+    /// scheduler also holds every call to it).
+    pub fn get(
+        &self,
+        config: &ProviderConfig,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Arc<dyn Provider>> {
         let key = serde_json::to_string(config)?;
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = built.get(&key) {
@@ -69,7 +83,7 @@ impl Providers {
         let provider: Arc<dyn Provider> = match config {
             ProviderConfig::Postgres { url_env } => {
                 let url = self.env.require(url_env)?;
-                Arc::new(postgres::PostgresProvider::new(url.expose())?)
+                Arc::new(postgres::PostgresProvider::new(url.expose(), timeout)?)
             }
             ProviderConfig::Webhook { url, secret_env } => {
                 let secret = self.env.require(secret_env)?;
@@ -77,6 +91,7 @@ impl Providers {
                     self.http.clone(),
                     url.clone(),
                     secret,
+                    timeout,
                 ))
             }
         };

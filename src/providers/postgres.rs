@@ -4,9 +4,12 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use sea_orm::sqlx::AssertSqlSafe;
-use sea_orm::sqlx::postgres::{PgPool, PgPoolOptions};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{GrantSpec, Provider};
+
+/// Admin connections per postgres provider: grants and revokes in flight at once against it.
+const POOL_SIZE: u32 = 4;
 
 pub struct PostgresProvider {
     pool: PgPool,
@@ -19,12 +22,23 @@ pub fn quote_ident(name: &str) -> String {
 
 impl PostgresProvider {
     /// Connects lazily: a database that is down fails the grant (and is retried), not start-up.
-    pub fn new(admin_url: &str) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy(admin_url)
+    /// Every statement runs under `statement_timeout` (the provider's timeout) and gives up
+    /// waiting for a lock after half of it (`lock_timeout`), so a GRANT stuck behind another
+    /// session's lock fails and is retried instead of holding the job.
+    pub fn new(admin_url: &str, timeout: std::time::Duration) -> anyhow::Result<Self> {
+        let statement_ms = timeout.as_millis().max(100);
+        let lock_ms = (statement_ms / 2).max(50);
+        let options: PgConnectOptions = admin_url
+            .parse()
             .context("the postgres provider's admin URL is not valid")?;
+        let options = options.options([
+            ("statement_timeout", format!("{statement_ms}ms")),
+            ("lock_timeout", format!("{lock_ms}ms")),
+        ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options);
         Ok(Self { pool })
     }
 

@@ -16,6 +16,7 @@ pub struct WebhookProvider {
     http: reqwest::Client,
     url: String,
     secret: Secret,
+    timeout: std::time::Duration,
 }
 
 /// The `X-Jit-Signature` value for a body, as a receiver recomputes it.
@@ -45,8 +46,19 @@ pub fn event_body(event: &str, spec: &GrantSpec) -> serde_json::Value {
 }
 
 impl WebhookProvider {
-    pub fn new(http: reqwest::Client, url: String, secret: Secret) -> Self {
-        Self { http, url, secret }
+    /// `http` must not follow redirects (see [`super::Providers`]).
+    pub fn new(
+        http: reqwest::Client,
+        url: String,
+        secret: Secret,
+        timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            http,
+            url,
+            secret,
+            timeout,
+        }
     }
 
     async fn send(&self, event: &str, spec: &GrantSpec) -> anyhow::Result<()> {
@@ -54,6 +66,7 @@ impl WebhookProvider {
         let resp = self
             .http
             .post(&self.url)
+            .timeout(self.timeout)
             .header("Content-Type", "application/json")
             .header(
                 SIGNATURE_HEADER,
@@ -68,6 +81,11 @@ impl WebhookProvider {
         let status = resp.status();
         if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            anyhow::bail!(
+                "webhook {event}: HTTP {} (a redirect is not a confirmation; point the provider's url at the receiver itself)",
+                status.as_u16()
+            )
         } else {
             anyhow::bail!("webhook {event}: HTTP {}", status.as_u16())
         }

@@ -46,11 +46,43 @@ pub fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Slack's limit on a section's text (longer: `invalid_blocks`).
+pub const MAX_SECTION_TEXT: usize = 3_000;
+/// Slack's limit on one field of a section.
+pub const MAX_FIELD_TEXT: usize = 2_000;
+/// How much of a reason the card shows (the rest of the field is its label).
+const CARD_REASON_CHARS: usize = 1_500;
+/// How much of a denial note or provider error a card, DM or note shows.
+const NOTE_CHARS: usize = 500;
+/// How much of a resource description the card shows.
+const DESCRIPTION_CHARS: usize = 500;
+
+/// `text` cut to at most `max` characters, with `…` where it was cut, never through the middle of
+/// an escape (`&amp;`) or a piece of markup (`<@U1>`), so what is left still renders.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    if let Some(amp) = kept.rfind('&')
+        && !kept[amp..].contains(';')
+    {
+        kept.truncate(amp);
+    }
+    if let Some(open) = kept.rfind('<')
+        && !kept[open..].contains('>')
+    {
+        kept.truncate(open);
+    }
+    kept.push('…');
+    kept
+}
+
 /// `: <note>` when the card has a note (a denial reason, a provider error).
 fn note_suffix(v: &CardView) -> String {
     v.note
         .as_deref()
-        .map(|n| format!(": {}", escape(n)))
+        .map(|n| format!(": {}", cut(&escape(n), NOTE_CHARS)))
         .unwrap_or_default()
 }
 
@@ -68,7 +100,12 @@ fn mentions(users: &[String]) -> String {
 
 /// One mrkdwn section: the body of a DM or a channel note.
 pub fn text_section(text: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(text, MAX_SECTION_TEXT)}})
+}
+
+/// The plain-text fallback of a mrkdwn text (notifications, screen readers), within limits.
+pub fn plain_fallback(mrkdwn: &str) -> String {
+    cut(&strip_mrkdwn(mrkdwn), MAX_SECTION_TEXT)
 }
 
 /// The card: plain fallback text and blocks. Buttons only while the request is pending.
@@ -85,10 +122,10 @@ pub fn card(v: &CardView) -> (String, Vec<Value>) {
         json!({"type": "mrkdwn", "text": format!("*Requester*\n{}", mention(&v.requester))}),
         json!({"type": "mrkdwn", "text": format!("*Resource*\n{}", v.resource)}),
         json!({"type": "mrkdwn", "text": format!("*Duration*\n{}", v.duration)}),
-        json!({"type": "mrkdwn", "text": format!("*Reason*\n{}", if v.reason.is_empty() { "—".to_string() } else { escape(&v.reason) })}),
+        json!({"type": "mrkdwn", "text": format!("*Reason*\n{}", if v.reason.is_empty() { "—".to_string() } else { cut(&escape(&v.reason), CARD_REASON_CHARS) })}),
     ];
     if !v.description.is_empty() {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*About*\n{}", v.description)}));
+        fields.push(json!({"type": "mrkdwn", "text": format!("*About*\n{}", cut(&v.description, DESCRIPTION_CHARS))}));
     }
     blocks.push(json!({"type": "section", "fields": fields}));
     let status = status_line(v);
@@ -105,7 +142,7 @@ pub fn card(v: &CardView) -> (String, Vec<Value>) {
             ]
         }));
     }
-    let fallback = format!("{} · {}", strip_mrkdwn(&headline), strip_mrkdwn(&status));
+    let fallback = plain_fallback(&format!("{headline} · {status}"));
     (fallback, blocks)
 }
 
@@ -238,13 +275,37 @@ pub fn dm_denied(id: i32, resource: &str, by: &str, reason: Option<&str>) -> Str
         "❌ Your request #{id} for *{resource}* was denied by {}{}",
         mention(by),
         reason
-            .map(|r| format!(": {}", escape(r)))
+            .map(|r| format!(": {}", cut(&escape(r), NOTE_CHARS)))
             .unwrap_or_else(|| ".".into())
     )
 }
 
 pub fn dm_cancelled(id: i32, resource: &str) -> String {
     format!("🚫 You cancelled request #{id} for *{resource}*.")
+}
+
+/// Cancelled after approval: the grant under way was stopped and anything that took removed.
+pub fn dm_cancelled_after_approval(id: i32, resource: &str) -> String {
+    format!(
+        "🚫 You cancelled request #{id} for *{resource}*. The grant under way was stopped, and anything of it that took has been removed."
+    )
+}
+
+/// A card could not be posted: the requester hears why, and what still works.
+pub fn dm_card_failed(id: i32, resource: &str, channel: &str, code: &str) -> String {
+    format!(
+        "⚠️ The approval card for your request #{id} (*{resource}*) could not be posted in <#{channel}>: Slack said `{}`. Approvers can still decide it with `/jit approve {id}`; tell the jitbot admins so they can fix the channel.",
+        cut(&escape(code), 100)
+    )
+}
+
+/// A card could not be posted, told in its channel where that still works.
+pub fn note_card_failed(id: i32, resource: &str, requester: &str, code: &str) -> String {
+    format!(
+        "⚠️ The approval card for request #{id} ({} wants *{resource}*) could not be posted: Slack said `{}`. Decide it with `/jit approve {id}` or `/jit deny {id}`.",
+        mention(requester),
+        cut(&escape(code), 100)
+    )
 }
 
 pub fn dm_timed_out(id: i32, resource: &str, ttl: &str) -> String {
@@ -267,21 +328,21 @@ pub fn dm_revoked(id: i32, resource: &str, by: Option<&str>) -> String {
 pub fn dm_grant_failed(id: i32, resource: &str, error: &str) -> String {
     format!(
         "⚠️ jitbot could not grant *{resource}* (#{id}): {}. No access was given; the reviewers were told.",
-        escape(error)
+        cut(&escape(error), NOTE_CHARS)
     )
 }
 
 pub fn note_grant_failed(id: i32, resource: &str, error: &str) -> String {
     format!(
         "⚠️ Granting *{resource}* for request #{id} failed: {}. No access was given.",
-        escape(error)
+        cut(&escape(error), NOTE_CHARS)
     )
 }
 
 pub fn note_revoke_failed(id: i32, resource: &str, error: &str) -> String {
     format!(
         "⚠️ Removing access to *{resource}* for request #{id} failed: {}. jitbot keeps retrying until it succeeds.",
-        escape(error)
+        cut(&escape(error), NOTE_CHARS)
     )
 }
 
@@ -295,6 +356,22 @@ mod tests {
             escape("<!channel> & <@U1>"),
             "&lt;!channel&gt; &amp; &lt;@U1&gt;"
         );
+    }
+
+    #[test]
+    fn long_text_is_cut_without_breaking_escapes_or_markup() {
+        let long = "a".repeat(5_000);
+        let cut_text = cut(&long, 100);
+        assert_eq!(cut_text.chars().count(), 100);
+        assert!(cut_text.ends_with('…'));
+        assert_eq!(cut("short", 100), "short");
+        let escaped = format!("{}&amp;", "b".repeat(97));
+        assert_eq!(cut(&escaped, 100), format!("{}…", "b".repeat(97)));
+        let markup = format!("{}<@U123>", "c".repeat(95));
+        assert_eq!(cut(&markup, 100), format!("{}…", "c".repeat(95)));
+        let section = text_section(&"é".repeat(4_000));
+        let text = section["text"]["text"].as_str().unwrap();
+        assert_eq!(text.chars().count(), MAX_SECTION_TEXT);
     }
 
     #[test]

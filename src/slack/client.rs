@@ -1,35 +1,234 @@
 //! Slack Web API calls, through slack-morphism, against `SLACK_API_URL`.
+//!
+//! Every call has a deadline and a connect timeout; every failure is classified
+//! ([`SlackError`]): rate limits and server trouble are retried, errors that retrying cannot fix
+//! (`channel_not_found`, `invalid_blocks`, …) are not. Answers are read as plain JSON, so an
+//! `ok: true` answer counts as done even when it lacks fields a strict type would want (re-sending
+//! a post that Slack took would post a second card).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde::Serialize;
 use serde_json::Value;
+use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
+
+use super::gate::{POST_MESSAGE, RateGate};
+use crate::metrics::{Metrics, label};
+
+/// Default deadline of one Slack call (`JIT_SLACK_TIMEOUT_MS`).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for the TCP (and TLS) connection to Slack.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait after a 429 that names no `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Slack error codes that mean "try again later". Every other `ok: false` code is about the
+/// request itself (a channel that does not exist, blocks over a limit, a revoked token), so
+/// sending it again would fail the same way.
+const TRANSIENT_CODES: &[&str] = &[
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+    "ratelimited",
+    "team_added_to_org",
+];
+
+/// Why a Slack call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SlackError {
+    #[error("Slack {method}: rate limited, retry after {}s", retry_after.as_secs())]
+    RateLimited {
+        method: &'static str,
+        retry_after: Duration,
+    },
+    #[error("Slack {method} is held back for {}s after a rate limit", wait.as_secs_f32().ceil())]
+    HeldBack {
+        method: &'static str,
+        wait: Duration,
+    },
+    /// Retrying cannot help: `code` is Slack's error (`channel_not_found`) or `HTTP <status>`.
+    #[error("Slack {method}: {code}")]
+    Permanent { method: &'static str, code: String },
+    #[error("Slack {method}: {detail}")]
+    Transient {
+        method: &'static str,
+        detail: String,
+    },
+}
+
+impl SlackError {
+    /// The Slack error of an error chain, if it has one.
+    pub fn find(error: &anyhow::Error) -> Option<&SlackError> {
+        error.chain().find_map(|c| c.downcast_ref::<SlackError>())
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SlackError::Permanent { .. })
+    }
+
+    /// How long to wait before the next try, when Slack (or our own hold) says.
+    pub fn wait(&self) -> Option<Duration> {
+        match self {
+            SlackError::RateLimited { retry_after, .. } => Some(*retry_after),
+            SlackError::HeldBack { wait, .. } => Some(*wait),
+            _ => None,
+        }
+    }
+
+    /// Errors about a channel: a note in that channel would fail too.
+    pub fn is_about_the_channel(&self) -> bool {
+        matches!(self, SlackError::Permanent { code, .. } if matches!(code.as_str(),
+            "channel_not_found" | "not_in_channel" | "is_archived" | "restricted_action"
+            | "invalid_auth" | "token_revoked" | "account_inactive" | "not_authed"))
+    }
+
+    /// The short code people and metrics see.
+    pub fn code(&self) -> String {
+        match self {
+            SlackError::RateLimited { .. } | SlackError::HeldBack { .. } => "ratelimited".into(),
+            SlackError::Permanent { code, .. } => code.clone(),
+            SlackError::Transient { detail, .. } => detail.clone(),
+        }
+    }
+}
+
+fn classify(method: &'static str, error: SlackClientError) -> SlackError {
+    match error {
+        SlackClientError::RateLimitError(limit) => SlackError::RateLimited {
+            method,
+            retry_after: limit.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+        },
+        SlackClientError::ApiError(api) if TRANSIENT_CODES.contains(&api.code.as_str()) => {
+            SlackError::Transient {
+                method,
+                detail: api.code,
+            }
+        }
+        SlackClientError::ApiError(api) => SlackError::Permanent {
+            method,
+            code: api.code,
+        },
+        SlackClientError::HttpError(http)
+            if http.status_code.is_server_error() || http.status_code.as_u16() == 408 =>
+        {
+            SlackError::Transient {
+                method,
+                detail: format!("HTTP {}", http.status_code.as_u16()),
+            }
+        }
+        SlackClientError::HttpError(http) => SlackError::Permanent {
+            method,
+            code: format!("HTTP {}", http.status_code.as_u16()),
+        },
+        // connection refused or reset, a body that is not JSON: the call may be retried
+        other => SlackError::Transient {
+            method,
+            detail: first_line(&other.to_string()),
+        },
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
+}
 
 #[derive(Clone)]
 pub struct SlackApi {
     client: Arc<SlackClient<SlackClientHyperHttpsConnector>>,
     token: SlackApiToken,
+    timeout: Duration,
+    gate: Arc<RateGate>,
+    metrics: Arc<Metrics>,
 }
 
 impl SlackApi {
     /// `api_url` is the base such as `https://slack.com/api/`; plain http is allowed for fakes.
-    pub fn new(api_url: &str, bot_token: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        api_url: &str,
+        bot_token: &str,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         crate::config::install_crypto_provider();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .context("loading the system's TLS roots")?
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(http);
         // slack-morphism joins base and method with its own `/`.
         let base = api_url.trim_end_matches('/');
         let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(base);
         Ok(Self {
             client: Arc::new(SlackClient::new(connector)),
             token: SlackApiToken::new(SlackApiTokenValue(bot_token.to_string())),
+            timeout,
+            gate: Arc::new(RateGate::default()),
+            metrics,
         })
+    }
+
+    /// What Slack's rate limits hold back now.
+    pub fn gate(&self) -> &RateGate {
+        &self.gate
+    }
+
+    /// One call: checks our own holds first, runs under the deadline, records its latency and
+    /// any rate limit.
+    /// `send` is the (lazy) call itself; it goes out only if nothing holds the method back.
+    async fn call(
+        &self,
+        method: &'static str,
+        channel: &str,
+        send: impl Future<Output = Result<Value, SlackClientError>>,
+    ) -> anyhow::Result<Value> {
+        if let Some(wait) = self.gate.held_for(method, channel) {
+            return Err(SlackError::HeldBack { method, wait }.into());
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, send).await;
+        self.metrics
+            .slack_calls
+            .observe(&format!("method=\"{}\"", label(method)), started.elapsed());
+        let error = match result {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) => classify(method, e),
+            Err(_) => SlackError::Transient {
+                method,
+                detail: format!("no answer within {}s", self.timeout.as_secs_f32()),
+            },
+        };
+        if let SlackError::RateLimited { retry_after, .. } = &error {
+            let hold_channel = if method == POST_MESSAGE { channel } else { "" };
+            self.gate.hold(method, hold_channel, *retry_after);
+        }
+        Err(error.into())
+    }
+
+    async fn post<RQ: Serialize + Send + Sync>(
+        &self,
+        method: &'static str,
+        channel: &str,
+        request: &RQ,
+    ) -> anyhow::Result<Value> {
+        let session = self.client.open_session(&self.token);
+        let send = session
+            .http_session_api
+            .http_post::<RQ, Value>(method, request, None);
+        self.call(method, channel, send).await
     }
 
     fn content(text: &str, blocks: Option<Vec<Value>>) -> anyhow::Result<SlackMessageContent> {
@@ -42,7 +241,7 @@ impl SlackApi {
         Ok(content)
     }
 
-    /// Posts a message and returns its `ts`.
+    /// Posts a message and returns its `ts` (empty if Slack's `ok: true` answer lacked one).
     pub async fn post_message(
         &self,
         channel: &str,
@@ -50,17 +249,24 @@ impl SlackApi {
         blocks: Option<Vec<Value>>,
         thread_ts: Option<&str>,
     ) -> anyhow::Result<String> {
-        let session = self.client.open_session(&self.token);
         let mut req =
             SlackApiChatPostMessageRequest::new(channel.into(), Self::content(text, blocks)?);
         if let Some(ts) = thread_ts {
             req = req.with_thread_ts(ts.into());
         }
-        let resp = session
-            .chat_post_message(&req)
-            .await
-            .context("chat.postMessage")?;
-        Ok(resp.ts.0)
+        let answer = self.post(POST_MESSAGE, channel, &req).await?;
+        let ts = answer
+            .get("ts")
+            .or_else(|| answer.pointer("/message/ts"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if ts.is_empty() {
+            tracing::warn!(
+                channel,
+                "chat.postMessage answered ok without a ts; the message cannot be updated later"
+            );
+        }
+        Ok(ts.to_string())
     }
 
     /// Posts one mrkdwn text (with a plain fallback) and returns its `ts`.
@@ -73,7 +279,7 @@ impl SlackApi {
         let blocks = vec![super::blocks::text_section(mrkdwn)];
         self.post_message(
             channel,
-            &super::blocks::strip_mrkdwn(mrkdwn),
+            &super::blocks::plain_fallback(mrkdwn),
             Some(blocks),
             thread_ts,
         )
@@ -87,13 +293,12 @@ impl SlackApi {
         text: &str,
         blocks: Vec<Value>,
     ) -> anyhow::Result<()> {
-        let session = self.client.open_session(&self.token);
         let req = SlackApiChatUpdateRequest::new(
             channel.into(),
             Self::content(text, Some(blocks))?,
             ts.into(),
         );
-        session.chat_update(&req).await.context("chat.update")?;
+        self.post("chat.update", channel, &req).await?;
         Ok(())
     }
 
@@ -103,38 +308,68 @@ impl SlackApi {
         user: &str,
         text: &str,
     ) -> anyhow::Result<()> {
-        let session = self.client.open_session(&self.token);
         let req = SlackApiChatPostEphemeralRequest::new(
             channel.into(),
             user.into(),
             Self::content(text, None)?,
         );
-        session
-            .chat_post_ephemeral(&req)
-            .await
-            .context("chat.postEphemeral")?;
+        self.post("chat.postEphemeral", channel, &req).await?;
         Ok(())
     }
 
     /// The email on a person's Slack profile (`users.info`; needs `users:read.email`).
     pub async fn user_email(&self, user: &str) -> anyhow::Result<Option<String>> {
         let session = self.client.open_session(&self.token);
-        let resp = session
-            .users_info(&SlackApiUsersInfoRequest::new(user.into()))
-            .await
-            .context("users.info")?;
-        Ok(resp.user.profile.and_then(|p| p.email).map(|e| e.0))
+        let params = vec![("user", Some(user))];
+        let send = session
+            .http_session_api
+            .http_get::<Value, _, _>("users.info", &params, None);
+        let answer = self.call("users.info", "", send).await?;
+        Ok(answer
+            .pointer("/user/profile/email")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string))
     }
 }
 
-/// How long Slack asked us to wait (HTTP 429 `Retry-After`), if this error is a rate limit.
-pub fn retry_after(error: &anyhow::Error) -> Option<std::time::Duration> {
-    error.chain().find_map(|cause| {
-        match cause.downcast_ref::<slack_morphism::errors::SlackClientError>() {
-            Some(slack_morphism::errors::SlackClientError::RateLimitError(limit)) => {
-                limit.retry_after
-            }
-            _ => None,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slack_morphism::errors::{SlackClientApiError, SlackClientHttpError};
+
+    #[test]
+    fn errors_that_retrying_cannot_fix_are_permanent() {
+        for code in [
+            "channel_not_found",
+            "invalid_blocks",
+            "msg_too_long",
+            "account_inactive",
+        ] {
+            let e = classify(
+                "chat.postMessage",
+                SlackClientError::ApiError(SlackClientApiError::new(code.into())),
+            );
+            assert!(e.is_permanent(), "{code}");
         }
-    })
+        let e = classify(
+            "chat.postMessage",
+            SlackClientError::ApiError(SlackClientApiError::new("fatal_error".into())),
+        );
+        assert!(!e.is_permanent());
+        let e = classify(
+            "chat.update",
+            SlackClientError::HttpError(SlackClientHttpError::new(
+                hyper::http::StatusCode::BAD_GATEWAY,
+            )),
+        );
+        assert!(!e.is_permanent());
+        let e = classify(
+            "chat.update",
+            SlackClientError::HttpError(SlackClientHttpError::new(
+                hyper::http::StatusCode::NOT_FOUND,
+            )),
+        );
+        assert!(e.is_permanent());
+    }
 }

@@ -2,7 +2,8 @@
 
 pub mod blocks;
 pub mod client;
+pub mod gate;
 pub mod payload;
 pub mod verify;
 
-pub use client::SlackApi;
+pub use client::{SlackApi, SlackError};

@@ -96,6 +96,10 @@ pub mod job {
         pub done_at: Option<i64>,
         pub last_error: Option<String>,
         pub created_at: i64,
+        pub lane: String,
+        pub queue_key: String,
+        pub locked_by: Option<String>,
+        pub outcome: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -52,11 +52,11 @@ async fn two_approvals_need_two_different_people() {
     app.wait_card_update("1 of 2").await;
     // Bob again, by button and by command: counted once.
     app.click(BOB, APPROVE, id).await;
-    app.wait_ephemeral(BOB, "already decided").await;
+    app.wait_ephemeral(BOB, "already approved").await;
     assert!(
         app.say(BOB, &format!("approve {id}"))
             .await
-            .contains("already decided")
+            .contains("already approved")
     );
     assert_eq!(app.state(id).await, "pending");
     assert!(hook.events().is_empty());
@@ -182,7 +182,7 @@ async fn a_requester_can_cancel_only_their_own_pending_request() {
     assert!(
         app.say(ALICE, &format!("cancel {id}"))
             .await
-            .contains("only a pending request")
+            .contains("only a pending or approved request")
     );
     app.click(BOB, APPROVE, id).await;
     app.wait_ephemeral(BOB, "already cancelled").await;

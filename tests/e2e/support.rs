@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use jitbot::app::{self, Running};
-use jitbot::config::{Config, Env, Secret};
+use jitbot::config::{Config, Env, Secret, Tuning};
 use jitbot::domain::Policy;
 use jitbot::fakes::{FakeSlack, SlackCall, SlackSender};
 use jitbot::store::Store;
@@ -186,8 +186,16 @@ pub async fn spawn_with(
     let (policy, _) =
         Policy::parse("test-policy.yaml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
     let signing_secret = format!("secret-{}", suffix());
-    env.entry("JIT_RETRY_BASE_MS".into())
-        .or_insert_with(|| "50".into());
+    let mut tuning = Tuning {
+        retry_base: Duration::from_millis(50),
+        ..Tuning::default()
+    };
+    if let Some(ms) = env
+        .remove("JIT_SLACK_TIMEOUT_MS")
+        .and_then(|v| v.parse().ok())
+    {
+        tuning.slack_timeout = Duration::from_millis(ms);
+    }
     let config = Config {
         database_url,
         policy: "test-policy.yaml".into(),
@@ -195,6 +203,7 @@ pub async fn spawn_with(
         signing_secret: Secret::new(signing_secret.clone()),
         bot_token: Secret::new("xoxb-test"),
         slack_api_url: slack.base_url.clone(),
+        tuning,
     };
     let app = app::build(config, Env::with_overrides(env), policy)
         .await

@@ -1,0 +1,383 @@
+//! Giving and taking access: grant, end access (expiry, early revoke, cancel while granting), and
+//! clean-up after a failed grant. Every provider call runs under the provider's timeout and is
+//! timed in `/metrics`.
+
+use std::future::Future;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::Utc;
+use serde_json::json;
+
+use super::{GRANT_ATTEMPTS, JobError, JobResult, Scheduler, ms};
+use crate::domain::policy::ProviderLimits;
+use crate::domain::{EndReason, Job, ProviderConfig, State};
+use crate::metrics::{Metrics, label};
+use crate::providers::GrantSpec;
+use crate::slack::blocks;
+use crate::store::{self, GrantChange, JobRow, Transition};
+
+/// While a request's grant job is still running, its revoke waits this long and looks again:
+/// a revoke sent before the grant lands would leave the access in place.
+const GRANT_IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl Scheduler {
+    /// One provider call, under the provider's timeout, timed per provider and operation.
+    async fn provider_call<T>(
+        &self,
+        name: &str,
+        op: &'static str,
+        limits: ProviderLimits,
+        call: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(limits.timeout.std(), call).await;
+        self.metrics.provider_calls.observe(
+            &format!("provider=\"{}\",op=\"{op}\"", label(name)),
+            started.elapsed(),
+        );
+        match result {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!(
+                "{op} at provider {name}: no answer within {}",
+                limits.timeout
+            ),
+        }
+    }
+
+    /// What the provider needs, from the grant's stored copy (not today's policy).
+    async fn spec(
+        &self,
+        request: &store::Request,
+    ) -> anyhow::Result<(ProviderConfig, GrantSpec, store::Grant)> {
+        let grant = self
+            .store
+            .grant(request.id)
+            .await?
+            .with_context(|| format!("request #{} has no grant record", request.id))?;
+        let config: ProviderConfig =
+            serde_json::from_str(&grant.provider).context("stored provider config")?;
+        let approved_by = if request.auto_approved {
+            Vec::new()
+        } else {
+            self.store
+                .decisions(request.id)
+                .await?
+                .into_iter()
+                .filter(|d| d.decision == "approve")
+                .map(|d| d.approver)
+                .collect()
+        };
+        let spec = GrantSpec {
+            request_id: request.id,
+            resource: request.resource.clone(),
+            requester: request.requester.clone(),
+            identity: serde_json::from_str(&grant.identity).context("stored identity")?,
+            grant: serde_json::from_str(&grant.grant_shape).context("stored grant shape")?,
+            approved_by,
+            auto_approved: request.auto_approved,
+            expires_at: super::time(grant.expires_at),
+            reason: request.reason.clone(),
+        };
+        Ok((config, spec, grant))
+    }
+
+    pub(super) async fn grant(&self, id: i32, row: &JobRow) -> JobResult {
+        let request = self.request(id).await?;
+        if request.state != State::Approved.as_str() {
+            return Ok(());
+        }
+        let (config, mut spec, grant) = self.spec(&request).await?;
+        let name = grant.provider_name.clone();
+        let limits = self.policy.provider_limits(&name);
+        let duration = chrono::TimeDelta::seconds(request.duration_secs);
+        let attempt = async {
+            let provider = self.providers.get(&config, limits.timeout.std())?;
+            if config.uses_email()
+                && !spec.identity.contains_key("email")
+                && grant.already_held.is_none()
+            {
+                // No email in `identities`: take the one on the Slack profile, once.
+                if let Some(email) = self.slack.user_email(&request.requester).await? {
+                    spec.identity.insert("email".into(), email);
+                    self.store
+                        .set_grant_identity(id, &serde_json::to_value(&spec.identity)?)
+                        .await?;
+                }
+            }
+            let held = match grant.already_held {
+                Some(held) => held,
+                None => {
+                    let held = self
+                        .provider_call(&name, "holds", limits, provider.holds(&spec))
+                        .await?;
+                    self.store.set_already_held(id, held).await?
+                }
+            };
+            spec.expires_at = Some(Utc::now() + duration);
+            if !held {
+                self.provider_call(&name, "grant", limits, provider.grant(&spec))
+                    .await?;
+            }
+            anyhow::Ok(held)
+        }
+        .await;
+        let now = Utc::now();
+        match attempt {
+            Ok(held) => {
+                Metrics::inc(&self.metrics.grants);
+                let expires_at = now + duration;
+                let mut t = Transition::new(id, &[State::Approved], State::Active, ms(now));
+                t.grant = Some(GrantChange::Activate {
+                    granted_at: ms(now),
+                    expires_at: ms(expires_at),
+                });
+                t.jobs = vec![
+                    Job::EndAccess {
+                        request_id: id,
+                        provider: name.clone(),
+                    }
+                    .at(ms(expires_at)),
+                    Job::UpdateCard {
+                        request_id: id,
+                        channel: request.channel.clone(),
+                    }
+                    .at(ms(now)),
+                    Job::Dm {
+                        user: request.requester.clone(),
+                        text: blocks::dm_approved(
+                            id,
+                            &request.resource,
+                            &spec.approved_by,
+                            request.auto_approved,
+                            expires_at,
+                        ),
+                    }
+                    .at(ms(now)),
+                ];
+                t.audit = vec![store::audit(
+                    "jitbot",
+                    "granted",
+                    json!({"expires_at": expires_at.to_rfc3339(), "already_held": held}),
+                )];
+                // Refused when the request was cancelled or revoked while the grant was under
+                // way: its end-access job waits for this one to finish, then takes it back.
+                if self.store.transition(t).await? {
+                    self.wake.all();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.grant_failures);
+                let error = format!("{e:#}");
+                self.store.set_grant_error(id, Some(&error), None).await?;
+                let deadline =
+                    request.decided_at.unwrap_or(request.created_at) + request.duration_secs * 1000;
+                if row.attempts < GRANT_ATTEMPTS && ms(now) < deadline {
+                    return Err(JobError::Retry(e));
+                }
+                let mut t = Transition::new(id, &[State::Approved], State::GrantFailed, ms(now));
+                t.jobs = vec![
+                    Job::UpdateCard {
+                        request_id: id,
+                        channel: request.channel.clone(),
+                    }
+                    .at(ms(now)),
+                    Job::Dm {
+                        user: request.requester.clone(),
+                        text: blocks::dm_grant_failed(id, &request.resource, &error),
+                    }
+                    .at(ms(now)),
+                    Job::ChannelNote {
+                        request_id: id,
+                        channel: request.channel.clone(),
+                        text: blocks::note_grant_failed(id, &request.resource, &error),
+                    }
+                    .at(ms(now)),
+                    Job::Cleanup {
+                        request_id: id,
+                        provider: name,
+                    }
+                    .at(ms(now)),
+                ];
+                t.grant = Some(GrantChange::End(EndReason::GrantFailed));
+                t.audit = vec![store::audit(
+                    "jitbot",
+                    "grant_failed",
+                    json!({"error": error, "attempts": row.attempts}),
+                )];
+                if self.store.transition(t).await? {
+                    self.wake.all();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// At `expires_at`, after `/jit revoke`, or after a cancel while the grant was under way:
+    /// take the access away, retrying until the provider confirms it is gone.
+    pub(super) async fn end_access(&self, id: i32) -> JobResult {
+        let now = Utc::now();
+        let mut request = self.request(id).await?;
+        if request.state == State::Active.as_str() {
+            let mut t = Transition::new(id, &[State::Active], State::Revoking, ms(now));
+            t.grant = Some(GrantChange::End(EndReason::Expired));
+            t.audit = vec![store::audit("jitbot", "expiring", json!({}))];
+            self.store.transition(t).await?;
+            request = self.request(id).await?;
+        }
+        let state = State::parse(&request.state);
+        if !matches!(state, Some(State::Revoking | State::RevokeFailed)) {
+            return Ok(());
+        }
+        if self.store.job_unfinished(&Job::grant_key(id)).await? {
+            return Err(JobError::Defer(GRANT_IN_FLIGHT_WAIT));
+        }
+        let (config, spec, grant) = self.spec(&request).await?;
+        let reason = grant
+            .end_reason
+            .as_deref()
+            .and_then(EndReason::parse)
+            .unwrap_or(EndReason::Expired);
+        let result = self.revoke_at_provider(&config, &spec, &grant).await;
+        let now = Utc::now();
+        match result {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.revokes);
+                if reason == EndReason::Expired
+                    && let Some(expires_at) = grant.expires_at
+                {
+                    let lag = (ms(now) - expires_at).max(0) as u64;
+                    self.metrics
+                        .revoke_lag
+                        .observe(std::time::Duration::from_millis(lag));
+                }
+                let dm = match reason {
+                    EndReason::Revoked => blocks::dm_revoked(
+                        id,
+                        &request.resource,
+                        request
+                            .decided_by
+                            .as_deref()
+                            .filter(|by| *by != request.requester),
+                    ),
+                    EndReason::Cancelled => {
+                        blocks::dm_cancelled_after_approval(id, &request.resource)
+                    }
+                    _ => blocks::dm_expired(id, &request.resource),
+                };
+                let mut t = Transition::new(
+                    id,
+                    &[State::Revoking, State::RevokeFailed],
+                    reason.final_state(),
+                    ms(now),
+                );
+                t.grant = Some(GrantChange::Ended);
+                t.jobs = vec![
+                    Job::UpdateCard {
+                        request_id: id,
+                        channel: request.channel.clone(),
+                    }
+                    .at(ms(now)),
+                    Job::Dm {
+                        user: request.requester.clone(),
+                        text: dm,
+                    }
+                    .at(ms(now)),
+                ];
+                t.audit = vec![store::audit(
+                    "jitbot",
+                    reason.as_str(),
+                    json!({"already_held": grant.already_held.unwrap_or(false),
+                           "granted": grant.granted_at.is_some()}),
+                )];
+                if self.store.transition(t).await? {
+                    self.wake.all();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.revoke_failures);
+                let error = format!("{e:#}");
+                self.store.set_grant_error(id, Some(&error), None).await?;
+                let mut t = Transition::new(id, &[State::Revoking], State::RevokeFailed, ms(now));
+                t.jobs = vec![
+                    Job::UpdateCard {
+                        request_id: id,
+                        channel: request.channel.clone(),
+                    }
+                    .at(ms(now)),
+                    Job::ChannelNote {
+                        request_id: id,
+                        channel: request.channel.clone(),
+                        text: blocks::note_revoke_failed(id, &request.resource, &error),
+                    }
+                    .at(ms(now)),
+                ];
+                t.audit = vec![store::audit(
+                    "jitbot",
+                    "revoke_failed",
+                    json!({"error": error}),
+                )];
+                if self.store.transition(t).await? {
+                    self.wake.all();
+                }
+                Err(JobError::Retry(e))
+            }
+        }
+    }
+
+    async fn revoke_at_provider(
+        &self,
+        config: &ProviderConfig,
+        spec: &GrantSpec,
+        grant: &store::Grant,
+    ) -> anyhow::Result<()> {
+        match grant.already_held {
+            // The person had this access before jitbot: leave it alone.
+            Some(true) => return Ok(()),
+            // Never checked, so never granted (the check comes before the first grant call):
+            // there is nothing of ours to take away, and the person may hold it on their own.
+            None => return Ok(()),
+            Some(false) => {}
+        }
+        let limits = self.policy.provider_limits(&grant.provider_name);
+        let provider = self.providers.get(config, limits.timeout.std())?;
+        self.provider_call(
+            &grant.provider_name,
+            "revoke",
+            limits,
+            provider.revoke(spec),
+        )
+        .await
+    }
+
+    /// After `grant_failed`: revoke in case part of the grant took. Retried until it succeeds.
+    pub(super) async fn cleanup(&self, id: i32) -> JobResult {
+        let request = self.request(id).await?;
+        let (config, spec, grant) = self.spec(&request).await?;
+        if grant.ended_at.is_some() {
+            return Ok(());
+        }
+        if self.store.job_unfinished(&Job::grant_key(id)).await? {
+            return Err(JobError::Defer(GRANT_IN_FLIGHT_WAIT));
+        }
+        self.revoke_at_provider(&config, &spec, &grant).await?;
+        let now = ms(Utc::now());
+        self.store
+            .set_grant_error(id, grant.last_error.as_deref(), Some(now))
+            .await?;
+        self.store
+            .audit(
+                Some(id),
+                store::audit(
+                    "jitbot",
+                    "cleanup_done",
+                    json!({"revoke_sent": grant.already_held == Some(false)}),
+                ),
+                now,
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! Bookkeeping jobs: state changes with no outside call (today the timeout of a request nobody
+//! decided; escalation steps, the digest and pruning belong here too).
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::{JobResult, Scheduler, ms};
+use crate::domain::{Job, State};
+use crate::slack::blocks;
+use crate::store::{self, Transition};
+
+impl Scheduler {
+    pub(super) async fn timeout(&self, id: i32) -> JobResult {
+        let request = self.request(id).await?;
+        if request.state != State::Pending.as_str() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut t = Transition::new(id, &[State::Pending], State::TimedOut, ms(now));
+        t.jobs = vec![
+            Job::UpdateCard {
+                request_id: id,
+                channel: request.channel.clone(),
+            }
+            .at(ms(now)),
+            Job::Dm {
+                user: request.requester.clone(),
+                text: blocks::dm_timed_out(
+                    id,
+                    &request.resource,
+                    &self.policy.settings.request_ttl.to_string(),
+                ),
+            }
+            .at(ms(now)),
+        ];
+        t.audit = vec![store::audit("jitbot", "timed_out", json!({}))];
+        if self.store.transition(t).await? {
+            self.wake.all();
+        }
+        Ok(())
+    }
+}

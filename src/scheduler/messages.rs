@@ -1,0 +1,202 @@
+//! What people read in Slack: approval cards, card updates, DMs, channel notes, ephemeral
+//! answers. A Slack error that retrying cannot fix ends the job: it is logged once, counted,
+//! written to the audit trail, and when the card itself could not be posted the requester (and
+//! the channel, where that still works) is told.
+
+use anyhow::Context;
+use chrono::Utc;
+use serde_json::json;
+
+use super::{JobError, JobResult, Scheduler, ms, time};
+use crate::domain::{GrantDuration, Job, State};
+use crate::metrics::label;
+use crate::slack::SlackError;
+use crate::slack::blocks::{self, CardView};
+use crate::store::{self, JobRow};
+
+impl Scheduler {
+    pub(super) async fn message(&self, job: &Job, row: &JobRow) -> JobResult {
+        let sent = match job {
+            Job::PostCard { request_id, .. } => self.post_card(*request_id).await,
+            Job::UpdateCard { request_id, .. } => self.update_card(*request_id).await,
+            Job::Dm { user, text } => self.slack.post_text(user, text, None).await.map(|_| ()),
+            Job::ChannelNote {
+                request_id, text, ..
+            } => self.channel_note(*request_id, text).await,
+            Job::Ephemeral {
+                channel,
+                user,
+                text,
+            } => self.slack.post_ephemeral(channel, user, text).await,
+            _ => Ok(()),
+        };
+        let Err(error) = sent else { return Ok(()) };
+        match SlackError::find(&error) {
+            Some(slack) if slack.is_permanent() => {
+                self.report_permanent(job, row, slack).await?;
+                Err(JobError::Permanent(error))
+            }
+            // Our own hold after a 429: wait it out without counting an attempt.
+            Some(SlackError::HeldBack { wait, .. }) => Err(JobError::Defer(*wait)),
+            _ => Err(JobError::Retry(error)),
+        }
+    }
+
+    /// A message Slack will never take: say so once, everywhere it helps.
+    async fn report_permanent(
+        &self,
+        job: &Job,
+        row: &JobRow,
+        error: &SlackError,
+    ) -> anyhow::Result<()> {
+        let code = error.code();
+        let kind = job.kind();
+        self.metrics
+            .permanent_failures
+            .inc(&format!("kind=\"{kind}\",error=\"{}\"", label(&code)));
+        tracing::error!(
+            job = row.id,
+            kind,
+            key = job.queue_key(),
+            error = %error,
+            "Slack refused a message for good; not retrying"
+        );
+        let now = ms(Utc::now());
+        let request = match job.request_id() {
+            Some(id) => self.store.request(id).await?,
+            None => None,
+        };
+        self.store
+            .audit(
+                request.as_ref().map(|r| r.id),
+                store::audit(
+                    "jitbot",
+                    "slack_failed",
+                    json!({"job": kind, "to": job.queue_key(), "error": code}),
+                ),
+                now,
+            )
+            .await?;
+        if let (Job::PostCard { .. }, Some(request)) = (job, request) {
+            let mut jobs = vec![
+                Job::Dm {
+                    user: request.requester.clone(),
+                    text: blocks::dm_card_failed(
+                        request.id,
+                        &request.resource,
+                        &request.channel,
+                        &code,
+                    ),
+                }
+                .at(now),
+            ];
+            if !error.is_about_the_channel() {
+                jobs.push(
+                    Job::ChannelNote {
+                        request_id: request.id,
+                        channel: request.channel.clone(),
+                        text: blocks::note_card_failed(
+                            request.id,
+                            &request.resource,
+                            &request.requester,
+                            &code,
+                        ),
+                    }
+                    .at(now),
+                );
+            }
+            self.store.enqueue(&jobs, now).await?;
+            self.wake.all();
+        }
+        Ok(())
+    }
+
+    async fn card_view(&self, request: &store::Request) -> anyhow::Result<CardView> {
+        let decisions = self.store.decisions(request.id).await?;
+        let grant = self.store.grant(request.id).await?;
+        let state = State::parse(&request.state).context("unknown state in the store")?;
+        let approved_by = decisions
+            .iter()
+            .filter(|d| d.decision == "approve")
+            .map(|d| d.approver.clone())
+            .collect();
+        let decided_by = match state {
+            State::Denied => decisions
+                .iter()
+                .find(|d| d.decision == "deny")
+                .map(|d| d.approver.clone())
+                .or(request.decided_by.clone()),
+            _ => request.decided_by.clone(),
+        };
+        let note = match state {
+            State::RevokeFailed | State::GrantFailed => {
+                grant.as_ref().and_then(|g| g.last_error.clone())
+            }
+            _ => request.decision_note.clone(),
+        };
+        Ok(CardView {
+            id: request.id,
+            requester: request.requester.clone(),
+            resource: request.resource.clone(),
+            description: self
+                .policy
+                .resources
+                .get(&request.resource)
+                .map(|r| r.description.clone())
+                .unwrap_or_default(),
+            duration: GrantDuration::from_secs(request.duration_secs.max(0) as u64)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            reason: request.reason.clone(),
+            state,
+            approvals_needed: request.approvals_needed,
+            approved_by,
+            decided_by,
+            decided_at: time(request.decided_at),
+            expires_at: time(grant.as_ref().and_then(|g| g.expires_at)),
+            ended_at: time(grant.as_ref().and_then(|g| g.ended_at)),
+            auto_approved: request.auto_approved,
+            note,
+        })
+    }
+
+    /// Posts the card as the request stands now (so a card posted late is already current).
+    async fn post_card(&self, id: i32) -> anyhow::Result<()> {
+        let request = self.request(id).await?;
+        if request.card_ts.is_some() {
+            return Ok(());
+        }
+        let (text, blocks) = blocks::card(&self.card_view(&request).await?);
+        let ts = self
+            .slack
+            .post_message(&request.channel, &text, Some(blocks), None)
+            .await?;
+        self.store.set_card(id, &ts).await?;
+        Ok(())
+    }
+
+    /// Redraws a posted card. Not posted yet: nothing to do, the card job draws the current
+    /// state when it runs (a channel's messages run one at a time, in order).
+    async fn update_card(&self, id: i32) -> anyhow::Result<()> {
+        let request = self.request(id).await?;
+        let Some(ts) = request.card_ts.as_deref().filter(|ts| !ts.is_empty()) else {
+            return Ok(());
+        };
+        let (text, blocks) = blocks::card(&self.card_view(&request).await?);
+        self.slack
+            .update_message(&request.channel, ts, &text, blocks)
+            .await
+    }
+
+    async fn channel_note(&self, id: i32, text: &str) -> anyhow::Result<()> {
+        let request = self.request(id).await?;
+        self.slack
+            .post_text(
+                &request.channel,
+                text,
+                request.card_ts.as_deref().filter(|ts| !ts.is_empty()),
+            )
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,505 @@
+//! The runner: one task per lane claims that lane's due jobs and runs each as a task of its own,
+//! so the lanes never wait for one another and a lane never waits for one slow call.
+//!
+//! Within a lane, jobs are grouped by key (a provider, a Slack channel). A key runs at most
+//! [`Scheduler::key_limit`] jobs at once; the rest of its claimed jobs wait in order in memory.
+//! A key that already has jobs waiting is left out of the next claim, so one busy provider or
+//! channel cannot fill the lane and the next claim reaches everyone else's jobs.
+//!
+//! Claimed jobs are leased for [`JOB_LEASE`] and the lease is renewed every
+//! [`LEASE_RENEW_EVERY`] while this process holds them, so a dead process's jobs are taken back
+//! within seconds. If renewals fail for longer than the lease (PostgreSQL unreachable), this
+//! process stops its jobs before another replica may take them: no job runs twice at once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::{EPHEMERAL_ATTEMPTS, IDLE_RECHECK, JobError, Scheduler, backoff};
+use crate::domain::{Job, Lane};
+use crate::metrics::Metrics;
+use crate::slack::SlackError;
+use crate::store::{Claim, JobRow};
+
+/// How long a claimed job stays reserved for this process without a renewal.
+pub const JOB_LEASE: Duration = Duration::from_secs(3);
+/// How often the leases of held jobs are renewed.
+pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);
+/// Jobs are stopped this long before their lease could have run out.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+/// Most jobs claimed in one statement.
+const CLAIM_BATCH: usize = 64;
+/// Pause when a due job could not be claimed just now (another worker's claim in flight).
+const BUSY_POLL: Duration = Duration::from_millis(25);
+/// Pause after the store failed to answer a claim.
+const STORE_TROUBLE_PAUSE: Duration = Duration::from_millis(500);
+/// Tries to record a job's outcome before leaving it to its lease (it then runs again).
+const SETTLE_TRIES: u32 = 3;
+/// Most lease renewals in one statement.
+const RENEW_CHUNK: usize = 500;
+
+/// How many jobs a lane holds (claimed, running or waiting for their key) and runs at once.
+#[derive(Clone, Copy, Debug)]
+struct LaneShape {
+    hold: usize,
+    run: usize,
+}
+
+/// Most Slack calls in flight at once.
+const SLACK_IN_FLIGHT: usize = 32;
+
+fn shape(lane: Lane) -> LaneShape {
+    match lane {
+        // Per-provider limits bound these; the lane bounds only memory.
+        Lane::Access => LaneShape {
+            hold: 2048,
+            run: 2048,
+        },
+        Lane::Grants => LaneShape {
+            hold: 1024,
+            run: 1024,
+        },
+        Lane::Messages => LaneShape {
+            hold: 256,
+            run: SLACK_IN_FLIGHT,
+        },
+        Lane::Housekeeping => LaneShape { hold: 64, run: 8 },
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+#[derive(Default)]
+struct KeyState {
+    running: usize,
+    waiting: VecDeque<(JobRow, Job)>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    /// Ids of every job this lane holds.
+    held: HashSet<i32>,
+    running: usize,
+    keys: HashMap<String, KeyState>,
+    tasks: HashMap<i32, AbortHandle>,
+}
+
+struct LaneRunner {
+    lane: Lane,
+    shape: LaneShape,
+    sched: Scheduler,
+    worker: Arc<str>,
+    state: Mutex<LaneState>,
+}
+
+/// Every lane's runner and the lease heartbeat.
+pub struct Runner {
+    sched: Scheduler,
+    worker: Arc<str>,
+    lanes: Vec<Arc<LaneRunner>>,
+}
+
+impl Runner {
+    pub fn new(sched: Scheduler) -> Runner {
+        use rand::Rng;
+        let tag: u32 = rand::rng().random();
+        let worker: Arc<str> = format!("w{}-{tag:08x}", std::process::id()).into();
+        let lanes = Lane::ALL
+            .into_iter()
+            .map(|lane| {
+                Arc::new(LaneRunner {
+                    lane,
+                    shape: shape(lane),
+                    sched: sched.clone(),
+                    worker: worker.clone(),
+                    state: Mutex::new(LaneState::default()),
+                })
+            })
+            .collect();
+        Runner {
+            sched,
+            worker,
+            lanes,
+        }
+    }
+
+    /// This process's name on the jobs it holds.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// Runs every lane and the lease heartbeat until the future is dropped; dropping it stops
+    /// every job this process runs (as a crash would: the jobs stay in the store).
+    pub async fn run(self) {
+        let mut tasks = JoinSet::new();
+        for lane in &self.lanes {
+            tasks.spawn(lane.clone().run());
+        }
+        tasks.spawn(heartbeat(
+            self.sched.clone(),
+            self.worker.clone(),
+            self.lanes,
+        ));
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Stops a lane's job tasks when the lane's own task stops.
+struct StopJobsOnDrop(Arc<LaneRunner>);
+
+impl Drop for StopJobsOnDrop {
+    fn drop(&mut self) {
+        self.0.abandon_all();
+    }
+}
+
+impl LaneRunner {
+    fn lock(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key_limit(&self, key: &str) -> usize {
+        self.sched.key_limit(self.lane, key).max(1)
+    }
+
+    /// Keys to leave out of the next claim: those that already have jobs waiting.
+    fn busy_keys(&self) -> (usize, Vec<String>) {
+        let st = self.lock();
+        let room = self.shape.hold.saturating_sub(st.held.len());
+        let busy = st
+            .keys
+            .iter()
+            .filter(|(key, ks)| ks.running + ks.waiting.len() > self.key_limit(key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        (room, busy)
+    }
+
+    async fn run(self: Arc<Self>) {
+        let _stop = StopJobsOnDrop(self.clone());
+        let store = self.sched.store.clone();
+        let notify = self.sched.wake.clone();
+        loop {
+            let now = now_ms();
+            let (room, skip_keys) = self.busy_keys();
+            let holds = if self.lane == Lane::Messages {
+                self.sched.slack.gate().holds()
+            } else {
+                Default::default()
+            };
+            let skip_kinds: Vec<&'static str> = holds
+                .methods
+                .iter()
+                .flat_map(|m| kinds_calling(m))
+                .collect();
+            let claim = Claim {
+                lane: self.lane,
+                now,
+                limit: room.min(CLAIM_BATCH) as u64,
+                worker: &self.worker,
+                lease_end: now + JOB_LEASE.as_millis() as i64,
+                skip_keys: &skip_keys,
+                skip_kinds: &skip_kinds,
+                skip_posts_to: &holds.post_channels,
+            };
+            if claim.limit > 0 {
+                match store.claim(&claim).await {
+                    Ok(rows) => {
+                        let full = rows.len() as u64 == claim.limit;
+                        for row in rows {
+                            self.admit(row).await;
+                        }
+                        if full {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            lane = self.lane.as_str(),
+                            error = format!("{e:#}"),
+                            "cannot claim jobs"
+                        );
+                        tokio::time::sleep(STORE_TROUBLE_PAUSE).await;
+                        continue;
+                    }
+                }
+            }
+            let sleep = if claim.limit == 0 {
+                IDLE_RECHECK
+            } else {
+                match store.next_due(&claim).await {
+                    Ok(Some(at)) => Duration::from_millis(
+                        (at - now_ms()).clamp(0, IDLE_RECHECK.as_millis() as i64) as u64,
+                    )
+                    .max(BUSY_POLL),
+                    Ok(None) => IDLE_RECHECK,
+                    Err(e) => {
+                        tracing::error!(
+                            lane = self.lane.as_str(),
+                            error = format!("{e:#}"),
+                            "cannot read the job queue"
+                        );
+                        STORE_TROUBLE_PAUSE
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = notify.lane(self.lane).notified() => {}
+            }
+        }
+    }
+
+    /// Takes a claimed job in: it runs now if its key and the lane have room, else waits.
+    async fn admit(self: &Arc<Self>, row: JobRow) {
+        let job: Job = match serde_json::from_str(&row.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(job = row.id, error = %e, "unreadable job; dropping it");
+                self.settle(
+                    row.id,
+                    Settle::Finish("failed", Some(format!("unreadable: {e}"))),
+                )
+                .await;
+                return;
+            }
+        };
+        let mut st = self.lock();
+        st.held.insert(row.id);
+        let key = row.queue_key.clone();
+        st.keys
+            .entry(key)
+            .or_default()
+            .waiting
+            .push_back((row, job));
+        self.start_ready(&mut st);
+    }
+
+    /// Starts waiting jobs, the oldest first, while the lane and their keys have room.
+    fn start_ready(self: &Arc<Self>, st: &mut LaneState) {
+        while st.running < self.shape.run {
+            let next = st
+                .keys
+                .iter()
+                .filter(|(key, ks)| ks.running < self.key_limit(key))
+                .filter_map(|(key, ks)| {
+                    ks.waiting.front().map(|(row, _)| (row.run_at, row.id, key))
+                })
+                .min()
+                .map(|(_, _, key)| key.clone());
+            let Some(key) = next else { break };
+            let Some(ks) = st.keys.get_mut(&key) else {
+                break;
+            };
+            let Some((row, job)) = ks.waiting.pop_front() else {
+                break;
+            };
+            ks.running += 1;
+            st.running += 1;
+            let id = row.id;
+            let me = self.clone();
+            let handle = tokio::spawn(async move {
+                me.run_job(row, job).await;
+                me.done(id, &key);
+            });
+            st.tasks.insert(id, handle.abort_handle());
+        }
+        self.sched
+            .metrics
+            .set_lane(self.lane, st.held.len(), st.running);
+    }
+
+    /// A job ended (whatever its outcome): its slot goes to the next one.
+    fn done(self: &Arc<Self>, id: i32, key: &str) {
+        let mut st = self.lock();
+        if st.tasks.remove(&id).is_none() {
+            return; // abandoned meanwhile
+        }
+        st.held.remove(&id);
+        st.running = st.running.saturating_sub(1);
+        let mut key_has_room = true;
+        if let Some(ks) = st.keys.get_mut(key) {
+            ks.running = ks.running.saturating_sub(1);
+            key_has_room = ks.waiting.is_empty();
+            if ks.running == 0 && ks.waiting.is_empty() {
+                st.keys.remove(key);
+            }
+        }
+        self.start_ready(&mut st);
+        let lane_was_full = st.held.len() + 1 >= self.shape.hold;
+        drop(st);
+        // Claim more only when this key has drained its queue, or the lane was full: a busy
+        // key's completions should not each cost a claim.
+        if key_has_room || lane_was_full {
+            self.sched.wake.lane(self.lane).notify_one();
+        }
+    }
+
+    /// Stops every job of this lane; their leases run out and they are claimed again.
+    fn abandon_all(&self) {
+        let mut st = self.lock();
+        for (_, task) in st.tasks.drain() {
+            task.abort();
+        }
+        *st = LaneState::default();
+        self.sched.metrics.set_lane(self.lane, 0, 0);
+    }
+
+    fn held_ids(&self) -> Vec<i32> {
+        self.lock().held.iter().copied().collect()
+    }
+
+    async fn run_job(&self, row: JobRow, job: Job) {
+        let deadline = self.sched.deadline(&job);
+        let result = match tokio::time::timeout(deadline, self.sched.execute(&job, &row)).await {
+            Ok(result) => result,
+            Err(_) => Err(JobError::Retry(anyhow::anyhow!(
+                "did not finish within {}s",
+                deadline.as_secs()
+            ))),
+        };
+        let settle = match result {
+            Ok(()) => {
+                Metrics::inc(&self.sched.metrics.jobs_run);
+                Settle::Finish("done", None)
+            }
+            Err(JobError::Defer(wait)) => Settle::Requeue {
+                run_at: now_ms() + wait.as_millis() as i64,
+                error: None,
+                count: false,
+            },
+            Err(JobError::Permanent(e)) => Settle::Finish("failed", Some(format!("{e:#}"))),
+            Err(JobError::Retry(e))
+                if matches!(job, Job::Ephemeral { .. }) && row.attempts >= EPHEMERAL_ATTEMPTS =>
+            {
+                // A refusal nobody saw within a few tries is stale; let it go.
+                tracing::warn!(
+                    job = row.id,
+                    error = format!("{e:#}"),
+                    "giving up on an ephemeral answer"
+                );
+                Settle::Finish("dropped", Some(format!("{e:#}")))
+            }
+            Err(JobError::Retry(e)) => {
+                Metrics::inc(&self.sched.metrics.jobs_failed);
+                // Slack's own Retry-After wins over our backoff when it asks for longer.
+                let delay = backoff(self.sched.backoff_start, row.attempts).max(
+                    SlackError::find(&e)
+                        .and_then(SlackError::wait)
+                        .unwrap_or_default(),
+                );
+                let error = format!("{e:#}");
+                tracing::warn!(
+                    job = row.id,
+                    kind = job.kind(),
+                    attempt = row.attempts,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error,
+                    "job failed"
+                );
+                Settle::Requeue {
+                    run_at: now_ms() + delay.as_millis() as i64,
+                    error: Some(error),
+                    count: true,
+                }
+            }
+        };
+        self.settle(row.id, settle).await;
+    }
+
+    /// Records a job's outcome, trying a few times; if the store stays away the job is left to
+    /// its lease, and runs again once that has run out (every job may run twice).
+    async fn settle(&self, id: i32, settle: Settle) {
+        let store = &self.sched.store;
+        for attempt in 1..=SETTLE_TRIES {
+            let result = match &settle {
+                Settle::Finish(outcome, error) => {
+                    store
+                        .finish_job(id, &self.worker, now_ms(), outcome, error.as_deref())
+                        .await
+                }
+                Settle::Requeue {
+                    run_at,
+                    error,
+                    count,
+                } => {
+                    store
+                        .requeue_job(id, &self.worker, *run_at, error.as_deref(), *count)
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) if attempt == SETTLE_TRIES => {
+                    tracing::error!(
+                        job = id,
+                        error = format!("{e:#}"),
+                        "cannot record a job's outcome; it will run again after its lease"
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await,
+            }
+        }
+    }
+}
+
+enum Settle {
+    Finish(&'static str, Option<String>),
+    Requeue {
+        run_at: i64,
+        error: Option<String>,
+        count: bool,
+    },
+}
+
+/// Job kinds that call a Slack method (for leaving them out of claims while it is held back).
+fn kinds_calling(method: &str) -> Vec<&'static str> {
+    match method {
+        "chat.update" => vec!["update_card"],
+        "chat.postEphemeral" => vec!["ephemeral"],
+        "chat.postMessage" => crate::domain::job::POSTING_KINDS.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// Renews the leases of every job this process holds. On PostgreSQL, if renewals keep failing
+/// for longer than a lease, stops them all: another replica may take them from then on.
+async fn heartbeat(sched: Scheduler, worker: Arc<str>, lanes: Vec<Arc<LaneRunner>>) {
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(LEASE_RENEW_EVERY).await;
+        let ids: Vec<i32> = lanes.iter().flat_map(|l| l.held_ids()).collect();
+        let started = Instant::now();
+        if ids.is_empty() {
+            last_ok = started;
+            continue;
+        }
+        let lease_end = now_ms() + JOB_LEASE.as_millis() as i64;
+        let renew = async {
+            for chunk in ids.chunks(RENEW_CHUNK) {
+                sched.store.renew_leases(chunk, &worker, lease_end).await?;
+            }
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(JOB_LEASE - LEASE_MARGIN, renew).await {
+            Ok(Ok(())) => last_ok = started,
+            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "cannot renew job leases"),
+            Err(_) => tracing::warn!("renewing job leases took too long"),
+        }
+        // One process per SQLite store: nobody else can take its jobs, so they keep running.
+        if !sched.store.is_sqlite() && last_ok.elapsed() > JOB_LEASE - LEASE_MARGIN {
+            tracing::error!(
+                "job leases could not be renewed; stopping this process's jobs so another replica can take them"
+            );
+            for lane in &lanes {
+                lane.abandon_all();
+            }
+            last_ok = Instant::now();
+        }
+    }
+}

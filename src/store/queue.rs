@@ -1,0 +1,337 @@
+//! The durable job queue. A job is a row with a lane, a key, a run time, a lease and a retry
+//! count. A worker claims due jobs of one lane in one statement (`UPDATE … WHERE id IN (SELECT …
+//! FOR UPDATE SKIP LOCKED) RETURNING *` on PostgreSQL; the one SQLite writer makes the same
+//! statement atomic), holds them under a short lease that it renews while they run, and settles
+//! each one with a statement guarded by its own worker id, so a job another worker took back is
+//! never marked by the one that lost it.
+//!
+//! Every query here is served by a partial index over unfinished jobs (see the migrations).
+
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query, SelectStatement};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+
+use super::entities::job;
+use super::{JobRow, Store};
+use crate::domain::job::POSTING_KINDS;
+use crate::domain::{Lane, Scheduled};
+
+/// What a worker asks for when it claims.
+#[derive(Debug)]
+pub struct Claim<'a> {
+    pub lane: Lane,
+    pub now: i64,
+    pub limit: u64,
+    pub worker: &'a str,
+    pub lease_end: i64,
+    /// Keys not to claim now: this worker already holds as many of them as it may run.
+    pub skip_keys: &'a [String],
+    /// Kinds not to claim now: their Slack method is rate limited.
+    pub skip_kinds: &'a [&'static str],
+    /// Channels not to post to now: `chat.postMessage` there is rate limited.
+    pub skip_posts_to: &'a [String],
+}
+
+/// How a lane's queue looks: due jobs and the oldest of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaneStats {
+    pub lane: Lane,
+    pub due: u64,
+    pub oldest_due_run_at: Option<i64>,
+}
+
+fn exclude(sel: &mut SelectStatement, c: &Claim<'_>) {
+    if !c.skip_keys.is_empty() {
+        sel.and_where(job::Column::QueueKey.is_not_in(c.skip_keys.iter().cloned()));
+    }
+    if !c.skip_kinds.is_empty() {
+        sel.and_where(job::Column::Kind.is_not_in(c.skip_kinds.iter().copied()));
+    }
+    for channel in c.skip_posts_to {
+        sel.cond_where(
+            Condition::any()
+                .add(job::Column::QueueKey.ne(channel.as_str()))
+                .add(job::Column::Kind.is_not_in(POSTING_KINDS)),
+        );
+    }
+}
+
+/// Inserts jobs inside the caller's transaction. A job with a dedupe key that already exists is
+/// not inserted again; if the new one is due earlier, the existing one is brought forward (an
+/// early `/jit revoke` moves the expiry job to now).
+pub(super) async fn insert_jobs<C: ConnectionTrait>(
+    db: &C,
+    jobs: &[Scheduled],
+    now: i64,
+) -> Result<(), DbErr> {
+    let row = |scheduled: &Scheduled| -> Result<job::ActiveModel, DbErr> {
+        let payload =
+            serde_json::to_string(&scheduled.job).map_err(|e| DbErr::Custom(e.to_string()))?;
+        Ok(job::ActiveModel {
+            kind: Set(scheduled.job.kind().to_string()),
+            request_id: Set(scheduled.job.request_id()),
+            payload: Set(payload),
+            dedupe_key: Set(scheduled.job.dedupe_key()),
+            run_at: Set(scheduled.run_at),
+            attempts: Set(0),
+            locked_until: Set(None),
+            done_at: Set(None),
+            last_error: Set(None),
+            created_at: Set(now),
+            lane: Set(scheduled.job.lane().as_str().to_string()),
+            queue_key: Set(scheduled.job.queue_key().to_string()),
+            locked_by: Set(None),
+            outcome: Set(None),
+            ..Default::default()
+        })
+    };
+    let (unique, plain): (Vec<&Scheduled>, Vec<&Scheduled>) =
+        jobs.iter().partition(|s| s.job.dedupe_key().is_some());
+    if !plain.is_empty() {
+        let rows = plain.into_iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        job::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    for scheduled in unique {
+        let inserted = job::Entity::insert(row(scheduled)?)
+            .on_conflict_do_nothing_on([job::Column::DedupeKey])
+            .exec_without_returning(db)
+            .await?;
+        if matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+            continue;
+        }
+        if let Some(key) = scheduled.job.dedupe_key() {
+            job::Entity::update_many()
+                .col_expr(job::Column::RunAt, Expr::value(scheduled.run_at))
+                .filter(job::Column::DedupeKey.eq(key))
+                .filter(job::Column::DoneAt.is_null())
+                .filter(job::Column::RunAt.gt(scheduled.run_at))
+                .exec(db)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    pub async fn enqueue(&self, jobs: &[Scheduled], now: i64) -> anyhow::Result<()> {
+        insert_jobs(&self.db, jobs, now).await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` due jobs of a lane for this worker, oldest first, in one statement.
+    pub async fn claim(&self, c: &Claim<'_>) -> anyhow::Result<Vec<JobRow>> {
+        let mut due = Query::select();
+        due.column(job::Column::Id)
+            .from(job::Entity)
+            .and_where(job::Column::DoneAt.is_null())
+            .and_where(job::Column::Lane.eq(c.lane.as_str()))
+            .and_where(job::Column::RunAt.lte(c.now))
+            .cond_where(
+                Condition::any()
+                    .add(job::Column::LockedUntil.is_null())
+                    .add(job::Column::LockedUntil.lte(c.now)),
+            );
+        exclude(&mut due, c);
+        due.order_by(job::Column::RunAt, sea_orm::Order::Asc)
+            .limit(c.limit);
+        if !self.is_sqlite() {
+            due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let mut rows = job::Entity::update_many()
+            .col_expr(job::Column::LockedUntil, Expr::value(c.lease_end))
+            .col_expr(job::Column::LockedBy, Expr::value(c.worker))
+            .col_expr(
+                job::Column::Attempts,
+                Expr::col(job::Column::Attempts).add(1),
+            )
+            .filter(job::Column::Id.in_subquery(due))
+            .exec_with_returning(&self.db)
+            .await?;
+        rows.sort_by_key(|r| (r.run_at, r.id));
+        Ok(rows)
+    }
+
+    /// When this lane next has work for this worker: the earliest run time of a free job it may
+    /// claim, or the end of another worker's lease (a dead worker's jobs are taken back then).
+    pub async fn next_due(&self, c: &Claim<'_>) -> anyhow::Result<Option<i64>> {
+        let mut free = Query::select();
+        free.column(job::Column::RunAt)
+            .from(job::Entity)
+            .and_where(job::Column::DoneAt.is_null())
+            .and_where(job::Column::Lane.eq(c.lane.as_str()))
+            .and_where(job::Column::LockedUntil.is_null());
+        exclude(&mut free, c);
+        free.order_by(job::Column::RunAt, sea_orm::Order::Asc)
+            .limit(1);
+        let next_free: Option<i64> = match self.read.query_one(&free).await? {
+            Some(row) => Some(row.try_get("", "run_at")?),
+            None => None,
+        };
+        let mut leased = Query::select();
+        leased
+            .column(job::Column::LockedUntil)
+            .from(job::Entity)
+            .and_where(job::Column::DoneAt.is_null())
+            .and_where(job::Column::Lane.eq(c.lane.as_str()))
+            .and_where(job::Column::LockedUntil.is_not_null())
+            .cond_where(
+                Condition::any()
+                    .add(job::Column::LockedBy.is_null())
+                    .add(job::Column::LockedBy.ne(c.worker)),
+            )
+            .order_by(job::Column::LockedUntil, sea_orm::Order::Asc)
+            .limit(1);
+        let next_lease: Option<i64> = match self.read.query_one(&leased).await? {
+            Some(row) => row.try_get("", "locked_until")?,
+            None => None,
+        };
+        Ok([next_free, next_lease].into_iter().flatten().min())
+    }
+
+    /// Settles a job this worker holds: `outcome` is `done`, `failed` (permanently) or `dropped`.
+    pub async fn finish_job(
+        &self,
+        id: i32,
+        worker: &str,
+        now: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut update = job::Entity::update_many()
+            .col_expr(job::Column::DoneAt, Expr::value(now))
+            .col_expr(job::Column::Outcome, Expr::value(outcome))
+            .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
+            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None));
+        if let Some(error) = error {
+            update = update.col_expr(job::Column::LastError, Expr::value(error));
+        }
+        update
+            .filter(job::Column::Id.eq(id))
+            .filter(job::Column::LockedBy.eq(worker))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Puts a job this worker holds back in the queue, due at `run_at`. A retry counts as an
+    /// attempt; a deferral (waiting on something, not failing) does not.
+    pub async fn requeue_job(
+        &self,
+        id: i32,
+        worker: &str,
+        run_at: i64,
+        error: Option<&str>,
+        count_attempt: bool,
+    ) -> anyhow::Result<()> {
+        let mut update = job::Entity::update_many()
+            .col_expr(job::Column::RunAt, Expr::value(run_at))
+            .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
+            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None));
+        if let Some(error) = error {
+            update = update.col_expr(job::Column::LastError, Expr::value(error));
+        }
+        if !count_attempt {
+            update = update.col_expr(
+                job::Column::Attempts,
+                Expr::col(job::Column::Attempts).sub(1),
+            );
+        }
+        update
+            .filter(job::Column::Id.eq(id))
+            .filter(job::Column::LockedBy.eq(worker))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Extends the leases of these jobs, where this worker still holds them; returns how many.
+    pub async fn renew_leases(
+        &self,
+        ids: &[i32],
+        worker: &str,
+        lease_end: i64,
+    ) -> anyhow::Result<u64> {
+        let result = job::Entity::update_many()
+            .col_expr(job::Column::LockedUntil, Expr::value(lease_end))
+            .filter(job::Column::Id.is_in(ids.iter().copied()))
+            .filter(job::Column::LockedBy.eq(worker))
+            .filter(job::Column::DoneAt.is_null())
+            .exec(&self.lease)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Takes back every lease at once. Only for a store one process owns (SQLite): whoever held
+    /// them is gone.
+    pub async fn release_all_leases(&self) -> anyhow::Result<u64> {
+        let result = job::Entity::update_many()
+            .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
+            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+            .filter(job::Column::DoneAt.is_null())
+            .filter(job::Column::LockedUntil.is_not_null())
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Is the job with this dedupe key still unfinished (queued, or running somewhere)?
+    pub async fn job_unfinished(&self, dedupe_key: &str) -> anyhow::Result<bool> {
+        Ok(job::Entity::find()
+            .select_only()
+            .column(job::Column::Id)
+            .filter(job::Column::DedupeKey.eq(dedupe_key))
+            .filter(job::Column::DoneAt.is_null())
+            .into_tuple::<i32>()
+            .one(&self.read)
+            .await?
+            .is_some())
+    }
+
+    /// Due jobs per lane, and the run time of the oldest (for `/metrics`).
+    pub async fn lane_stats(&self, now: i64) -> anyhow::Result<Vec<LaneStats>> {
+        let rows: Vec<(String, i64, Option<i64>)> = job::Entity::find()
+            .select_only()
+            .column(job::Column::Lane)
+            .column_as(Expr::col(job::Column::Id).count(), "due")
+            .column_as(Expr::col(job::Column::RunAt).min(), "oldest")
+            .filter(job::Column::DoneAt.is_null())
+            .filter(job::Column::RunAt.lte(now))
+            .group_by(job::Column::Lane)
+            .into_tuple()
+            .all(&self.read)
+            .await?;
+        Ok(Lane::ALL
+            .into_iter()
+            .map(|lane| {
+                let row = rows.iter().find(|(l, _, _)| l == lane.as_str());
+                LaneStats {
+                    lane,
+                    due: row.map(|r| Ord::max(r.1, 0) as u64).unwrap_or(0),
+                    oldest_due_run_at: row.and_then(|r| r.2),
+                }
+            })
+            .collect())
+    }
+
+    /// Every unfinished job, oldest first (tests and the demo look at the queue).
+    pub async fn pending_jobs(&self) -> anyhow::Result<Vec<JobRow>> {
+        Ok(job::Entity::find()
+            .filter(job::Column::DoneAt.is_null())
+            .order_by_asc(job::Column::Id)
+            .all(&self.read)
+            .await?)
+    }
+
+    /// Every job of a request, finished or not, oldest first.
+    pub async fn jobs_of(&self, request_id: i32) -> anyhow::Result<Vec<JobRow>> {
+        Ok(job::Entity::find()
+            .filter(job::Column::RequestId.eq(request_id))
+            .order_by_asc(job::Column::Id)
+            .all(&self.read)
+            .await?)
+    }
+}

@@ -1,0 +1,523 @@
+//! Requests, their guarded transitions, decisions, grants and the audit trail.
+
+use anyhow::Context;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+
+use super::entities::{approval, audit, grant, job, request};
+use super::queue::insert_jobs;
+use super::{Approval, AuditEvent, Grant, Request, Store, is_unique_violation};
+use crate::domain::{EndReason, Job, Scheduled, State};
+
+/// What a new request looks like before it has an id.
+#[derive(Clone, Debug)]
+pub struct NewRequest {
+    pub resource: String,
+    pub requester: String,
+    pub duration_secs: i64,
+    pub reason: String,
+    pub approvals_needed: i32,
+    pub auto_approved: bool,
+    pub channel: String,
+}
+
+/// The provider snapshot a grant keeps.
+#[derive(Clone, Debug)]
+pub struct NewGrant {
+    pub provider_name: String,
+    pub provider: serde_json::Value,
+    pub grant_shape: serde_json::Value,
+    pub identity: serde_json::Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewAudit {
+    pub actor: String,
+    pub action: String,
+    pub detail: serde_json::Value,
+}
+
+pub fn audit(actor: &str, action: &str, detail: serde_json::Value) -> NewAudit {
+    NewAudit {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        detail,
+    }
+}
+
+/// A guarded state change and what goes with it. `to == Pending` from `[Pending]` changes no
+/// state: it only guards (the request is still pending) and carries effects.
+#[derive(Debug)]
+pub struct Transition<'a> {
+    pub id: i32,
+    pub from: &'a [State],
+    pub to: State,
+    pub now: i64,
+    /// Who decided, for approve/deny.
+    pub decided_by: Option<String>,
+    pub note: Option<String>,
+    pub grant: Option<GrantChange>,
+    pub jobs: Vec<Scheduled>,
+    /// Queued jobs this change makes pointless; those no worker holds are marked settled.
+    pub settles: Vec<String>,
+    pub audit: Vec<NewAudit>,
+}
+
+impl<'a> Transition<'a> {
+    pub fn new(id: i32, from: &'a [State], to: State, now: i64) -> Self {
+        Self {
+            id,
+            from,
+            to,
+            now,
+            decided_by: None,
+            note: None,
+            grant: None,
+            jobs: Vec::new(),
+            // Leaving `pending` decides the request: its timeout has nothing left to do.
+            settles: if from.contains(&State::Pending) && to != State::Pending {
+                Job::Timeout { request_id: id }
+                    .dedupe_key()
+                    .into_iter()
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            audit: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum GrantChange {
+    Create(NewGrant),
+    Activate { granted_at: i64, expires_at: i64 },
+    End(EndReason),
+    Ended,
+}
+
+/// `create_request` found an open request for the same person and resource.
+#[derive(Debug)]
+pub struct AlreadyOpen(pub Option<Request>);
+
+/// What became of one person's decision on a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No such request.
+    Missing,
+    /// The request was no longer pending; nothing was recorded.
+    NotPending(String),
+    /// This person had already decided (`approve` or `deny`); nothing was recorded.
+    AlreadyDecided(String),
+    /// Recorded, with its effects, in one transaction. `approvers` includes this one.
+    Counted { approvers: Vec<String> },
+}
+
+fn open_key(requester: &str, resource: &str) -> String {
+    format!("{requester}|{resource}")
+}
+
+fn states(list: &[State]) -> Vec<&'static str> {
+    list.iter().map(|s| s.as_str()).collect()
+}
+
+async fn insert_audit<C: ConnectionTrait>(
+    db: &C,
+    request_id: Option<i32>,
+    events: &[NewAudit],
+    now: i64,
+) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = events.iter().map(|event| audit::ActiveModel {
+        at: Set(now),
+        request_id: Set(request_id),
+        actor: Set(event.actor.clone()),
+        action: Set(event.action.clone()),
+        detail: Set(event.detail.to_string()),
+        ..Default::default()
+    });
+    audit::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+async fn insert_grant<C: ConnectionTrait>(
+    db: &C,
+    request_id: i32,
+    g: NewGrant,
+) -> Result<(), DbErr> {
+    grant::Entity::insert(grant::ActiveModel {
+        request_id: Set(request_id),
+        provider_name: Set(g.provider_name),
+        provider: Set(g.provider.to_string()),
+        grant_shape: Set(g.grant_shape.to_string()),
+        identity: Set(g.identity.to_string()),
+        already_held: Set(None),
+        granted_at: Set(None),
+        expires_at: Set(None),
+        end_reason: Set(None),
+        ended_at: Set(None),
+        last_error: Set(None),
+        ..Default::default()
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// The body of a transition, inside the caller's transaction; `false` (and nothing written)
+/// when the request was not in one of `from`.
+async fn apply<C: ConnectionTrait>(db: &C, t: Transition<'_>) -> Result<bool, DbErr> {
+    let mut update = request::Entity::update_many()
+        .col_expr(request::Column::State, Expr::value(t.to.as_str()))
+        .col_expr(request::Column::UpdatedAt, Expr::value(t.now));
+    if !t.to.is_open() {
+        update = update.col_expr(
+            request::Column::OpenKey,
+            Expr::value(Option::<String>::None),
+        );
+    }
+    if let Some(by) = &t.decided_by {
+        update = update
+            .col_expr(request::Column::DecidedBy, Expr::value(by.clone()))
+            .col_expr(request::Column::DecidedAt, Expr::value(t.now));
+    }
+    if let Some(note) = &t.note {
+        update = update.col_expr(request::Column::DecisionNote, Expr::value(note.clone()));
+    }
+    let result = update
+        .filter(request::Column::Id.eq(t.id))
+        .filter(request::Column::State.is_in(states(t.from)))
+        .exec(db)
+        .await?;
+    if result.rows_affected != 1 {
+        return Ok(false);
+    }
+    let grants = grant::Entity::update_many().filter(grant::Column::RequestId.eq(t.id));
+    match t.grant {
+        None => {}
+        Some(GrantChange::Create(g)) => insert_grant(db, t.id, g).await?,
+        Some(GrantChange::Activate {
+            granted_at,
+            expires_at,
+        }) => {
+            grants
+                .col_expr(grant::Column::GrantedAt, Expr::value(granted_at))
+                .col_expr(grant::Column::ExpiresAt, Expr::value(expires_at))
+                .col_expr(
+                    grant::Column::LastError,
+                    Expr::value(Option::<String>::None),
+                )
+                .exec(db)
+                .await?;
+        }
+        Some(GrantChange::End(reason)) => {
+            grants
+                .col_expr(grant::Column::EndReason, Expr::value(reason.as_str()))
+                .filter(grant::Column::EndReason.is_null())
+                .exec(db)
+                .await?;
+        }
+        Some(GrantChange::Ended) => {
+            grants
+                .col_expr(grant::Column::EndedAt, Expr::value(t.now))
+                .col_expr(
+                    grant::Column::LastError,
+                    Expr::value(Option::<String>::None),
+                )
+                .exec(db)
+                .await?;
+        }
+    }
+    insert_jobs(db, &t.jobs, t.now).await?;
+    if !t.settles.is_empty() {
+        job::Entity::update_many()
+            .col_expr(job::Column::DoneAt, Expr::value(t.now))
+            .col_expr(job::Column::Outcome, Expr::value("settled"))
+            .filter(job::Column::DedupeKey.is_in(t.settles.clone()))
+            .filter(job::Column::DoneAt.is_null())
+            .filter(job::Column::LockedUntil.is_null())
+            .exec(db)
+            .await?;
+    }
+    insert_audit(db, Some(t.id), &t.audit, t.now).await?;
+    Ok(true)
+}
+
+impl Store {
+    /// Stores a new request with its jobs and audit event, or says which open request of the same
+    /// person for the same resource stands in the way.
+    pub async fn create_request(
+        &self,
+        new: NewRequest,
+        state: State,
+        grant: Option<NewGrant>,
+        jobs: impl FnOnce(i32) -> Vec<Scheduled>,
+        event: NewAudit,
+        now: i64,
+    ) -> anyhow::Result<Result<Request, AlreadyOpen>> {
+        let txn = self.db.begin().await?;
+        let row = request::ActiveModel {
+            resource: Set(new.resource.clone()),
+            requester: Set(new.requester.clone()),
+            duration_secs: Set(new.duration_secs),
+            reason: Set(new.reason),
+            state: Set(state.as_str().to_string()),
+            open_key: Set(Some(open_key(&new.requester, &new.resource))),
+            approvals_needed: Set(new.approvals_needed),
+            auto_approved: Set(new.auto_approved),
+            channel: Set(new.channel),
+            card_ts: Set(None),
+            created_at: Set(now),
+            decided_at: Set(new.auto_approved.then_some(now)),
+            decided_by: Set(None),
+            decision_note: Set(None),
+            updated_at: Set(now),
+            ..Default::default()
+        };
+        let inserted = match row.insert(&txn).await {
+            Ok(r) => r,
+            Err(e) if is_unique_violation(&e) => {
+                txn.rollback().await?;
+                let existing = self.find_open(&new.requester, &new.resource).await?;
+                return Ok(Err(AlreadyOpen(existing)));
+            }
+            Err(e) => return Err(e).context("storing the request"),
+        };
+        if let Some(g) = grant {
+            insert_grant(&txn, inserted.id, g).await?;
+        }
+        insert_jobs(&txn, &jobs(inserted.id), now).await?;
+        insert_audit(&txn, Some(inserted.id), &[event], now).await?;
+        txn.commit().await?;
+        Ok(Ok(inserted))
+    }
+
+    pub async fn find_open(
+        &self,
+        requester: &str,
+        resource: &str,
+    ) -> anyhow::Result<Option<Request>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::OpenKey.eq(open_key(requester, resource)))
+            .one(&self.read)
+            .await?)
+    }
+
+    pub async fn request(&self, id: i32) -> anyhow::Result<Option<Request>> {
+        Ok(request::Entity::find_by_id(id).one(&self.read).await?)
+    }
+
+    /// A person's most recent requests, newest first.
+    pub async fn requests_of(&self, requester: &str, limit: u64) -> anyhow::Result<Vec<Request>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::Requester.eq(requester))
+            .order_by_desc(request::Column::Id)
+            .limit(limit)
+            .all(&self.read)
+            .await?)
+    }
+
+    pub async fn requests_in_state(
+        &self,
+        state: State,
+        limit: u64,
+    ) -> anyhow::Result<Vec<Request>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::State.eq(state.as_str()))
+            .order_by_asc(request::Column::Id)
+            .limit(limit)
+            .all(&self.read)
+            .await?)
+    }
+
+    pub async fn set_card(&self, id: i32, ts: &str) -> anyhow::Result<()> {
+        request::Entity::update_many()
+            .col_expr(request::Column::CardTs, Expr::value(ts.to_string()))
+            .filter(request::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Applies a guarded transition with its effects; `false` when the request was not in one
+    /// of `from` (someone else won, or it had already moved on), in which case nothing changed.
+    pub async fn transition(&self, t: Transition<'_>) -> anyhow::Result<bool> {
+        let txn = self.db.begin().await?;
+        if apply(&txn, t).await? {
+            txn.commit().await?;
+            Ok(true)
+        } else {
+            txn.rollback().await?;
+            Ok(false)
+        }
+    }
+
+    // ---- decisions ------------------------------------------------------------------------
+
+    /// One person's decision, in one transaction with everything it causes: the request row is
+    /// locked (PostgreSQL) or the writer is ours alone (SQLite), the decision is recorded only if
+    /// the request is still pending and the person has not decided, and `effects` (given who has
+    /// approved so far, this person included) says what changes with it. A crash leaves all of it
+    /// or none; concurrent deciders are answered in the order they committed.
+    pub async fn decide<F>(
+        &self,
+        id: i32,
+        approver: &str,
+        decision: &str,
+        now: i64,
+        effects: F,
+    ) -> anyhow::Result<Verdict>
+    where
+        F: FnOnce(&Request, &[String]) -> anyhow::Result<Transition<'static>>,
+    {
+        let txn = self.db.begin().await?;
+        let Some(request) = request::Entity::find_by_id(id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        else {
+            txn.rollback().await?;
+            return Ok(Verdict::Missing);
+        };
+        if request.state != State::Pending.as_str() {
+            txn.rollback().await?;
+            return Ok(Verdict::NotPending(request.state));
+        }
+        let decisions = approval::Entity::find()
+            .filter(approval::Column::RequestId.eq(id))
+            .order_by_asc(approval::Column::Id)
+            .all(&txn)
+            .await?;
+        if let Some(mine) = decisions.iter().find(|d| d.approver == approver) {
+            let previous = mine.decision.clone();
+            txn.rollback().await?;
+            return Ok(Verdict::AlreadyDecided(previous));
+        }
+        approval::Entity::insert(approval::ActiveModel {
+            request_id: Set(id),
+            approver: Set(approver.to_string()),
+            decision: Set(decision.to_string()),
+            created_at: Set(now),
+            ..Default::default()
+        })
+        .exec_without_returning(&txn)
+        .await
+        .context("recording a decision")?;
+        let approvers: Vec<String> = decisions
+            .into_iter()
+            .filter(|d| d.decision == "approve")
+            .map(|d| d.approver)
+            .chain((decision == "approve").then(|| approver.to_string()))
+            .collect();
+        let t = effects(&request, &approvers)?;
+        if !apply(&txn, t).await? {
+            txn.rollback().await?;
+            let state = self.request(id).await?.map(|r| r.state).unwrap_or_default();
+            return Ok(Verdict::NotPending(state));
+        }
+        txn.commit().await?;
+        Ok(Verdict::Counted { approvers })
+    }
+
+    /// Decisions on a request, oldest first.
+    pub async fn decisions(&self, request_id: i32) -> anyhow::Result<Vec<Approval>> {
+        Ok(approval::Entity::find()
+            .filter(approval::Column::RequestId.eq(request_id))
+            .order_by_asc(approval::Column::Id)
+            .all(&self.read)
+            .await?)
+    }
+
+    // ---- grants ---------------------------------------------------------------------------
+
+    pub async fn grant(&self, request_id: i32) -> anyhow::Result<Option<Grant>> {
+        Ok(grant::Entity::find()
+            .filter(grant::Column::RequestId.eq(request_id))
+            .one(&self.read)
+            .await?)
+    }
+
+    /// Records, once, whether the identity held the access before jitbot granted it; returns
+    /// what is recorded (the first answer wins).
+    pub async fn set_already_held(&self, request_id: i32, held: bool) -> anyhow::Result<bool> {
+        grant::Entity::update_many()
+            .col_expr(grant::Column::AlreadyHeld, Expr::value(held))
+            .filter(grant::Column::RequestId.eq(request_id))
+            .filter(grant::Column::AlreadyHeld.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(self
+            .grant(request_id)
+            .await?
+            .and_then(|g| g.already_held)
+            .unwrap_or(held))
+    }
+
+    /// Completes the identity a grant sends (e.g. with the Slack profile email), before the grant.
+    pub async fn set_grant_identity(
+        &self,
+        request_id: i32,
+        identity: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        grant::Entity::update_many()
+            .col_expr(grant::Column::Identity, Expr::value(identity.to_string()))
+            .filter(grant::Column::RequestId.eq(request_id))
+            .filter(grant::Column::GrantedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_grant_error(
+        &self,
+        request_id: i32,
+        error: Option<&str>,
+        ended_at: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let mut update = grant::Entity::update_many().col_expr(
+            grant::Column::LastError,
+            Expr::value(error.map(str::to_string)),
+        );
+        if let Some(at) = ended_at {
+            update = update.col_expr(grant::Column::EndedAt, Expr::value(at));
+        }
+        update
+            .filter(grant::Column::RequestId.eq(request_id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    // ---- audit ----------------------------------------------------------------------------
+
+    pub async fn audit(
+        &self,
+        request_id: Option<i32>,
+        event: NewAudit,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        insert_audit(&self.db, request_id, &[event], now).await?;
+        Ok(())
+    }
+
+    /// Every audit event, oldest first (optionally of one request).
+    pub async fn audit_events(&self, request_id: Option<i32>) -> anyhow::Result<Vec<AuditEvent>> {
+        let mut query = audit::Entity::find().order_by_asc(audit::Column::Id);
+        if let Some(id) = request_id {
+            query = query.filter(audit::Column::RequestId.eq(id));
+        }
+        Ok(query.all(&self.read).await?)
+    }
+
+    pub async fn count_requests(&self) -> anyhow::Result<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(request::Entity::find().count(&self.read).await?)
+    }
+}
