@@ -102,6 +102,7 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         wake,
         backoff_start: tuning.retry_base,
         slack_timeout: tuning.slack_timeout,
+        provider_calls: Default::default(),
     });
     let router = http::router(AppState {
         service,

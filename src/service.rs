@@ -164,9 +164,7 @@ impl Service {
                 provider.kind()
             )));
         };
-        if let Some(open) = self.store.find_open(user, name).await? {
-            return Ok(Err(already_open(&open)));
-        }
+        // One open request per person and resource: the store's unique index answers, below.
         let auto = self.policy.auto_approves(resource, user, duration);
         let snapshot = NewGrant {
             provider_name: resource.provider.clone(),

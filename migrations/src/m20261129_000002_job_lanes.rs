@@ -27,8 +27,9 @@ const BACKFILL: &str = "UPDATE jobs SET lane = CASE kind \
 
 const INDEXES: &[&str] = &[
     "DROP INDEX IF EXISTS idx_jobs_due",
-    // claim and next wake-up: the earliest unfinished job of a lane
-    "CREATE INDEX IF NOT EXISTS idx_jobs_lane_due ON jobs (lane, run_at) WHERE done_at IS NULL",
+    // claim and next wake-up: the earliest free job of a lane (a claimed job leaves this index)
+    "CREATE INDEX IF NOT EXISTS idx_jobs_lane_due ON jobs (lane, run_at) \
+     WHERE done_at IS NULL AND locked_until IS NULL",
     // leases: the earliest lease to run out in a lane (a dead worker's jobs are free then)
     "CREATE INDEX IF NOT EXISTS idx_jobs_lane_lease ON jobs (lane, locked_until) \
      WHERE done_at IS NULL AND locked_until IS NOT NULL",

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{GRANT_ATTEMPTS, JobError, JobResult, Scheduler, ms};
 use crate::domain::policy::ProviderLimits;
-use crate::domain::{EndReason, Job, ProviderConfig, State};
+use crate::domain::{EndReason, Job, Lane, ProviderConfig, State};
 use crate::metrics::{Metrics, label};
 use crate::providers::GrantSpec;
 use crate::slack::blocks;
@@ -22,7 +22,9 @@ use crate::store::{self, GrantChange, JobRow, Transition};
 const GRANT_IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Scheduler {
-    /// One provider call, under the provider's timeout, timed per provider and operation.
+    /// One provider call: at most `concurrency` in flight per provider (revokes and grants
+    /// counted apart, so revokes never wait for grants), under the provider's timeout, timed per
+    /// provider and operation.
     async fn provider_call<T>(
         &self,
         name: &str,
@@ -30,6 +32,18 @@ impl Scheduler {
         limits: ProviderLimits,
         call: impl Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<T> {
+        let lane = if op == "revoke" {
+            Lane::Access
+        } else {
+            Lane::Grants
+        };
+        let permits = self
+            .provider_calls
+            .semaphore(lane, name, limits.concurrency as usize);
+        let _permit = permits
+            .acquire()
+            .await
+            .map_err(|_| anyhow::anyhow!("provider {name} is shutting down"))?;
         let started = Instant::now();
         let result = tokio::time::timeout(limits.timeout.std(), call).await;
         self.metrics.provider_calls.observe(
@@ -45,16 +59,23 @@ impl Scheduler {
         }
     }
 
+    /// A request with its grant record, which every access job needs.
+    async fn request_and_grant(&self, id: i32) -> anyhow::Result<(store::Request, store::Grant)> {
+        let (request, grant) = self
+            .store
+            .request_with_grant(id)
+            .await?
+            .with_context(|| format!("request #{id} is gone"))?;
+        let grant = grant.with_context(|| format!("request #{id} has no grant record"))?;
+        Ok((request, grant))
+    }
+
     /// What the provider needs, from the grant's stored copy (not today's policy).
     async fn spec(
         &self,
         request: &store::Request,
+        grant: store::Grant,
     ) -> anyhow::Result<(ProviderConfig, GrantSpec, store::Grant)> {
-        let grant = self
-            .store
-            .grant(request.id)
-            .await?
-            .with_context(|| format!("request #{} has no grant record", request.id))?;
         let config: ProviderConfig =
             serde_json::from_str(&grant.provider).context("stored provider config")?;
         let approved_by = if request.auto_approved {
@@ -83,11 +104,11 @@ impl Scheduler {
     }
 
     pub(super) async fn grant(&self, id: i32, row: &JobRow) -> JobResult {
-        let request = self.request(id).await?;
+        let (request, grant) = self.request_and_grant(id).await?;
         if request.state != State::Approved.as_str() {
             return Ok(());
         }
-        let (config, mut spec, grant) = self.spec(&request).await?;
+        let (config, mut spec, grant) = self.spec(&request, grant).await?;
         let name = grant.provider_name.clone();
         let limits = self.policy.provider_limits(&name);
         let duration = chrono::TimeDelta::seconds(request.duration_secs);
@@ -162,9 +183,7 @@ impl Scheduler {
                 )];
                 // Refused when the request was cancelled or revoked while the grant was under
                 // way: its end-access job waits for this one to finish, then takes it back.
-                if self.store.transition(t).await? {
-                    self.wake.all();
-                }
+                self.commit(t).await?;
                 Ok(())
             }
             Err(e) => {
@@ -206,9 +225,7 @@ impl Scheduler {
                     "grant_failed",
                     json!({"error": error, "attempts": row.attempts}),
                 )];
-                if self.store.transition(t).await? {
-                    self.wake.all();
-                }
+                self.commit(t).await?;
                 Ok(())
             }
         }
@@ -217,23 +234,21 @@ impl Scheduler {
     /// At `expires_at`, after `/jit revoke`, or after a cancel while the grant was under way:
     /// take the access away, retrying until the provider confirms it is gone.
     pub(super) async fn end_access(&self, id: i32) -> JobResult {
-        let now = Utc::now();
-        let mut request = self.request(id).await?;
-        if request.state == State::Active.as_str() {
-            let mut t = Transition::new(id, &[State::Active], State::Revoking, ms(now));
-            t.grant = Some(GrantChange::End(EndReason::Expired));
-            t.audit = vec![store::audit("jitbot", "expiring", json!({}))];
-            self.store.transition(t).await?;
-            request = self.request(id).await?;
-        }
+        let (request, grant) = self.request_and_grant(id).await?;
         let state = State::parse(&request.state);
-        if !matches!(state, Some(State::Revoking | State::RevokeFailed)) {
+        if !matches!(
+            state,
+            Some(State::Active | State::Revoking | State::RevokeFailed)
+        ) {
             return Ok(());
         }
-        if self.store.job_unfinished(&Job::grant_key(id)).await? {
+        let (config, spec, grant) = self.spec(&request, grant).await?;
+        // A grant that never became active may still be under way (cancelled or revoked while
+        // granting): a revoke sent before it lands would leave the access in place.
+        if grant.granted_at.is_none() && self.store.job_unfinished(&Job::grant_key(id)).await? {
             return Err(JobError::Defer(GRANT_IN_FLIGHT_WAIT));
         }
-        let (config, spec, grant) = self.spec(&request).await?;
+        // An active grant whose end nobody asked for early is expiring.
         let reason = grant
             .end_reason
             .as_deref()
@@ -268,11 +283,11 @@ impl Scheduler {
                 };
                 let mut t = Transition::new(
                     id,
-                    &[State::Revoking, State::RevokeFailed],
+                    &[State::Active, State::Revoking, State::RevokeFailed],
                     reason.final_state(),
                     ms(now),
                 );
-                t.grant = Some(GrantChange::Ended);
+                t.grant = Some(GrantChange::Ended(reason));
                 t.jobs = vec![
                     Job::UpdateCard {
                         request_id: id,
@@ -285,22 +300,28 @@ impl Scheduler {
                     }
                     .at(ms(now)),
                 ];
-                t.audit = vec![store::audit(
-                    "jitbot",
-                    reason.as_str(),
-                    json!({"already_held": grant.already_held.unwrap_or(false),
-                           "granted": grant.granted_at.is_some()}),
-                )];
-                if self.store.transition(t).await? {
-                    self.wake.all();
+                let mut detail = json!({"already_held": grant.already_held.unwrap_or(false),
+                                         "granted": grant.granted_at.is_some()});
+                if let Some(expires_at) = grant.expires_at {
+                    detail["expires_at"] =
+                        json!(super::time(Some(expires_at)).map(|t| t.to_rfc3339()));
+                    detail["late_ms"] = json!((ms(now) - expires_at).max(0));
                 }
+                t.audit = vec![store::audit("jitbot", reason.as_str(), detail)];
+                self.commit(t).await?;
                 Ok(())
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.revoke_failures);
                 let error = format!("{e:#}");
                 self.store.set_grant_error(id, Some(&error), None).await?;
-                let mut t = Transition::new(id, &[State::Revoking], State::RevokeFailed, ms(now));
+                let mut t = Transition::new(
+                    id,
+                    &[State::Active, State::Revoking],
+                    State::RevokeFailed,
+                    ms(now),
+                );
+                t.grant = Some(GrantChange::End(reason));
                 t.jobs = vec![
                     Job::UpdateCard {
                         request_id: id,
@@ -319,9 +340,7 @@ impl Scheduler {
                     "revoke_failed",
                     json!({"error": error}),
                 )];
-                if self.store.transition(t).await? {
-                    self.wake.all();
-                }
+                self.commit(t).await?;
                 Err(JobError::Retry(e))
             }
         }
@@ -354,8 +373,8 @@ impl Scheduler {
 
     /// After `grant_failed`: revoke in case part of the grant took. Retried until it succeeds.
     pub(super) async fn cleanup(&self, id: i32) -> JobResult {
-        let request = self.request(id).await?;
-        let (config, spec, grant) = self.spec(&request).await?;
+        let (request, grant) = self.request_and_grant(id).await?;
+        let (config, spec, grant) = self.spec(&request, grant).await?;
         if grant.ended_at.is_some() {
             return Ok(());
         }

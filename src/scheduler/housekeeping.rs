@@ -34,9 +34,7 @@ impl Scheduler {
             .at(ms(now)),
         ];
         t.audit = vec![store::audit("jitbot", "timed_out", json!({}))];
-        if self.store.transition(t).await? {
-            self.wake.all();
-        }
+        self.commit(t).await?;
         Ok(())
     }
 }

@@ -106,14 +106,34 @@ impl Scheduler {
                 );
             }
             self.store.enqueue(&jobs, now).await?;
-            self.wake.all();
+            self.wake.for_jobs(&jobs);
         }
         Ok(())
     }
 
-    async fn card_view(&self, request: &store::Request) -> anyhow::Result<CardView> {
-        let decisions = self.store.decisions(request.id).await?;
-        let grant = self.store.grant(request.id).await?;
+    /// The card as the request stands now.
+    async fn card(&self, id: i32) -> anyhow::Result<(store::Request, CardView)> {
+        let (request, grant) = self
+            .store
+            .request_with_grant(id)
+            .await?
+            .with_context(|| format!("request #{id} is gone"))?;
+        // An auto-approved request has no decisions to show.
+        let decisions = if request.auto_approved {
+            Vec::new()
+        } else {
+            self.store.decisions(request.id).await?
+        };
+        let view = self.card_view(&request, grant, &decisions)?;
+        Ok((request, view))
+    }
+
+    fn card_view(
+        &self,
+        request: &store::Request,
+        grant: Option<store::Grant>,
+        decisions: &[store::Approval],
+    ) -> anyhow::Result<CardView> {
         let state = State::parse(&request.state).context("unknown state in the store")?;
         let approved_by = decisions
             .iter()
@@ -162,11 +182,11 @@ impl Scheduler {
 
     /// Posts the card as the request stands now (so a card posted late is already current).
     async fn post_card(&self, id: i32) -> anyhow::Result<()> {
-        let request = self.request(id).await?;
+        let (request, view) = self.card(id).await?;
         if request.card_ts.is_some() {
             return Ok(());
         }
-        let (text, blocks) = blocks::card(&self.card_view(&request).await?);
+        let (text, blocks) = blocks::card(&view);
         let ts = self
             .slack
             .post_message(&request.channel, &text, Some(blocks), None)
@@ -178,11 +198,11 @@ impl Scheduler {
     /// Redraws a posted card. Not posted yet: nothing to do, the card job draws the current
     /// state when it runs (a channel's messages run one at a time, in order).
     async fn update_card(&self, id: i32) -> anyhow::Result<()> {
-        let request = self.request(id).await?;
+        let (request, view) = self.card(id).await?;
         let Some(ts) = request.card_ts.as_deref().filter(|ts| !ts.is_empty()) else {
             return Ok(());
         };
-        let (text, blocks) = blocks::card(&self.card_view(&request).await?);
+        let (text, blocks) = blocks::card(&view);
         self.slack
             .update_message(&request.channel, ts, &text, blocks)
             .await

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::Notify;
 
-use crate::domain::{Job, Lane, Policy};
+use crate::domain::{Job, Lane, Policy, Scheduled};
 use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::slack::SlackApi;
@@ -42,6 +42,10 @@ const EPHEMERAL_ATTEMPTS: i32 = 3;
 pub const GRANT_ATTEMPTS: i32 = 5;
 /// Deadline of a housekeeping job (state changes only, no outside call).
 const HOUSEKEEPING_DEADLINE: Duration = Duration::from_secs(30);
+/// Jobs of one provider a lane runs at once, as a multiple of the provider's `concurrency`:
+/// the calls themselves are bounded by `concurrency`, the rest of a job is store work that
+/// should overlap with them.
+const JOBS_PER_PROVIDER_CALL: usize = 4;
 
 /// Wakes the lane runners when jobs are queued (one notifier per lane).
 #[derive(Default)]
@@ -60,6 +64,20 @@ impl Wake {
     pub fn lane(&self, lane: Lane) -> &Notify {
         let i = Lane::ALL.iter().position(|l| *l == lane).unwrap_or(0);
         &self.lanes[i]
+    }
+
+    /// These jobs were queued: wake the lanes that must run one of them before their next
+    /// look at the queue anyway (at most [`IDLE_RECHECK`] away).
+    pub fn for_jobs(&self, jobs: &[Scheduled]) {
+        let soon = Utc::now().timestamp_millis() + IDLE_RECHECK.as_millis() as i64;
+        for lane in Lane::ALL {
+            if jobs
+                .iter()
+                .any(|s| s.job.lane() == lane && s.run_at <= soon)
+            {
+                self.lane(lane).notify_one();
+            }
+        }
     }
 }
 
@@ -103,6 +121,23 @@ pub struct Scheduler {
     pub backoff_start: Duration,
     /// Deadline of one Slack call, for the messages lane's job deadline.
     pub slack_timeout: Duration,
+    /// Calls in flight per provider and lane (see [`Scheduler::provider_permit`]).
+    pub provider_calls: Arc<ProviderCalls>,
+}
+
+/// One semaphore per provider and lane, sized by the provider's `concurrency`.
+#[derive(Default)]
+pub struct ProviderCalls {
+    by: std::sync::Mutex<std::collections::HashMap<(Lane, String), Arc<tokio::sync::Semaphore>>>,
+}
+
+impl ProviderCalls {
+    fn semaphore(&self, lane: Lane, provider: &str, size: usize) -> Arc<tokio::sync::Semaphore> {
+        let mut by = self.by.lock().unwrap_or_else(|e| e.into_inner());
+        by.entry((lane, provider.to_string()))
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(size.max(1))))
+            .clone()
+    }
 }
 
 /// The delay before retry number `attempt` (1-based): exponential, capped, with ±20 % jitter.
@@ -154,12 +189,24 @@ impl Scheduler {
     /// How many jobs with this key may run at once in this lane.
     pub fn key_limit(&self, lane: Lane, key: &str) -> usize {
         match lane {
-            Lane::Access | Lane::Grants => self.policy.provider_limits(key).concurrency as usize,
+            Lane::Access | Lane::Grants => {
+                self.policy.provider_limits(key).concurrency as usize * JOBS_PER_PROVIDER_CALL
+            }
             // One at a time per channel: a channel's cards and updates go out in order, at the
             // pace Slack allows there.
             Lane::Messages => 1,
             Lane::Housekeeping => usize::MAX,
         }
+    }
+
+    /// Commits a transition and wakes the lanes its jobs wait in; `false` if its guard failed.
+    async fn commit(&self, t: store::Transition) -> anyhow::Result<bool> {
+        let jobs = t.jobs.clone();
+        let changed = self.store.transition(t).await?;
+        if changed {
+            self.wake.for_jobs(&jobs);
+        }
+        Ok(changed)
     }
 
     async fn request(&self, id: i32) -> anyhow::Result<store::Request> {

@@ -12,10 +12,12 @@
 //! process stops its jobs before another replica may take them: no job runs twice at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::{EPHEMERAL_ATTEMPTS, IDLE_RECHECK, JobError, Scheduler, backoff};
@@ -40,6 +42,8 @@ const STORE_TROUBLE_PAUSE: Duration = Duration::from_millis(500);
 const SETTLE_TRIES: u32 = 3;
 /// Most lease renewals in one statement.
 const RENEW_CHUNK: usize = 500;
+/// Most finished jobs marked done in one statement.
+const SETTLE_BATCH: usize = 500;
 
 /// How many jobs a lane holds (claimed, running or waiting for their key) and runs at once.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +54,12 @@ struct LaneShape {
 
 /// Most Slack calls in flight at once.
 const SLACK_IN_FLIGHT: usize = 32;
+/// An expiry storm: the access lane holds more jobs than this and is finishing them. Slack
+/// messages wait while it lasts, so revokes get the store and the CPU first.
+const ACCESS_BUSY: usize = 32;
+/// A storm is over when the busy access lane has finished nothing for this long (a provider that
+/// hangs holds jobs but finishes none: that is no reason for messages to wait).
+const STORM_QUIET: Duration = Duration::from_millis(200);
 
 fn shape(lane: Lane) -> LaneShape {
     match lane {
@@ -95,13 +105,19 @@ struct LaneRunner {
     sched: Scheduler,
     worker: Arc<str>,
     state: Mutex<LaneState>,
+    /// When the access lane last finished a job while busy (epoch ms), for the lanes that yield
+    /// to it.
+    storm_seen: Arc<AtomicI64>,
+    /// Finished jobs go here to be marked done together.
+    finished: mpsc::UnboundedSender<i32>,
 }
 
-/// Every lane's runner and the lease heartbeat.
+/// Every lane's runner, the lease heartbeat, and the task that marks finished jobs done.
 pub struct Runner {
     sched: Scheduler,
     worker: Arc<str>,
     lanes: Vec<Arc<LaneRunner>>,
+    finished: mpsc::UnboundedReceiver<i32>,
 }
 
 impl Runner {
@@ -109,6 +125,8 @@ impl Runner {
         use rand::Rng;
         let tag: u32 = rand::rng().random();
         let worker: Arc<str> = format!("w{}-{tag:08x}", std::process::id()).into();
+        let (finished_tx, finished) = mpsc::unbounded_channel();
+        let storm_seen = Arc::new(AtomicI64::new(0));
         let lanes = Lane::ALL
             .into_iter()
             .map(|lane| {
@@ -118,6 +136,8 @@ impl Runner {
                     sched: sched.clone(),
                     worker: worker.clone(),
                     state: Mutex::new(LaneState::default()),
+                    storm_seen: storm_seen.clone(),
+                    finished: finished_tx.clone(),
                 })
             })
             .collect();
@@ -125,6 +145,7 @@ impl Runner {
             sched,
             worker,
             lanes,
+            finished,
         }
     }
 
@@ -140,6 +161,11 @@ impl Runner {
         for lane in &self.lanes {
             tasks.spawn(lane.clone().run());
         }
+        tasks.spawn(mark_done(
+            self.sched.clone(),
+            self.worker.clone(),
+            self.finished,
+        ));
         tasks.spawn(heartbeat(
             self.sched.clone(),
             self.worker.clone(),
@@ -161,6 +187,17 @@ impl Drop for StopJobsOnDrop {
 impl LaneRunner {
     fn lock(&self) -> MutexGuard<'_, LaneState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Jobs this lane may start now: Slack messages wait out an expiry storm.
+    fn run_limit(&self) -> usize {
+        let storm =
+            now_ms() - self.storm_seen.load(Ordering::Relaxed) < STORM_QUIET.as_millis() as i64;
+        if self.lane == Lane::Messages && storm {
+            0
+        } else {
+            self.shape.run
+        }
     }
 
     fn key_limit(&self, key: &str) -> usize {
@@ -185,6 +222,8 @@ impl LaneRunner {
         let store = self.sched.store.clone();
         let notify = self.sched.wake.clone();
         loop {
+            // Jobs held back (by a storm in another lane, say) start once they may.
+            self.start_ready(&mut self.lock());
             let now = now_ms();
             let (room, skip_keys) = self.busy_keys();
             let holds = if self.lane == Lane::Messages {
@@ -233,11 +272,26 @@ impl LaneRunner {
                 IDLE_RECHECK
             } else {
                 match store.next_due(&claim).await {
-                    Ok(Some(at)) => Duration::from_millis(
+                    Ok((_, Some(lease_end))) if lease_end <= now_ms() => {
+                        // Another worker's lease ran out: it is gone; take its jobs back.
+                        match store.release_expired(self.lane, now_ms()).await {
+                            Ok(n) => tracing::warn!(
+                                lane = self.lane.as_str(),
+                                jobs = n,
+                                "took back jobs whose worker stopped renewing their lease"
+                            ),
+                            Err(e) => tracing::error!(
+                                error = format!("{e:#}"),
+                                "cannot take back expired leases"
+                            ),
+                        }
+                        continue;
+                    }
+                    Ok((Some(at), _)) => Duration::from_millis(
                         (at - now_ms()).clamp(0, IDLE_RECHECK.as_millis() as i64) as u64,
                     )
                     .max(BUSY_POLL),
-                    Ok(None) => IDLE_RECHECK,
+                    Ok((None, _)) => IDLE_RECHECK,
                     Err(e) => {
                         tracing::error!(
                             lane = self.lane.as_str(),
@@ -282,7 +336,8 @@ impl LaneRunner {
 
     /// Starts waiting jobs, the oldest first, while the lane and their keys have room.
     fn start_ready(self: &Arc<Self>, st: &mut LaneState) {
-        while st.running < self.shape.run {
+        let run_limit = self.run_limit();
+        while st.running < run_limit {
             let next = st
                 .keys
                 .iter()
@@ -309,6 +364,10 @@ impl LaneRunner {
             });
             st.tasks.insert(id, handle.abort_handle());
         }
+        self.note_load(st);
+    }
+
+    fn note_load(&self, st: &LaneState) {
         self.sched
             .metrics
             .set_lane(self.lane, st.held.len(), st.running);
@@ -319,6 +378,9 @@ impl LaneRunner {
         let mut st = self.lock();
         if st.tasks.remove(&id).is_none() {
             return; // abandoned meanwhile
+        }
+        if self.lane == Lane::Access && st.held.len() > ACCESS_BUSY {
+            self.storm_seen.store(now_ms(), Ordering::Relaxed);
         }
         st.held.remove(&id);
         st.running = st.running.saturating_sub(1);
@@ -347,7 +409,7 @@ impl LaneRunner {
             task.abort();
         }
         *st = LaneState::default();
-        self.sched.metrics.set_lane(self.lane, 0, 0);
+        self.note_load(&st);
     }
 
     fn held_ids(&self) -> Vec<i32> {
@@ -366,6 +428,9 @@ impl LaneRunner {
         let settle = match result {
             Ok(()) => {
                 Metrics::inc(&self.sched.metrics.jobs_run);
+                if self.finished.send(row.id).is_ok() {
+                    return;
+                }
                 Settle::Finish("done", None)
             }
             Err(JobError::Defer(wait)) => Settle::Requeue {
@@ -464,6 +529,29 @@ fn kinds_calling(method: &str) -> Vec<&'static str> {
         "chat.postEphemeral" => vec!["ephemeral"],
         "chat.postMessage" => crate::domain::job::POSTING_KINDS.to_vec(),
         _ => Vec::new(),
+    }
+}
+
+/// Marks finished jobs done, as many per statement as have finished meanwhile: one write per
+/// batch instead of one per job. A batch the store does not take is left to its leases (those
+/// jobs run again; every job may).
+async fn mark_done(sched: Scheduler, worker: Arc<str>, mut finished: mpsc::UnboundedReceiver<i32>) {
+    let mut ids = Vec::with_capacity(SETTLE_BATCH);
+    while finished.recv_many(&mut ids, SETTLE_BATCH).await > 0 {
+        for attempt in 1..=SETTLE_TRIES {
+            match sched.store.finish_jobs(&ids, &worker, now_ms()).await {
+                Ok(()) => break,
+                Err(e) if attempt == SETTLE_TRIES => {
+                    tracing::error!(
+                        jobs = ids.len(),
+                        error = format!("{e:#}"),
+                        "cannot mark finished jobs done; they will run again after their leases"
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await,
+            }
+        }
+        ids.clear();
     }
 }
 

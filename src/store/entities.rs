@@ -26,7 +26,16 @@ pub mod request {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(has_one = "super::grant::Entity")]
+        Grant,
+    }
+
+    impl Related<super::grant::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Grant.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -73,7 +82,20 @@ pub mod grant {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::request::Entity",
+            from = "Column::RequestId",
+            to = "super::request::Column::Id"
+        )]
+        Request,
+    }
+
+    impl Related<super::request::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Request.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

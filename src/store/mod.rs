@@ -4,10 +4,12 @@
 //!
 //! - [`requests`]: requests, guarded transitions, decisions, grants, the audit trail.
 //! - [`queue`]: the durable job queue: lanes, claims, leases, retries.
+//! - `writer`: group commit: concurrent transitions applied together in one transaction.
 
 pub mod entities;
 pub mod queue;
 pub mod requests;
+mod writer;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -48,6 +50,8 @@ pub struct Store {
     /// worker's leases run out; SQLite: the writer.
     lease: DatabaseConnection,
     backend: DatabaseBackend,
+    /// Applies transitions, many per transaction.
+    writer: writer::Writer,
 }
 
 /// Holds the SQLite store for this process: a second `jitbot serve` on the same file refuses to
@@ -94,6 +98,7 @@ impl Store {
             Ok(Store {
                 lease: db.clone(),
                 read,
+                writer: writer::Writer::start(db.clone()),
                 db,
                 backend: DatabaseBackend::Sqlite,
             })
@@ -103,6 +108,7 @@ impl Store {
             Ok(Store {
                 read: db.clone(),
                 lease,
+                writer: writer::Writer::start(db.clone()),
                 db,
                 backend: DatabaseBackend::Postgres,
             })

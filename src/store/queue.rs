@@ -7,6 +7,8 @@
 //!
 //! Every query here is served by a partial index over unfinished jobs (see the migrations).
 
+use std::collections::HashSet;
+
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query, SelectStatement};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -58,6 +60,48 @@ fn exclude(sel: &mut SelectStatement, c: &Claim<'_>) {
     }
 }
 
+fn job_row(scheduled: &Scheduled, now: i64) -> Result<job::ActiveModel, DbErr> {
+    let payload =
+        serde_json::to_string(&scheduled.job).map_err(|e| DbErr::Custom(e.to_string()))?;
+    Ok(job::ActiveModel {
+        kind: Set(scheduled.job.kind().to_string()),
+        request_id: Set(scheduled.job.request_id()),
+        payload: Set(payload),
+        dedupe_key: Set(scheduled.job.dedupe_key()),
+        run_at: Set(scheduled.run_at),
+        attempts: Set(0),
+        locked_until: Set(None),
+        done_at: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+        lane: Set(scheduled.job.lane().as_str().to_string()),
+        queue_key: Set(scheduled.job.queue_key().to_string()),
+        locked_by: Set(None),
+        outcome: Set(None),
+        ..Default::default()
+    })
+}
+
+/// Inserts the first jobs of a request just created, in one statement: their dedupe keys name
+/// the new request, so none can exist yet.
+pub(super) async fn insert_new_jobs<C: ConnectionTrait>(
+    db: &C,
+    jobs: &[Scheduled],
+    now: i64,
+) -> Result<(), DbErr> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let rows = jobs
+        .iter()
+        .map(|s| job_row(s, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    job::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
 /// Inserts jobs inside the caller's transaction. A job with a dedupe key that already exists is
 /// not inserted again; if the new one is due earlier, the existing one is brought forward (an
 /// early `/jit revoke` moves the expiry job to now).
@@ -66,52 +110,48 @@ pub(super) async fn insert_jobs<C: ConnectionTrait>(
     jobs: &[Scheduled],
     now: i64,
 ) -> Result<(), DbErr> {
-    let row = |scheduled: &Scheduled| -> Result<job::ActiveModel, DbErr> {
-        let payload =
-            serde_json::to_string(&scheduled.job).map_err(|e| DbErr::Custom(e.to_string()))?;
-        Ok(job::ActiveModel {
-            kind: Set(scheduled.job.kind().to_string()),
-            request_id: Set(scheduled.job.request_id()),
-            payload: Set(payload),
-            dedupe_key: Set(scheduled.job.dedupe_key()),
-            run_at: Set(scheduled.run_at),
-            attempts: Set(0),
-            locked_until: Set(None),
-            done_at: Set(None),
-            last_error: Set(None),
-            created_at: Set(now),
-            lane: Set(scheduled.job.lane().as_str().to_string()),
-            queue_key: Set(scheduled.job.queue_key().to_string()),
-            locked_by: Set(None),
-            outcome: Set(None),
-            ..Default::default()
-        })
-    };
     let (unique, plain): (Vec<&Scheduled>, Vec<&Scheduled>) =
         jobs.iter().partition(|s| s.job.dedupe_key().is_some());
     if !plain.is_empty() {
-        let rows = plain.into_iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        let rows = plain
+            .into_iter()
+            .map(|s| job_row(s, now))
+            .collect::<Result<Vec<_>, _>>()?;
         job::Entity::insert_many(rows)
             .exec_without_returning(db)
             .await?;
     }
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let rows = unique
+        .iter()
+        .map(|s| job_row(s, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inserted: HashSet<String> = match job::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([job::Column::DedupeKey])
+        .exec_with_returning_many(db)
+        .await?
+    {
+        sea_orm::TryInsertResult::Inserted(models) => {
+            models.into_iter().filter_map(|m| m.dedupe_key).collect()
+        }
+        _ => HashSet::new(),
+    };
     for scheduled in unique {
-        let inserted = job::Entity::insert(row(scheduled)?)
-            .on_conflict_do_nothing_on([job::Column::DedupeKey])
-            .exec_without_returning(db)
-            .await?;
-        if matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+        let Some(key) = scheduled.job.dedupe_key() else {
+            continue;
+        };
+        if inserted.contains(&key) {
             continue;
         }
-        if let Some(key) = scheduled.job.dedupe_key() {
-            job::Entity::update_many()
-                .col_expr(job::Column::RunAt, Expr::value(scheduled.run_at))
-                .filter(job::Column::DedupeKey.eq(key))
-                .filter(job::Column::DoneAt.is_null())
-                .filter(job::Column::RunAt.gt(scheduled.run_at))
-                .exec(db)
-                .await?;
-        }
+        job::Entity::update_many()
+            .col_expr(job::Column::RunAt, Expr::value(scheduled.run_at))
+            .filter(job::Column::DedupeKey.eq(key))
+            .filter(job::Column::DoneAt.is_null())
+            .filter(job::Column::RunAt.gt(scheduled.run_at))
+            .exec(db)
+            .await?;
     }
     Ok(())
 }
@@ -122,19 +162,30 @@ impl Store {
         Ok(())
     }
 
-    /// Claims up to `limit` due jobs of a lane for this worker, oldest first, in one statement.
+    /// Frees the jobs of a lane whose lease ran out (their worker died or lost the store), so
+    /// they can be claimed again; returns how many.
+    pub async fn release_expired(&self, lane: Lane, now: i64) -> anyhow::Result<u64> {
+        let result = job::Entity::update_many()
+            .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
+            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+            .filter(job::Column::DoneAt.is_null())
+            .filter(job::Column::Lane.eq(lane.as_str()))
+            .filter(job::Column::LockedUntil.lte(now))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Claims up to `limit` free due jobs of a lane for this worker, oldest first, in one
+    /// statement. (Jobs whose lease ran out are freed first by [`Store::release_expired`].)
     pub async fn claim(&self, c: &Claim<'_>) -> anyhow::Result<Vec<JobRow>> {
         let mut due = Query::select();
         due.column(job::Column::Id)
             .from(job::Entity)
             .and_where(job::Column::DoneAt.is_null())
+            .and_where(job::Column::LockedUntil.is_null())
             .and_where(job::Column::Lane.eq(c.lane.as_str()))
-            .and_where(job::Column::RunAt.lte(c.now))
-            .cond_where(
-                Condition::any()
-                    .add(job::Column::LockedUntil.is_null())
-                    .add(job::Column::LockedUntil.lte(c.now)),
-            );
+            .and_where(job::Column::RunAt.lte(c.now));
         exclude(&mut due, c);
         due.order_by(job::Column::RunAt, sea_orm::Order::Asc)
             .limit(c.limit);
@@ -156,8 +207,10 @@ impl Store {
     }
 
     /// When this lane next has work for this worker: the earliest run time of a free job it may
-    /// claim, or the end of another worker's lease (a dead worker's jobs are taken back then).
-    pub async fn next_due(&self, c: &Claim<'_>) -> anyhow::Result<Option<i64>> {
+    /// claim, or the end of the first lease to run out (a dead worker's jobs are taken back
+    /// then; this worker's own leases are renewed before they run out).
+    /// The second is also returned alone, so the caller knows when to free expired leases.
+    pub async fn next_due(&self, c: &Claim<'_>) -> anyhow::Result<(Option<i64>, Option<i64>)> {
         let mut free = Query::select();
         free.column(job::Column::RunAt)
             .from(job::Entity)
@@ -178,18 +231,16 @@ impl Store {
             .and_where(job::Column::DoneAt.is_null())
             .and_where(job::Column::Lane.eq(c.lane.as_str()))
             .and_where(job::Column::LockedUntil.is_not_null())
-            .cond_where(
-                Condition::any()
-                    .add(job::Column::LockedBy.is_null())
-                    .add(job::Column::LockedBy.ne(c.worker)),
-            )
             .order_by(job::Column::LockedUntil, sea_orm::Order::Asc)
             .limit(1);
         let next_lease: Option<i64> = match self.read.query_one(&leased).await? {
             Some(row) => row.try_get("", "locked_until")?,
             None => None,
         };
-        Ok([next_free, next_lease].into_iter().flatten().min())
+        Ok((
+            [next_free, next_lease].into_iter().flatten().min(),
+            next_lease,
+        ))
     }
 
     /// Settles a job this worker holds: `outcome` is `done`, `failed` (permanently) or `dropped`.
@@ -211,6 +262,20 @@ impl Store {
         }
         update
             .filter(job::Column::Id.eq(id))
+            .filter(job::Column::LockedBy.eq(worker))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks jobs this worker holds as done, in one statement (completions are group-committed).
+    pub async fn finish_jobs(&self, ids: &[i32], worker: &str, now: i64) -> anyhow::Result<()> {
+        job::Entity::update_many()
+            .col_expr(job::Column::DoneAt, Expr::value(now))
+            .col_expr(job::Column::Outcome, Expr::value("done"))
+            .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
+            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+            .filter(job::Column::Id.is_in(ids.iter().copied()))
             .filter(job::Column::LockedBy.eq(worker))
             .exec(&self.db)
             .await?;

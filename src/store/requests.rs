@@ -1,14 +1,14 @@
 //! Requests, their guarded transitions, decisions, grants and the audit trail.
 
 use anyhow::Context;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
 };
 
 use super::entities::{approval, audit, grant, job, request};
-use super::queue::insert_jobs;
+use super::queue::{insert_jobs, insert_new_jobs};
 use super::{Approval, AuditEvent, Grant, Request, Store, is_unique_violation};
 use crate::domain::{EndReason, Job, Scheduled, State};
 
@@ -51,9 +51,9 @@ pub fn audit(actor: &str, action: &str, detail: serde_json::Value) -> NewAudit {
 /// A guarded state change and what goes with it. `to == Pending` from `[Pending]` changes no
 /// state: it only guards (the request is still pending) and carries effects.
 #[derive(Debug)]
-pub struct Transition<'a> {
+pub struct Transition {
     pub id: i32,
-    pub from: &'a [State],
+    pub from: &'static [State],
     pub to: State,
     pub now: i64,
     /// Who decided, for approve/deny.
@@ -66,8 +66,8 @@ pub struct Transition<'a> {
     pub audit: Vec<NewAudit>,
 }
 
-impl<'a> Transition<'a> {
-    pub fn new(id: i32, from: &'a [State], to: State, now: i64) -> Self {
+impl Transition {
+    pub fn new(id: i32, from: &'static [State], to: State, now: i64) -> Self {
         Self {
             id,
             from,
@@ -94,9 +94,14 @@ impl<'a> Transition<'a> {
 #[derive(Debug)]
 pub enum GrantChange {
     Create(NewGrant),
-    Activate { granted_at: i64, expires_at: i64 },
+    Activate {
+        granted_at: i64,
+        expires_at: i64,
+    },
+    /// Access is to end, for this reason (unless a reason was recorded before).
     End(EndReason),
-    Ended,
+    /// Access has ended (the reason recorded unless one was before).
+    Ended(EndReason),
 }
 
 /// `create_request` found an open request for the same person and resource.
@@ -124,6 +129,25 @@ fn states(list: &[State]) -> Vec<&'static str> {
     list.iter().map(|s| s.as_str()).collect()
 }
 
+/// Audit rows for events of one request, ready to insert.
+pub(super) fn audit_rows(
+    request_id: Option<i32>,
+    events: &[NewAudit],
+    now: i64,
+) -> Vec<audit::ActiveModel> {
+    events
+        .iter()
+        .map(|event| audit::ActiveModel {
+            at: Set(now),
+            request_id: Set(request_id),
+            actor: Set(event.actor.clone()),
+            action: Set(event.action.clone()),
+            detail: Set(event.detail.to_string()),
+            ..Default::default()
+        })
+        .collect()
+}
+
 async fn insert_audit<C: ConnectionTrait>(
     db: &C,
     request_id: Option<i32>,
@@ -133,26 +157,15 @@ async fn insert_audit<C: ConnectionTrait>(
     if events.is_empty() {
         return Ok(());
     }
-    let rows = events.iter().map(|event| audit::ActiveModel {
-        at: Set(now),
-        request_id: Set(request_id),
-        actor: Set(event.actor.clone()),
-        action: Set(event.action.clone()),
-        detail: Set(event.detail.to_string()),
-        ..Default::default()
-    });
-    audit::Entity::insert_many(rows)
+    audit::Entity::insert_many(audit_rows(request_id, events, now))
         .exec_without_returning(db)
         .await?;
     Ok(())
 }
 
-async fn insert_grant<C: ConnectionTrait>(
-    db: &C,
-    request_id: i32,
-    g: NewGrant,
-) -> Result<(), DbErr> {
-    grant::Entity::insert(grant::ActiveModel {
+/// A grant record as first stored: the provider snapshot, nothing granted yet.
+pub(super) fn grant_row(request_id: i32, g: NewGrant) -> grant::ActiveModel {
+    grant::ActiveModel {
         request_id: Set(request_id),
         provider_name: Set(g.provider_name),
         provider: Set(g.provider.to_string()),
@@ -165,15 +178,23 @@ async fn insert_grant<C: ConnectionTrait>(
         ended_at: Set(None),
         last_error: Set(None),
         ..Default::default()
-    })
-    .exec_without_returning(db)
-    .await?;
+    }
+}
+
+async fn insert_grant<C: ConnectionTrait>(
+    db: &C,
+    request_id: i32,
+    g: NewGrant,
+) -> Result<(), DbErr> {
+    grant::Entity::insert(grant_row(request_id, g))
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
 /// The body of a transition, inside the caller's transaction; `false` (and nothing written)
 /// when the request was not in one of `from`.
-async fn apply<C: ConnectionTrait>(db: &C, t: Transition<'_>) -> Result<bool, DbErr> {
+pub(super) async fn apply<C: ConnectionTrait>(db: &C, t: Transition) -> Result<bool, DbErr> {
     let mut update = request::Entity::update_many()
         .col_expr(request::Column::State, Expr::value(t.to.as_str()))
         .col_expr(request::Column::UpdatedAt, Expr::value(t.now));
@@ -224,12 +245,20 @@ async fn apply<C: ConnectionTrait>(db: &C, t: Transition<'_>) -> Result<bool, Db
                 .exec(db)
                 .await?;
         }
-        Some(GrantChange::Ended) => {
+        Some(GrantChange::Ended(reason)) => {
             grants
                 .col_expr(grant::Column::EndedAt, Expr::value(t.now))
                 .col_expr(
                     grant::Column::LastError,
                     Expr::value(Option::<String>::None),
+                )
+                .col_expr(
+                    grant::Column::EndReason,
+                    Func::coalesce([
+                        Expr::col(grant::Column::EndReason),
+                        Expr::value(reason.as_str()),
+                    ])
+                    .into(),
                 )
                 .exec(db)
                 .await?;
@@ -293,7 +322,7 @@ impl Store {
         if let Some(g) = grant {
             insert_grant(&txn, inserted.id, g).await?;
         }
-        insert_jobs(&txn, &jobs(inserted.id), now).await?;
+        insert_new_jobs(&txn, &jobs(inserted.id), now).await?;
         insert_audit(&txn, Some(inserted.id), &[event], now).await?;
         txn.commit().await?;
         Ok(Ok(inserted))
@@ -312,6 +341,17 @@ impl Store {
 
     pub async fn request(&self, id: i32) -> anyhow::Result<Option<Request>> {
         Ok(request::Entity::find_by_id(id).one(&self.read).await?)
+    }
+
+    /// A request and its grant record (if it was approved), in one query.
+    pub async fn request_with_grant(
+        &self,
+        id: i32,
+    ) -> anyhow::Result<Option<(Request, Option<Grant>)>> {
+        Ok(request::Entity::find_by_id(id)
+            .find_also_related(grant::Entity)
+            .one(&self.read)
+            .await?)
     }
 
     /// A person's most recent requests, newest first.
@@ -348,15 +388,9 @@ impl Store {
 
     /// Applies a guarded transition with its effects; `false` when the request was not in one
     /// of `from` (someone else won, or it had already moved on), in which case nothing changed.
-    pub async fn transition(&self, t: Transition<'_>) -> anyhow::Result<bool> {
-        let txn = self.db.begin().await?;
-        if apply(&txn, t).await? {
-            txn.commit().await?;
-            Ok(true)
-        } else {
-            txn.rollback().await?;
-            Ok(false)
-        }
+    /// Concurrent transitions are committed together (see [`super::writer`]).
+    pub async fn transition(&self, t: Transition) -> anyhow::Result<bool> {
+        self.writer.submit(t).await
     }
 
     // ---- decisions ------------------------------------------------------------------------
@@ -375,7 +409,7 @@ impl Store {
         effects: F,
     ) -> anyhow::Result<Verdict>
     where
-        F: FnOnce(&Request, &[String]) -> anyhow::Result<Transition<'static>>,
+        F: FnOnce(&Request, &[String]) -> anyhow::Result<Transition>,
     {
         let txn = self.db.begin().await?;
         let Some(request) = request::Entity::find_by_id(id)
@@ -447,17 +481,15 @@ impl Store {
     /// Records, once, whether the identity held the access before jitbot granted it; returns
     /// what is recorded (the first answer wins).
     pub async fn set_already_held(&self, request_id: i32, held: bool) -> anyhow::Result<bool> {
-        grant::Entity::update_many()
-            .col_expr(grant::Column::AlreadyHeld, Expr::value(held))
+        let rows = grant::Entity::update_many()
+            .col_expr(
+                grant::Column::AlreadyHeld,
+                Func::coalesce([Expr::col(grant::Column::AlreadyHeld), Expr::value(held)]).into(),
+            )
             .filter(grant::Column::RequestId.eq(request_id))
-            .filter(grant::Column::AlreadyHeld.is_null())
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        Ok(self
-            .grant(request_id)
-            .await?
-            .and_then(|g| g.already_held)
-            .unwrap_or(held))
+        Ok(rows.first().and_then(|g| g.already_held).unwrap_or(held))
     }
 
     /// Completes the identity a grant sends (e.g. with the Slack profile email), before the grant.

@@ -134,7 +134,6 @@ async fn whole_life(backend: Backend) {
         "decision_refused",
         "approved",
         "granted",
-        "expiring",
         "expired",
     ] {
         assert!(
