@@ -254,3 +254,111 @@ async fn text_from_a_requester_cannot_ping_the_channel() {
     assert!(card.contains("&lt;!channel&gt;"), "{card}");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ((app, _hook), _) = spawn_hook_app_env(
+        Backend::Sqlite,
+        |p| p,
+        [
+            (TEST_HEADER_TIMEOUT_MS.to_string(), "1000".to_string()),
+            (TEST_BODY_TIMEOUT_MS.to_string(), "1000".to_string()),
+        ]
+        .into(),
+    )
+    .await;
+    let addr = app.running.addr;
+    // Fifty clients that send half a request head and then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /slack/commands HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // Everyone else is still answered at once.
+    let started = std::time::Instant::now();
+    let health = reqwest::get(format!("{}/healthz", app.running.url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let answer = app.say(ALICE, "help").await;
+    assert!(answer.contains("/jit request"), "{answer}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    // The slow ones are cut off once the header deadline passes.
+    for mut s in slow {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+            "a slow connection was still open after 5 s"
+        );
+    }
+    // A body announced as 50 MB is refused at once; one that stops arriving is cut off.
+    let mut big = tokio::net::TcpStream::connect(addr).await.unwrap();
+    big.write_all(
+        b"POST /slack/commands HTTP/1.1\r\nHost: x\r\nContent-Length: 52428800\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\nabc",
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), big.read(&mut head))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /slack/commands HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\nabc",
+        )
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(4), stalled.read(&mut head))
+        .await
+        .expect("answered once the body deadline passed")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    assert_eq!(app.store.count_requests().await.unwrap(), 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn metrics_show_the_queue_the_lag_and_the_calls() {
+    let (app, hook) = spawn_hook_app(Backend::Postgres).await;
+    let id = TestApp::id_in(&app.say(ALICE, "request ci-deploy 2s release").await);
+    app.wait_state(id, "expired").await;
+    hook.wait_for("revoke", 1, WAIT).await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", app.running.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"jitbot_queue_due_jobs{lane="access"}"#,
+        r#"jitbot_queue_oldest_due_seconds{lane="messages"}"#,
+        "jitbot_revoke_lag_seconds_count 1",
+        r#"jitbot_provider_call_seconds_count{provider="hooks",op="revoke"} 1"#,
+        r#"jitbot_slack_call_seconds_count{method="chat.postMessage"}"#,
+        r#"jitbot_lane_running_jobs{lane="grants"}"#,
+        "# TYPE jitbot_permanent_failures_total counter",
+    ] {
+        assert!(text.contains(needle), "no {needle} in\n{text}");
+    }
+    app.finish().await;
+}

@@ -1,4 +1,5 @@
-//! `kill -9` and start again: an overdue grant is revoked within seconds, nothing runs twice.
+//! `kill -9` and start again: an overdue grant is revoked within seconds, a revoke cut off in
+//! flight is sent again within seconds, nothing runs twice; one `serve` per SQLite file.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -166,4 +167,130 @@ async fn a_killed_process_catches_up_on_start_and_does_nothing_twice() {
     assert_eq!(cards, 1, "the card was posted once");
     drop(second);
     target.drop_all().await;
+}
+
+fn hook_policy_file(dir: &std::path::Path, hook_url: &str, secret_env: &str) -> std::path::PathBuf {
+    let path = dir.join("policy.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "settings: {{ min_duration: 1s }}\ngroups:\n  dba: {{ members: [{BOB}] }}\nidentities:\n  {ALICE}: {{ email: alice@example.com }}\n\
+             providers:\n  hooks: {{ kind: webhook, url: \"{hook_url}\", secret_env: {secret_env} }}\nresources:\n  app:\n    provider: hooks\n    grant: {{ app: x }}\n    \
+             max_duration: 1h\n    channel: C0REVIEW\n    approvers: [dba]\n    auto_approve: [{{ requesters: [{ALICE}], max_duration: 1h }}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn a_revoke_cut_off_in_flight_is_sent_again_soon_after_a_restart(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = match backend {
+        Backend::Postgres => Some(PgScratch::new().await),
+        Backend::Sqlite => None,
+    };
+    let db_url = match &pg {
+        Some(pg) => pg.url.clone(),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("jitbot.db").display()
+        ),
+    };
+    let hook_secret = format!("hook-{}", suffix());
+    let hook = jitbot::fakes::WebhookReceiver::start(&hook_secret)
+        .await
+        .unwrap();
+    let secret_env = format!("JIT_HOOK_{}", suffix().to_uppercase());
+    let policy = hook_policy_file(dir.path(), &hook.url, &secret_env);
+    let slack = FakeSlack::start().await.unwrap();
+    let secret = format!("secret-{}", suffix());
+    let env = vec![(secret_env, hook_secret)];
+
+    let first = serve(&db_url, &policy, &slack.base_url, &secret, &env);
+    let sender = SlackSender::new(&first.url, &secret);
+    let answer = sender
+        .command_text(ALICE, "request app 2s deploy")
+        .await
+        .unwrap();
+    let id = TestApp::id_in(&answer);
+    hook.wait_for("grant", 1, WAIT).await.unwrap();
+    // The provider stops answering; the revoke goes out at expiry and hangs.
+    hook.fault_next(u32::MAX, jitbot::fakes::HookFault::Hang);
+    hook.wait_deliveries(2, WAIT).await.unwrap();
+    let mut first = first;
+    first.child.kill().unwrap(); // SIGKILL on Unix
+    first.child.wait().unwrap();
+    hook.fault_next(0, jitbot::fakes::HookFault::Hang);
+
+    let started = chrono::Utc::now();
+    let second = serve(&db_url, &policy, &slack.base_url, &secret, &env);
+    let revoke = hook.wait_for("revoke", 1, WAIT).await.unwrap().remove(0);
+    let after = revoke.received_at - started;
+    eprintln!("{backend:?}: the revoke was sent again {after} after the restart began");
+    assert!(
+        after < chrono::TimeDelta::seconds(5),
+        "the revoke came {after} after the restart"
+    );
+    assert_eq!(revoke.body["request_id"], id);
+    let store = jitbot::store::Store::connect(&db_url).await.unwrap();
+    let expired = eventually(WAIT, || async {
+        store
+            .request(id)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.state == "expired")
+    })
+    .await;
+    assert!(expired);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.events_of("revoke").len(), 1, "revoked once");
+    drop(second);
+    if let Some(pg) = pg {
+        pg.drop_all().await;
+    }
+}
+
+#[tokio::test]
+async fn a_revoke_cut_off_by_kill_9_is_sent_again_within_seconds_on_sqlite() {
+    a_revoke_cut_off_in_flight_is_sent_again_soon_after_a_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_revoke_cut_off_by_kill_9_is_sent_again_within_seconds_on_postgres() {
+    a_revoke_cut_off_in_flight_is_sent_again_soon_after_a_restart(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_second_serve_on_the_same_sqlite_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jitbot.db").display()
+    );
+    let hook_secret = "s3cret".to_string();
+    let secret_env = format!("JIT_HOOK_{}", suffix().to_uppercase());
+    let policy = hook_policy_file(dir.path(), "http://127.0.0.1:9/hook", &secret_env);
+    let slack = FakeSlack::start().await.unwrap();
+    let env = vec![(secret_env.clone(), hook_secret.clone())];
+    let first = serve(&db_url, &policy, &slack.base_url, "x", &env);
+    let second = Command::new(env!("CARGO_BIN_EXE_jitbot"))
+        .arg("serve")
+        .env("JIT_DATABASE_URL", &db_url)
+        .env("JIT_POLICY", &policy)
+        .env("JIT_LISTEN", "127.0.0.1:0")
+        .env("SLACK_SIGNING_SECRET", "x")
+        .env("SLACK_BOT_TOKEN", "xoxb-test")
+        .env("SLACK_API_URL", &slack.base_url)
+        .env(&secret_env, &hook_secret)
+        .env("JIT_LOG", "error")
+        .output()
+        .expect("jitbot runs");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another `jitbot serve` is already using"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    drop(first);
 }

@@ -18,6 +18,10 @@ pub const PG_URL_ENV: &str = "JIT_TEST_PG_URL";
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Longest wait for anything the app does in the background.
 pub const WAIT: Duration = Duration::from_secs(15);
+/// Env keys (in a test's env map) that shorten the app's timings, in milliseconds.
+pub const TEST_SLACK_TIMEOUT_MS: &str = "TEST_SLACK_TIMEOUT_MS";
+pub const TEST_HEADER_TIMEOUT_MS: &str = "TEST_HEADER_TIMEOUT_MS";
+pub const TEST_BODY_TIMEOUT_MS: &str = "TEST_BODY_TIMEOUT_MS";
 
 pub const ALICE: &str = "U0ALICE";
 pub const BOB: &str = "U0BOB";
@@ -190,11 +194,20 @@ pub async fn spawn_with(
         retry_base: Duration::from_millis(50),
         ..Tuning::default()
     };
-    if let Some(ms) = env
-        .remove("JIT_SLACK_TIMEOUT_MS")
-        .and_then(|v| v.parse().ok())
-    {
-        tuning.slack_timeout = Duration::from_millis(ms);
+    // Timings a test may shorten, named in its env map.
+    let mut take = |name: &str| {
+        env.remove(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
+    if let Some(d) = take(TEST_SLACK_TIMEOUT_MS) {
+        tuning.slack_timeout = d;
+    }
+    if let Some(d) = take(TEST_HEADER_TIMEOUT_MS) {
+        tuning.edge.header_timeout = d;
+    }
+    if let Some(d) = take(TEST_BODY_TIMEOUT_MS) {
+        tuning.edge.body_timeout = d;
     }
     let config = Config {
         database_url,
@@ -454,12 +467,21 @@ pub async fn spawn_hook_app_with(
     backend: Backend,
     edit: impl FnOnce(String) -> String,
 ) -> ((TestApp, jitbot::fakes::WebhookReceiver), String) {
+    spawn_hook_app_env(backend, edit, HashMap::new()).await
+}
+
+/// Like [`spawn_hook_app_with`], with more variables (such as the `TEST_*` timings).
+pub async fn spawn_hook_app_env(
+    backend: Backend,
+    edit: impl FnOnce(String) -> String,
+    extra: HashMap<String, String>,
+) -> ((TestApp, jitbot::fakes::WebhookReceiver), String) {
     let secret = format!("hook-{}", suffix());
     let hook = jitbot::fakes::WebhookReceiver::start(&secret)
         .await
         .expect("receiver");
     let env_name = format!("JIT_HOOK_{}", suffix().to_uppercase());
-    let env = HashMap::from([
+    let mut env = HashMap::from([
         (env_name.clone(), secret.clone()),
         // a postgres provider that is never reached; only its env var must exist
         (
@@ -467,6 +489,73 @@ pub async fn spawn_hook_app_with(
             "postgres://nobody@127.0.0.1:1/none".to_string(),
         ),
     ]);
+    env.extend(extra);
     let app = spawn_app(backend, &edit(hook_policy(&hook.url, &env_name)), env).await;
     ((app, hook), secret)
+}
+
+/// Two webhook providers: `hooks` (billing-admin, ci-deploy, …) and `other`, with the resource
+/// `other-app` (auto-approved for Alice). `edit` may change the policy text first.
+pub async fn spawn_two_hooks(
+    backend: Backend,
+    edit: impl FnOnce(String) -> String,
+) -> (
+    TestApp,
+    jitbot::fakes::WebhookReceiver,
+    jitbot::fakes::WebhookReceiver,
+) {
+    let secret = format!("hook-{}", suffix());
+    let hook = jitbot::fakes::WebhookReceiver::start(&secret)
+        .await
+        .expect("receiver");
+    let other = jitbot::fakes::WebhookReceiver::start(&secret)
+        .await
+        .expect("receiver");
+    let env_name = format!("JIT_HOOK_{}", suffix().to_uppercase());
+    let env = HashMap::from([
+        (env_name.clone(), secret),
+        (
+            format!("{env_name}_PG"),
+            "postgres://nobody@127.0.0.1:1/none".to_string(),
+        ),
+    ]);
+    let policy = hook_policy(&hook.url, &env_name).replace(
+        "resources:\n",
+        &format!(
+            "  other: {{ kind: webhook, url: \"{}\", secret_env: {env_name} }}\nresources:\n  other-app:\n    provider: other\n    grant: {{ app: other }}\n    max_duration: 1h\n    channel: C0OTHER\n    approvers: [dba]\n    auto_approve:\n      - requesters: [{ALICE}]\n        max_duration: 30m\n",
+            other.url
+        ),
+    );
+    let app = spawn_app(backend, &edit(policy), env).await;
+    (app, hook, other)
+}
+
+/// Waits for the revoke of request `id` at `hook` and says how long after the grant's
+/// `expires_at` it arrived.
+pub async fn revoke_lag(
+    app: &TestApp,
+    hook: &jitbot::fakes::WebhookReceiver,
+    id: i32,
+) -> chrono::TimeDelta {
+    let ok = eventually(WAIT, || async {
+        hook.events_of("revoke")
+            .iter()
+            .any(|e| e.body["request_id"] == id)
+    })
+    .await;
+    assert!(ok, "no revoke of #{id} arrived");
+    let revoke = hook
+        .events_of("revoke")
+        .into_iter()
+        .find(|e| e.body["request_id"] == id)
+        .expect("found above");
+    let expires_at = app
+        .store
+        .grant(id)
+        .await
+        .expect("store")
+        .and_then(|g| g.expires_at)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .expect("the grant has an expiry");
+    revoke.received_at - expires_at
 }
