@@ -6,6 +6,7 @@
 //! - [`messages`]: approval cards, card updates, DMs, notes, ephemeral answers; Slack errors that
 //!   retrying cannot fix are reported once and not retried.
 //! - [`housekeeping`]: timeouts of undecided requests.
+//! - `upkeep`: finished jobs marked done in batches; leases renewed while jobs run.
 //!
 //! A new kind of job needs a [`Job`] variant (its lane and key), a handler in the family module,
 //! and one arm in [`Scheduler::execute`]; the runner does not change.
@@ -14,6 +15,7 @@ mod access;
 mod housekeeping;
 mod messages;
 mod runner;
+mod upkeep;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,16 +14,15 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::{EPHEMERAL_ATTEMPTS, IDLE_RECHECK, JobError, Scheduler, backoff};
+use super::upkeep::{self, Settle};
+use super::{IDLE_RECHECK, Scheduler};
 use crate::domain::{Job, Lane};
-use crate::metrics::Metrics;
-use crate::slack::SlackError;
 use crate::store::{Claim, JobRow};
 
 /// How long a claimed job stays reserved for this process without a renewal.
@@ -31,7 +30,7 @@ pub const JOB_LEASE: Duration = Duration::from_secs(3);
 /// How often the leases of held jobs are renewed.
 pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);
 /// Jobs are stopped this long before their lease could have run out.
-const LEASE_MARGIN: Duration = Duration::from_millis(500);
+pub(super) const LEASE_MARGIN: Duration = Duration::from_millis(500);
 /// Most jobs claimed in one statement.
 const CLAIM_BATCH: usize = 64;
 /// Pause when a due job could not be claimed just now (another worker's claim in flight).
@@ -39,11 +38,11 @@ const BUSY_POLL: Duration = Duration::from_millis(25);
 /// Pause after the store failed to answer a claim.
 const STORE_TROUBLE_PAUSE: Duration = Duration::from_millis(500);
 /// Tries to record a job's outcome before leaving it to its lease (it then runs again).
-const SETTLE_TRIES: u32 = 3;
+pub(super) const SETTLE_TRIES: u32 = 3;
 /// Most lease renewals in one statement.
-const RENEW_CHUNK: usize = 500;
+pub(super) const RENEW_CHUNK: usize = 500;
 /// Most finished jobs marked done in one statement.
-const SETTLE_BATCH: usize = 500;
+pub(super) const SETTLE_BATCH: usize = 500;
 
 /// How many jobs a lane holds (claimed, running or waiting for their key) and runs at once.
 #[derive(Clone, Copy, Debug)]
@@ -80,7 +79,7 @@ fn shape(lane: Lane) -> LaneShape {
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
@@ -99,17 +98,17 @@ struct LaneState {
     tasks: HashMap<i32, AbortHandle>,
 }
 
-struct LaneRunner {
-    lane: Lane,
+pub(super) struct LaneRunner {
+    pub(super) lane: Lane,
     shape: LaneShape,
-    sched: Scheduler,
-    worker: Arc<str>,
+    pub(super) sched: Scheduler,
+    pub(super) worker: Arc<str>,
     state: Mutex<LaneState>,
     /// When the access lane last finished a job while busy (epoch ms), for the lanes that yield
     /// to it.
     storm_seen: Arc<AtomicI64>,
     /// Finished jobs go here to be marked done together.
-    finished: mpsc::UnboundedSender<i32>,
+    pub(super) finished: mpsc::UnboundedSender<i32>,
 }
 
 /// Every lane's runner, the lease heartbeat, and the task that marks finished jobs done.
@@ -161,12 +160,12 @@ impl Runner {
         for lane in &self.lanes {
             tasks.spawn(lane.clone().run());
         }
-        tasks.spawn(mark_done(
+        tasks.spawn(upkeep::mark_done(
             self.sched.clone(),
             self.worker.clone(),
             self.finished,
         ));
-        tasks.spawn(heartbeat(
+        tasks.spawn(upkeep::heartbeat(
             self.sched.clone(),
             self.worker.clone(),
             self.lanes,
@@ -403,7 +402,7 @@ impl LaneRunner {
     }
 
     /// Stops every job of this lane; their leases run out and they are claimed again.
-    fn abandon_all(&self) {
+    pub(super) fn abandon_all(&self) {
         let mut st = self.lock();
         for (_, task) in st.tasks.drain() {
             task.abort();
@@ -412,114 +411,9 @@ impl LaneRunner {
         self.note_load(&st);
     }
 
-    fn held_ids(&self) -> Vec<i32> {
+    pub(super) fn held_ids(&self) -> Vec<i32> {
         self.lock().held.iter().copied().collect()
     }
-
-    async fn run_job(&self, row: JobRow, job: Job) {
-        let deadline = self.sched.deadline(&job);
-        let result = match tokio::time::timeout(deadline, self.sched.execute(&job, &row)).await {
-            Ok(result) => result,
-            Err(_) => Err(JobError::Retry(anyhow::anyhow!(
-                "did not finish within {}s",
-                deadline.as_secs()
-            ))),
-        };
-        let settle = match result {
-            Ok(()) => {
-                Metrics::inc(&self.sched.metrics.jobs_run);
-                if self.finished.send(row.id).is_ok() {
-                    return;
-                }
-                Settle::Finish("done", None)
-            }
-            Err(JobError::Defer(wait)) => Settle::Requeue {
-                run_at: now_ms() + wait.as_millis() as i64,
-                error: None,
-                count: false,
-            },
-            Err(JobError::Permanent(e)) => Settle::Finish("failed", Some(format!("{e:#}"))),
-            Err(JobError::Retry(e))
-                if matches!(job, Job::Ephemeral { .. }) && row.attempts >= EPHEMERAL_ATTEMPTS =>
-            {
-                // A refusal nobody saw within a few tries is stale; let it go.
-                tracing::warn!(
-                    job = row.id,
-                    error = format!("{e:#}"),
-                    "giving up on an ephemeral answer"
-                );
-                Settle::Finish("dropped", Some(format!("{e:#}")))
-            }
-            Err(JobError::Retry(e)) => {
-                Metrics::inc(&self.sched.metrics.jobs_failed);
-                // Slack's own Retry-After wins over our backoff when it asks for longer.
-                let delay = backoff(self.sched.backoff_start, row.attempts).max(
-                    SlackError::find(&e)
-                        .and_then(SlackError::wait)
-                        .unwrap_or_default(),
-                );
-                let error = format!("{e:#}");
-                tracing::warn!(
-                    job = row.id,
-                    kind = job.kind(),
-                    attempt = row.attempts,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error,
-                    "job failed"
-                );
-                Settle::Requeue {
-                    run_at: now_ms() + delay.as_millis() as i64,
-                    error: Some(error),
-                    count: true,
-                }
-            }
-        };
-        self.settle(row.id, settle).await;
-    }
-
-    /// Records a job's outcome, trying a few times; if the store stays away the job is left to
-    /// its lease, and runs again once that has run out (every job may run twice).
-    async fn settle(&self, id: i32, settle: Settle) {
-        let store = &self.sched.store;
-        for attempt in 1..=SETTLE_TRIES {
-            let result = match &settle {
-                Settle::Finish(outcome, error) => {
-                    store
-                        .finish_job(id, &self.worker, now_ms(), outcome, error.as_deref())
-                        .await
-                }
-                Settle::Requeue {
-                    run_at,
-                    error,
-                    count,
-                } => {
-                    store
-                        .requeue_job(id, &self.worker, *run_at, error.as_deref(), *count)
-                        .await
-                }
-            };
-            match result {
-                Ok(()) => return,
-                Err(e) if attempt == SETTLE_TRIES => {
-                    tracing::error!(
-                        job = id,
-                        error = format!("{e:#}"),
-                        "cannot record a job's outcome; it will run again after its lease"
-                    );
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await,
-            }
-        }
-    }
-}
-
-enum Settle {
-    Finish(&'static str, Option<String>),
-    Requeue {
-        run_at: i64,
-        error: Option<String>,
-        count: bool,
-    },
 }
 
 /// Job kinds that call a Slack method (for leaving them out of claims while it is held back).
@@ -529,65 +423,5 @@ fn kinds_calling(method: &str) -> Vec<&'static str> {
         "chat.postEphemeral" => vec!["ephemeral"],
         "chat.postMessage" => crate::domain::job::POSTING_KINDS.to_vec(),
         _ => Vec::new(),
-    }
-}
-
-/// Marks finished jobs done, as many per statement as have finished meanwhile: one write per
-/// batch instead of one per job. A batch the store does not take is left to its leases (those
-/// jobs run again; every job may).
-async fn mark_done(sched: Scheduler, worker: Arc<str>, mut finished: mpsc::UnboundedReceiver<i32>) {
-    let mut ids = Vec::with_capacity(SETTLE_BATCH);
-    while finished.recv_many(&mut ids, SETTLE_BATCH).await > 0 {
-        for attempt in 1..=SETTLE_TRIES {
-            match sched.store.finish_jobs(&ids, &worker, now_ms()).await {
-                Ok(()) => break,
-                Err(e) if attempt == SETTLE_TRIES => {
-                    tracing::error!(
-                        jobs = ids.len(),
-                        error = format!("{e:#}"),
-                        "cannot mark finished jobs done; they will run again after their leases"
-                    );
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await,
-            }
-        }
-        ids.clear();
-    }
-}
-
-/// Renews the leases of every job this process holds. On PostgreSQL, if renewals keep failing
-/// for longer than a lease, stops them all: another replica may take them from then on.
-async fn heartbeat(sched: Scheduler, worker: Arc<str>, lanes: Vec<Arc<LaneRunner>>) {
-    let mut last_ok = Instant::now();
-    loop {
-        tokio::time::sleep(LEASE_RENEW_EVERY).await;
-        let ids: Vec<i32> = lanes.iter().flat_map(|l| l.held_ids()).collect();
-        let started = Instant::now();
-        if ids.is_empty() {
-            last_ok = started;
-            continue;
-        }
-        let lease_end = now_ms() + JOB_LEASE.as_millis() as i64;
-        let renew = async {
-            for chunk in ids.chunks(RENEW_CHUNK) {
-                sched.store.renew_leases(chunk, &worker, lease_end).await?;
-            }
-            anyhow::Ok(())
-        };
-        match tokio::time::timeout(JOB_LEASE - LEASE_MARGIN, renew).await {
-            Ok(Ok(())) => last_ok = started,
-            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "cannot renew job leases"),
-            Err(_) => tracing::warn!("renewing job leases took too long"),
-        }
-        // One process per SQLite store: nobody else can take its jobs, so they keep running.
-        if !sched.store.is_sqlite() && last_ok.elapsed() > JOB_LEASE - LEASE_MARGIN {
-            tracing::error!(
-                "job leases could not be renewed; stopping this process's jobs so another replica can take them"
-            );
-            for lane in &lanes {
-                lane.abandon_all();
-            }
-            last_ok = Instant::now();
-        }
     }
 }

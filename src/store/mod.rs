@@ -2,10 +2,12 @@
 //! guarded statement (`… WHERE state IN (…)`) inside a transaction with its side effects (jobs,
 //! audit events), so two clicks or two replicas cannot both win and a crash loses nothing.
 //!
-//! - [`requests`]: requests, guarded transitions, decisions, grants, the audit trail.
+//! - [`requests`]: requests, guarded transitions, grants, the audit trail.
+//! - [`decisions`]: approvals and denials, one per person, in one transaction each.
 //! - [`queue`]: the durable job queue: lanes, claims, leases, retries.
 //! - `writer`: group commit: concurrent transitions applied together in one transaction.
 
+pub mod decisions;
 pub mod entities;
 pub mod queue;
 pub mod requests;
@@ -23,14 +25,13 @@ use sea_orm::{
 };
 
 use crate::config::UserError;
+pub use decisions::Verdict;
 pub use entities::{
     approval::Model as Approval, audit::Model as AuditEvent, grant::Model as Grant,
     job::Model as JobRow, request::Model as Request,
 };
 pub use queue::{Claim, LaneStats};
-pub use requests::{
-    AlreadyOpen, GrantChange, NewAudit, NewGrant, NewRequest, Transition, Verdict, audit,
-};
+pub use requests::{AlreadyOpen, GrantChange, NewAudit, NewGrant, NewRequest, Transition, audit};
 
 /// SQLite waits this long for a lock held by another process (`jitbot migrate`) before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

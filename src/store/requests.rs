@@ -7,9 +7,9 @@ use sea_orm::{
     QuerySelect, Set, TransactionTrait,
 };
 
-use super::entities::{approval, audit, grant, job, request};
+use super::entities::{audit, grant, job, request};
 use super::queue::{insert_jobs, insert_new_jobs};
-use super::{Approval, AuditEvent, Grant, Request, Store, is_unique_violation};
+use super::{AuditEvent, Grant, Request, Store, is_unique_violation};
 use crate::domain::{EndReason, Job, Scheduled, State};
 
 /// What a new request looks like before it has an id.
@@ -107,19 +107,6 @@ pub enum GrantChange {
 /// `create_request` found an open request for the same person and resource.
 #[derive(Debug)]
 pub struct AlreadyOpen(pub Option<Request>);
-
-/// What became of one person's decision on a request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// No such request.
-    Missing,
-    /// The request was no longer pending; nothing was recorded.
-    NotPending(String),
-    /// This person had already decided (`approve` or `deny`); nothing was recorded.
-    AlreadyDecided(String),
-    /// Recorded, with its effects, in one transaction. `approvers` includes this one.
-    Counted { approvers: Vec<String> },
-}
 
 fn open_key(requester: &str, resource: &str) -> String {
     format!("{requester}|{resource}")
@@ -391,82 +378,6 @@ impl Store {
     /// Concurrent transitions are committed together (see [`super::writer`]).
     pub async fn transition(&self, t: Transition) -> anyhow::Result<bool> {
         self.writer.submit(t).await
-    }
-
-    // ---- decisions ------------------------------------------------------------------------
-
-    /// One person's decision, in one transaction with everything it causes: the request row is
-    /// locked (PostgreSQL) or the writer is ours alone (SQLite), the decision is recorded only if
-    /// the request is still pending and the person has not decided, and `effects` (given who has
-    /// approved so far, this person included) says what changes with it. A crash leaves all of it
-    /// or none; concurrent deciders are answered in the order they committed.
-    pub async fn decide<F>(
-        &self,
-        id: i32,
-        approver: &str,
-        decision: &str,
-        now: i64,
-        effects: F,
-    ) -> anyhow::Result<Verdict>
-    where
-        F: FnOnce(&Request, &[String]) -> anyhow::Result<Transition>,
-    {
-        let txn = self.db.begin().await?;
-        let Some(request) = request::Entity::find_by_id(id)
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-        else {
-            txn.rollback().await?;
-            return Ok(Verdict::Missing);
-        };
-        if request.state != State::Pending.as_str() {
-            txn.rollback().await?;
-            return Ok(Verdict::NotPending(request.state));
-        }
-        let decisions = approval::Entity::find()
-            .filter(approval::Column::RequestId.eq(id))
-            .order_by_asc(approval::Column::Id)
-            .all(&txn)
-            .await?;
-        if let Some(mine) = decisions.iter().find(|d| d.approver == approver) {
-            let previous = mine.decision.clone();
-            txn.rollback().await?;
-            return Ok(Verdict::AlreadyDecided(previous));
-        }
-        approval::Entity::insert(approval::ActiveModel {
-            request_id: Set(id),
-            approver: Set(approver.to_string()),
-            decision: Set(decision.to_string()),
-            created_at: Set(now),
-            ..Default::default()
-        })
-        .exec_without_returning(&txn)
-        .await
-        .context("recording a decision")?;
-        let approvers: Vec<String> = decisions
-            .into_iter()
-            .filter(|d| d.decision == "approve")
-            .map(|d| d.approver)
-            .chain((decision == "approve").then(|| approver.to_string()))
-            .collect();
-        let t = effects(&request, &approvers)?;
-        if !apply(&txn, t).await? {
-            txn.rollback().await?;
-            let state = self.request(id).await?.map(|r| r.state).unwrap_or_default();
-            return Ok(Verdict::NotPending(state));
-        }
-        txn.commit().await?;
-        Ok(Verdict::Counted { approvers })
-    }
-
-    /// Decisions on a request, oldest first.
-    pub async fn decisions(&self, request_id: i32) -> anyhow::Result<Vec<Approval>> {
-        Ok(approval::Entity::find()
-            .filter(approval::Column::RequestId.eq(request_id))
-            .order_by_asc(approval::Column::Id)
-            .all(&self.read)
-            .await?)
     }
 
     // ---- grants ---------------------------------------------------------------------------

@@ -1,0 +1,16 @@
+//! Recording stand-ins for what jitbot talks to, served on 127.0.0.1: the Slack Web API (with
+//! Slack's Block Kit limits, and faults on demand: errors, 429s, calls that never answer) and a
+//! webhook receiver that checks `X-Jit-Signature` (and can be slow, hang, or answer with any
+//! status). `jitbot demo` and the tests use them.
+//!
+//! - [`slack`]: the fake Slack Web API;
+//! - [`webhook`]: the webhook receiver;
+//! - [`sender`]: a signed sender standing in for Slack's side of jitbot's HTTP edge.
+
+pub mod sender;
+pub mod slack;
+pub mod webhook;
+
+pub use sender::{Answer, SlackSender};
+pub use slack::{FakeSlack, SlackCall, SlackFault};
+pub use webhook::{HookFault, WebhookEvent, WebhookReceiver};

@@ -1,0 +1,114 @@
+//! Sends slash commands and clicks to a jitbot the way Slack does, signed with its secret.
+
+use serde_json::{Value, json};
+
+use crate::slack::verify::sign;
+
+/// Sends slash commands and clicks to a jitbot the way Slack does, signed with its secret.
+#[derive(Clone)]
+pub struct SlackSender {
+    pub base: String,
+    secret: String,
+    http: reqwest::Client,
+}
+
+/// What jitbot answered: HTTP status and the body (JSON when it was JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl SlackSender {
+    pub fn new(base: &str, signing_secret: &str) -> Self {
+        crate::config::install_crypto_provider();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            secret: signing_secret.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Posts a form body with the given timestamp and signature headers (`None` leaves one out).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: String,
+        timestamp: Option<String>,
+        signature: Option<String>,
+    ) -> anyhow::Result<Answer> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(ts) = timestamp {
+            req = req.header("x-slack-request-timestamp", ts);
+        }
+        if let Some(sig) = signature {
+            req = req.header("x-slack-signature", sig);
+        }
+        let resp = req.body(body).send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Answer { status, body })
+    }
+
+    /// Posts a correctly signed form body.
+    pub async fn post(&self, path: &str, body: String) -> anyhow::Result<Answer> {
+        let ts = chrono::Utc::now().timestamp().to_string();
+        let sig = sign(self.secret.as_bytes(), &ts, body.as_bytes());
+        self.post_raw(path, body, Some(ts), Some(sig)).await
+    }
+
+    pub fn command_body(user: &str, text: &str) -> String {
+        serde_urlencoded::to_string([
+            ("token", "unused"),
+            ("team_id", "T0TEST"),
+            ("channel_id", "C0GENERAL"),
+            ("user_id", user),
+            ("command", "/jit"),
+            ("text", text),
+            (
+                "response_url",
+                "https://hooks.slack.com/commands/T0TEST/1/x",
+            ),
+        ])
+        .unwrap_or_default()
+    }
+
+    /// `/jit <text>` from `user`.
+    pub async fn command(&self, user: &str, text: &str) -> anyhow::Result<Answer> {
+        self.post("/slack/commands", Self::command_body(user, text))
+            .await
+    }
+
+    /// The ephemeral text of the answer to `/jit <text>`.
+    pub async fn command_text(&self, user: &str, text: &str) -> anyhow::Result<String> {
+        let answer = self.command(user, text).await?;
+        anyhow::ensure!(
+            answer.status == 200,
+            "HTTP {} to /jit {text}: {}",
+            answer.status,
+            answer.body
+        );
+        Ok(answer.body["text"].as_str().unwrap_or("").to_string())
+    }
+
+    pub fn click_body(user: &str, action: &str, value: &str) -> String {
+        let payload = json!({
+            "type": "block_actions",
+            "user": {"id": user, "name": user.to_lowercase()},
+            "channel": {"id": "C0REVIEW"},
+            "response_url": "https://hooks.slack.com/actions/T0TEST/1/x",
+            "actions": [{"action_id": action, "value": value, "type": "button"}],
+        });
+        serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default()
+    }
+
+    /// A click on a card button (`jit_approve` / `jit_deny`) by `user`.
+    pub async fn click(&self, user: &str, action: &str, value: &str) -> anyhow::Result<Answer> {
+        self.post("/slack/interactions", Self::click_body(user, action, value))
+            .await
+    }
+}

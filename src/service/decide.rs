@@ -1,0 +1,290 @@
+//! Approve and deny, by button or by command: one decision per person, in one transaction.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{Decided, Decision, Service, label, ms, refuse};
+use crate::domain::{Job, RequestId, Resource, State};
+use crate::metrics::Metrics;
+use crate::slack::blocks;
+use crate::slack::payload::{Click, ClickAction};
+use crate::store::{self, GrantChange, NewGrant, Transition, Verdict};
+
+impl Service {
+    pub(super) async fn decide_by_command(
+        &self,
+        user: &str,
+        id: RequestId,
+        decision: Decision,
+        note: Option<String>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Result<String, String>> {
+        let Ok(id) = i32::try_from(id.0) else {
+            return Ok(Err(format!("There is no request {id}.")));
+        };
+        Ok(match self.decide(user, id, decision, note, now).await? {
+            Decided::Accepted(text) => Ok(text),
+            Decided::Refused(text) => Err(text),
+        })
+    }
+
+    /// A click on a card: refusals go back to the clicker as an ephemeral message.
+    pub async fn click(&self, click: Click, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let decision = match click.action {
+            ClickAction::Approve => Decision::Approve,
+            ClickAction::Deny => Decision::Deny,
+        };
+        let outcome = match RequestId::parse(&click.value).and_then(|id| i32::try_from(id.0).ok()) {
+            Some(id) => self.decide(&click.user, id, decision, None, now).await?,
+            None => {
+                self.store
+                    .audit(
+                        None,
+                        store::audit(
+                            &click.user,
+                            "click_refused",
+                            json!({"reason": "bad request id", "value": click.value}),
+                        ),
+                        ms(now),
+                    )
+                    .await?;
+                refuse("That button does not name a request.")
+            }
+        };
+        if let Decided::Refused(text) = outcome {
+            Metrics::inc(&self.metrics.clicks_refused);
+            if !click.channel.is_empty() {
+                self.store
+                    .enqueue(
+                        &[Job::Ephemeral {
+                            channel: click.channel,
+                            user: click.user,
+                            text,
+                        }
+                        .at(ms(now))],
+                        ms(now),
+                    )
+                    .await?;
+                self.woke();
+            }
+        }
+        Ok(())
+    }
+
+    /// One approver's decision, counted once per person; `approvals` distinct approvals approve.
+    /// The decision and everything it causes are one transaction: a crash keeps all or none,
+    /// and a person who decided cannot decide again either way.
+    pub async fn decide(
+        &self,
+        user: &str,
+        id: i32,
+        decision: Decision,
+        note: Option<String>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Decided> {
+        let now_ms = ms(now);
+        let verb = decision.verb();
+        let (request, resource) = match self.judge(user, id, decision).await? {
+            Ok(pair) => pair,
+            Err(reason) => {
+                let known = !reason.starts_with("There is no request");
+                return self
+                    .refused(user, known.then_some(id), verb, reason, now_ms)
+                    .await;
+            }
+        };
+        let needed = request.approvals_needed;
+        let snapshot = match decision {
+            Decision::Deny => None,
+            Decision::Approve => {
+                let Some(provider) = self.policy.providers.get(&resource.provider) else {
+                    return Ok(refuse(format!(
+                        "*{}* has no provider configured. Tell the jitbot admins.",
+                        resource.name
+                    )));
+                };
+                let identity = self
+                    .policy
+                    .identity(&request.requester, provider.kind())
+                    .unwrap_or_default();
+                Some(NewGrant {
+                    provider_name: resource.provider.clone(),
+                    provider: serde_json::to_value(provider)?,
+                    grant_shape: serde_json::Value::Object(resource.grant.clone()),
+                    identity: serde_json::to_value(&identity)?,
+                })
+            }
+        };
+        let decider = user.to_string();
+        let verdict = self
+            .store
+            .decide(id, user, verb, now_ms, move |req, approvers| {
+                let card = Job::UpdateCard {
+                    request_id: id,
+                    channel: req.channel.clone(),
+                }
+                .at(now_ms);
+                let t = match snapshot {
+                    None => {
+                        let mut t = Transition::new(id, &[State::Pending], State::Denied, now_ms);
+                        t.decided_by = Some(decider.clone());
+                        t.note = note.clone();
+                        t.jobs = vec![
+                            card,
+                            Job::Dm {
+                                user: req.requester.clone(),
+                                text: blocks::dm_denied(
+                                    id,
+                                    &req.resource,
+                                    &decider,
+                                    note.as_deref(),
+                                ),
+                            }
+                            .at(now_ms),
+                        ];
+                        t.audit = vec![store::audit(&decider, "denied", json!({"reason": note}))];
+                        t
+                    }
+                    Some(_) if (approvers.len() as i32) < req.approvals_needed => {
+                        let mut t = Transition::new(id, &[State::Pending], State::Pending, now_ms);
+                        t.jobs = vec![card];
+                        t.audit = vec![store::audit(
+                            &decider,
+                            "approval_recorded",
+                            json!({"so_far": approvers.len(), "needed": req.approvals_needed}),
+                        )];
+                        t
+                    }
+                    Some(grant) => {
+                        let provider = grant.provider_name.clone();
+                        let mut t = Transition::new(id, &[State::Pending], State::Approved, now_ms);
+                        t.decided_by = Some(approvers.join(","));
+                        t.grant = Some(GrantChange::Create(grant));
+                        t.jobs = vec![
+                            card,
+                            Job::Grant {
+                                request_id: id,
+                                provider,
+                            }
+                            .at(now_ms),
+                        ];
+                        t.audit = vec![store::audit(
+                            &decider,
+                            "approved",
+                            json!({"approvers": approvers}),
+                        )];
+                        t
+                    }
+                };
+                Ok(t)
+            })
+            .await?;
+        match verdict {
+            Verdict::Missing => {
+                self.refused(
+                    user,
+                    None,
+                    verb,
+                    format!("There is no request #{id}."),
+                    now_ms,
+                )
+                .await
+            }
+            Verdict::NotPending(state) => {
+                let reason = format!("Request #{id} is already {}.", label(&state));
+                self.refused(user, Some(id), verb, reason, now_ms).await
+            }
+            Verdict::AlreadyDecided(previous) => {
+                let done = if previous == "approve" {
+                    "approved"
+                } else {
+                    "denied"
+                };
+                let reason = if previous == verb {
+                    format!("You already {done} request #{id}.")
+                } else {
+                    format!("You already {done} request #{id}; a decision cannot be changed.")
+                };
+                self.refused(user, Some(id), verb, reason, now_ms).await
+            }
+            Verdict::Counted { approvers } => {
+                self.woke();
+                Ok(Decided::Accepted(match decision {
+                    Decision::Deny => format!("You denied request #{id}."),
+                    Decision::Approve if (approvers.len() as i32) < needed => format!(
+                        "Your approval of #{id} is recorded ({} of {needed}).",
+                        approvers.len()
+                    ),
+                    Decision::Approve => {
+                        format!("You approved request #{id}; access is being granted.")
+                    }
+                }))
+            }
+        }
+    }
+
+    /// A decision that changes nothing: audited, and answered with why.
+    pub(super) async fn refused(
+        &self,
+        user: &str,
+        id: Option<i32>,
+        verb: &str,
+        reason: String,
+        now_ms: i64,
+    ) -> anyhow::Result<Decided> {
+        self.store
+            .audit(
+                id,
+                store::audit(
+                    user,
+                    "decision_refused",
+                    json!({"decision": verb, "reason": reason}),
+                ),
+                now_ms,
+            )
+            .await?;
+        Ok(refuse(reason))
+    }
+
+    /// May `user` decide request `id` now? The requester's own click is refused unless the
+    /// resource allows self-approval.
+    pub(super) async fn judge(
+        &self,
+        user: &str,
+        id: i32,
+        decision: Decision,
+    ) -> anyhow::Result<Result<(store::Request, &Resource), String>> {
+        let Some(request) = self.store.request(id).await? else {
+            return Ok(Err(format!("There is no request #{id}.")));
+        };
+        let Some(resource) = self.policy.resources.get(&request.resource) else {
+            return Ok(Err(format!(
+                "*{}* is no longer in the policy; request #{id} cannot be decided.",
+                request.resource
+            )));
+        };
+        if request.state != State::Pending.as_str() {
+            return Ok(Err(format!(
+                "Request #{id} is already {}.",
+                label(&request.state)
+            )));
+        }
+        if request.requester == user && !resource.self_approval {
+            let verb = if decision == Decision::Approve {
+                "approve"
+            } else {
+                "deny"
+            };
+            return Ok(Err(format!(
+                "You cannot {verb} your own request #{id}; someone else must decide it. (Use `/jit cancel {id}` to withdraw it.)"
+            )));
+        }
+        if !self.policy.is_approver(resource, user) {
+            return Ok(Err(format!(
+                "You are not an approver of *{}*. See `/jit explain {}`.",
+                resource.name, resource.name
+            )));
+        }
+        Ok(Ok((request, resource)))
+    }
+}

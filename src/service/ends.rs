@@ -1,0 +1,197 @@
+//! Ending a request early: the requester cancels, or the requester or an approver revokes. An
+//! approved request whose grant is still under way ends too, and whatever of it took is removed.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{Service, label, ms};
+use crate::domain::{EndReason, Job, RequestId, State};
+use crate::slack::blocks;
+use crate::store::{self, GrantChange, Transition};
+
+impl Service {
+    pub(super) async fn cancel(
+        &self,
+        user: &str,
+        id: RequestId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Result<String, String>> {
+        let Some(request) = self.own_request(id).await? else {
+            return Ok(Err(format!("There is no request {id}.")));
+        };
+        if request.requester != user {
+            return Ok(Err(format!(
+                "Request {id} is not yours; only its requester can cancel it."
+            )));
+        }
+        let now_ms = ms(now);
+        let card = Job::UpdateCard {
+            request_id: request.id,
+            channel: request.channel.clone(),
+        }
+        .at(now_ms);
+        let mut t = Transition::new(request.id, &[State::Pending], State::Cancelled, now_ms);
+        t.decided_by = Some(user.to_string());
+        t.jobs = vec![
+            card.clone(),
+            Job::Dm {
+                user: user.to_string(),
+                text: blocks::dm_cancelled(request.id, &request.resource),
+            }
+            .at(now_ms),
+        ];
+        t.audit = vec![store::audit(user, "cancelled", json!({}))];
+        if self.store.transition(t).await? {
+            self.woke();
+            return Ok(Ok(format!("Request {id} is cancelled.")));
+        }
+        if self
+            .stop_grant(&request, user, EndReason::Cancelled, card, now_ms)
+            .await?
+        {
+            self.woke();
+            return Ok(Ok(format!(
+                "Request {id} is cancelled. Its grant was under way: jitbot is stopping it and removing anything that took."
+            )));
+        }
+        let state = self.state_label(request.id).await?;
+        Ok(Err(format!(
+            "Request {id} is {state}; only a pending or approved request can be cancelled. Use `/jit revoke {}` to end access early.",
+            request.id
+        )))
+    }
+
+    /// An approved request whose grant is still under way ends (cancelled, or revoked early):
+    /// the grant job stops if it is not running, and the end-access job takes back whatever
+    /// took, once the grant job is done.
+    pub(super) async fn stop_grant(
+        &self,
+        request: &store::Request,
+        user: &str,
+        reason: EndReason,
+        card: crate::domain::Scheduled,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let provider = self
+            .store
+            .grant(request.id)
+            .await?
+            .map(|g| g.provider_name)
+            .unwrap_or_default();
+        let mut t = Transition::new(request.id, &[State::Approved], State::Revoking, now_ms);
+        t.decided_by = Some(user.to_string());
+        t.grant = Some(GrantChange::End(reason));
+        t.settles = vec![Job::grant_key(request.id)];
+        t.jobs = vec![
+            Job::EndAccess {
+                request_id: request.id,
+                provider,
+            }
+            .at(now_ms),
+            card,
+        ];
+        t.audit = vec![store::audit(
+            user,
+            if reason == EndReason::Cancelled {
+                "cancelled"
+            } else {
+                "revoke_requested"
+            },
+            json!({"while": "granting"}),
+        )];
+        self.store.transition(t).await
+    }
+
+    pub(super) async fn revoke(
+        &self,
+        user: &str,
+        id: RequestId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Result<String, String>> {
+        let Some(request) = self.own_request(id).await? else {
+            return Ok(Err(format!("There is no request {id}.")));
+        };
+        let may = request.requester == user
+            || self
+                .policy
+                .resources
+                .get(&request.resource)
+                .is_some_and(|r| self.policy.is_approver(r, user));
+        if !may {
+            return Ok(Err(format!(
+                "Only the requester or an approver of *{}* can revoke {id}.",
+                request.resource
+            )));
+        }
+        let now_ms = ms(now);
+        let card = Job::UpdateCard {
+            request_id: request.id,
+            channel: request.channel.clone(),
+        }
+        .at(now_ms);
+        let provider = self
+            .store
+            .grant(request.id)
+            .await?
+            .map(|g| g.provider_name)
+            .unwrap_or_default();
+        let mut t = Transition::new(request.id, &[State::Active], State::Revoking, now_ms);
+        t.decided_by = Some(user.to_string());
+        t.grant = Some(GrantChange::End(EndReason::Revoked));
+        t.jobs = vec![
+            Job::EndAccess {
+                request_id: request.id,
+                provider,
+            }
+            .at(now_ms),
+            card.clone(),
+        ];
+        t.audit = vec![store::audit(user, "revoke_requested", json!({}))];
+        if self.store.transition(t).await? {
+            self.woke();
+            return Ok(Ok(format!(
+                "Access for {id} (*{}*) is being revoked.",
+                request.resource
+            )));
+        }
+        if self
+            .stop_grant(&request, user, EndReason::Revoked, card, now_ms)
+            .await?
+        {
+            self.woke();
+            return Ok(Ok(format!(
+                "Request {id} (*{}*) was approved but not active yet: jitbot is stopping its grant and removing anything that took.",
+                request.resource
+            )));
+        }
+        let state = self.state_label(request.id).await?;
+        let hint = if state == State::Pending.as_str() {
+            format!(" Use `/jit cancel {}` for a pending request.", request.id)
+        } else {
+            String::new()
+        };
+        Ok(Err(format!(
+            "Request {id} is {state}, not active; there is nothing to revoke.{hint}"
+        )))
+    }
+
+    /// The request's current state as people read it (after a guarded change lost).
+    pub(super) async fn state_label(&self, id: i32) -> anyhow::Result<String> {
+        Ok(self
+            .store
+            .request(id)
+            .await?
+            .map(|r| label(&r.state))
+            .unwrap_or_default())
+    }
+
+    pub(super) async fn own_request(
+        &self,
+        id: RequestId,
+    ) -> anyhow::Result<Option<store::Request>> {
+        match i32::try_from(id.0) {
+            Ok(id) => self.store.request(id).await,
+            Err(_) => Ok(None),
+        }
+    }
+}
