@@ -212,7 +212,7 @@ async fn a_slack_call_that_never_answers_times_out_and_is_retried() {
     let tries = posts_to(&app, "C0REVIEW");
     assert_eq!(tries.len(), 2, "{tries:#?}");
     assert!(tries[1].at - tries[0].at >= Duration::from_millis(500));
-    assert!(
+    let stored = eventually(WAIT, || async {
         app.store
             .request(id)
             .await
@@ -220,6 +220,8 @@ async fn a_slack_call_that_never_answers_times_out_and_is_retried() {
             .unwrap()
             .card_ts
             .is_some()
-    );
+    })
+    .await;
+    assert!(stored, "the card's ts is kept");
     app.finish().await;
 }
