@@ -334,13 +334,12 @@ async fn postgres_url() -> anyhow::Result<String> {
     admin
         .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
         .await?;
-    let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
-    // As the README advises for a PostgreSQL on the same host: no TLS on loopback.
-    let loopback = base.contains("@127.0.0.1") || base.contains("@localhost");
-    let query = if loopback && !server.contains("sslmode") {
-        "?sslmode=disable"
+    let (server, query) = server.split_once('?').unwrap_or((&server, ""));
+    let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(server);
+    let query = if query.is_empty() {
+        String::new()
     } else {
-        ""
+        format!("?{query}")
     };
     Ok(format!("{base}/{name}{query}"))
 }

@@ -39,6 +39,8 @@ pub enum HookFault {
 struct HookState {
     secret: String,
     events: Mutex<Vec<WebhookEvent>>,
+    /// Accepted events per `event` kind, so waiting costs no copy of them all.
+    counts: Mutex<std::collections::HashMap<String, usize>>,
     /// Every delivery that arrived with a good signature, accepted or not.
     deliveries: Mutex<u64>,
     /// Answer this many more requests with a fault before accepting.
@@ -102,6 +104,11 @@ async fn receive(State(state): State<Arc<HookState>>, headers: HeaderMap, body: 
     let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
+    let kind = parsed
+        .get("event")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     state
         .events
         .lock()
@@ -112,6 +119,12 @@ async fn receive(State(state): State<Arc<HookState>>, headers: HeaderMap, body: 
             signature,
             received_at: chrono::Utc::now(),
         });
+    *state
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(kind)
+        .or_default() += 1;
     state.changed.notify_waiters();
     StatusCode::NO_CONTENT.into_response()
 }
@@ -195,6 +208,17 @@ impl WebhookReceiver {
         }
     }
 
+    /// How many events of one kind were accepted.
+    pub fn count_of(&self, kind: &str) -> usize {
+        self.state
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kind)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub async fn wait_for(
         &self,
         kind: &str,
@@ -204,9 +228,8 @@ impl WebhookReceiver {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.state.changed.notified();
-            let events = self.events_of(kind);
-            if events.len() >= count {
-                return Ok(events);
+            if self.count_of(kind) >= count {
+                return Ok(self.events_of(kind));
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 anyhow::bail!(

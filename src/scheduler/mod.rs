@@ -56,13 +56,6 @@ pub struct Wake {
 }
 
 impl Wake {
-    /// Something was queued: every lane looks at its queue now.
-    pub fn all(&self) {
-        for lane in &self.lanes {
-            lane.notify_one();
-        }
-    }
-
     pub fn lane(&self, lane: Lane) -> &Notify {
         let i = Lane::ALL.iter().position(|l| *l == lane).unwrap_or(0);
         &self.lanes[i]

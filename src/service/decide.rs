@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Decided, Decision, Service, label, ms, refuse};
-use crate::domain::{Job, RequestId, Resource, State};
+use crate::domain::{Job, Lane, RequestId, Resource, State};
 use crate::metrics::Metrics;
 use crate::slack::blocks;
 use crate::slack::payload::{Click, ClickAction};
@@ -65,7 +65,7 @@ impl Service {
                         ms(now),
                     )
                     .await?;
-                self.woke();
+                self.woke(&[Lane::Messages]);
             }
         }
         Ok(())
@@ -208,7 +208,7 @@ impl Service {
                 self.refused(user, Some(id), verb, reason, now_ms).await
             }
             Verdict::Counted { approvers } => {
-                self.woke();
+                self.woke(&[Lane::Messages, Lane::Grants]);
                 Ok(Decided::Accepted(match decision {
                     Decision::Deny => format!("You denied request #{id}."),
                     Decision::Approve if (approvers.len() as i32) < needed => format!(

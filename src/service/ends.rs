@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Service, label, ms};
-use crate::domain::{EndReason, Job, RequestId, State};
+use crate::domain::{EndReason, Job, Lane, RequestId, State};
 use crate::slack::blocks;
 use crate::store::{self, GrantChange, Transition};
 
@@ -42,14 +42,14 @@ impl Service {
         ];
         t.audit = vec![store::audit(user, "cancelled", json!({}))];
         if self.store.transition(t).await? {
-            self.woke();
+            self.woke(&[Lane::Access, Lane::Messages]);
             return Ok(Ok(format!("Request {id} is cancelled.")));
         }
         if self
             .stop_grant(&request, user, EndReason::Cancelled, card, now_ms)
             .await?
         {
-            self.woke();
+            self.woke(&[Lane::Access, Lane::Messages]);
             return Ok(Ok(format!(
                 "Request {id} is cancelled. Its grant was under way: jitbot is stopping it and removing anything that took."
             )));
@@ -148,7 +148,7 @@ impl Service {
         ];
         t.audit = vec![store::audit(user, "revoke_requested", json!({}))];
         if self.store.transition(t).await? {
-            self.woke();
+            self.woke(&[Lane::Access, Lane::Messages]);
             return Ok(Ok(format!(
                 "Access for {id} (*{}*) is being revoked.",
                 request.resource
@@ -158,7 +158,7 @@ impl Service {
             .stop_grant(&request, user, EndReason::Revoked, card, now_ms)
             .await?
         {
-            self.woke();
+            self.woke(&[Lane::Access, Lane::Messages]);
             return Ok(Ok(format!(
                 "Request {id} (*{}*) was approved but not active yet: jitbot is stopping its grant and removing anything that took.",
                 request.resource

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::domain::command::HELP;
-use crate::domain::{Command, GrantDuration, Job, Policy, Resource, State};
+use crate::domain::{Command, GrantDuration, Job, Lane, Policy, Resource, State};
 use crate::metrics::Metrics;
 use crate::scheduler::Wake;
 use crate::store::{self, NewGrant, NewRequest, Store};
@@ -66,8 +66,11 @@ fn refuse(text: impl Into<String>) -> Decided {
 }
 
 impl Service {
-    fn woke(&self) {
-        self.wake.all();
+    /// Jobs were queued in these lanes: their runners look now rather than at their next round.
+    fn woke(&self, lanes: &[Lane]) {
+        for lane in lanes {
+            self.wake.lane(*lane).notify_one();
+        }
     }
 
     /// Handles `/jit …`; the result is the ephemeral answer.
@@ -240,7 +243,11 @@ impl Service {
             }
         };
         Metrics::inc(&self.metrics.requests_created);
-        self.woke();
+        if auto {
+            self.woke(&[Lane::Messages, Lane::Grants]);
+        } else {
+            self.woke(&[Lane::Messages]);
+        }
         Ok(Ok(if auto {
             format!(
                 "Request #{} for *{name}* ({duration}) is auto-approved by policy; access is being granted.",

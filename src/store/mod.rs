@@ -66,9 +66,38 @@ fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
+/// A PostgreSQL URL for a server on this host (127.0.0.1, ::1, localhost) that names no
+/// `sslmode` gets `sslmode=disable`: sqlx's default (`prefer`) would encrypt every message to a
+/// server one hop away, for no protection (`prefer` falls back to plain text anyway), at a cost
+/// measured in the README. Any other URL is left as it is.
+pub fn loopback_without_tls(url: &str) -> String {
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        return url.to_string();
+    };
+    if url.contains("sslmode=") {
+        return url.to_string();
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if !matches!(host, "127.0.0.1" | "localhost" | "::1") {
+        return url.to_string();
+    }
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}sslmode=disable")
+}
+
 impl Store {
     /// Connects to `sqlite://…` or `postgres://…`. SQLite runs in WAL mode with a busy timeout.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let url = &loopback_without_tls(url);
         let sqlite = url.starts_with("sqlite:");
         let open = |max: u32| {
             let mut options = ConnectOptions::new(url.to_string());
@@ -190,7 +219,31 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{loopback_without_tls, redact_url};
+
+    #[test]
+    fn a_server_on_this_host_is_reached_without_tls_unless_the_url_says_otherwise() {
+        assert_eq!(
+            loopback_without_tls("postgres://jit:pw@127.0.0.1:5432/jit"),
+            "postgres://jit:pw@127.0.0.1:5432/jit?sslmode=disable"
+        );
+        assert_eq!(
+            loopback_without_tls("postgres://localhost/jit?application_name=x"),
+            "postgres://localhost/jit?application_name=x&sslmode=disable"
+        );
+        assert_eq!(
+            loopback_without_tls("postgresql://u@[::1]:5432/jit"),
+            "postgresql://u@[::1]:5432/jit?sslmode=disable"
+        );
+        for kept in [
+            "postgres://jit@127.0.0.1/jit?sslmode=require",
+            "postgres://jit@db.internal:5432/jit",
+            "postgres://jit@10.0.0.5/jit",
+            "sqlite://jitbot.db?mode=rwc",
+        ] {
+            assert_eq!(loopback_without_tls(kept), kept);
+        }
+    }
 
     #[test]
     fn passwords_never_reach_messages() {
