@@ -107,20 +107,29 @@ fn ephemeral(text: impl Into<String>) -> Response {
 
 /// Answer when something on our side broke: the cause is logged, never shown.
 const INTERNAL_TROUBLE: &str = "jitbot hit a problem on its side and could not finish that. Try again in a minute; if it persists, tell the jitbot admins.";
+/// Slack waits 3 s for an answer; past this, jitbot answers that it could not finish.
+const ANSWER_DEADLINE: Duration = Duration::from_millis(2_500);
+/// The answer when the store was too slow to finish within Slack's deadline.
+const TOO_SLOW: &str = "jitbot could not finish that in time (its database is slow or unreachable). Try again in a moment; `/jit list` shows what went through.";
 
 async fn command(State(state): State<AppState>, SignedBody(body): SignedBody) -> Response {
     let Ok(cmd) = serde_urlencoded::from_bytes::<SlashCommand>(&body) else {
         return ephemeral("jitbot could not read that command. Try `/jit help`.");
     };
-    match state
-        .service
-        .command(&cmd.user_id, &cmd.text, Utc::now())
-        .await
-    {
-        Ok(answer) => ephemeral(answer),
-        Err(e) => {
+    let answer = tokio::time::timeout(
+        ANSWER_DEADLINE,
+        state.service.command(&cmd.user_id, &cmd.text, Utc::now()),
+    )
+    .await;
+    match answer {
+        Ok(Ok(answer)) => ephemeral(answer),
+        Ok(Err(e)) => {
             tracing::error!(error = format!("{e:#}"), user = %cmd.user_id, "command failed");
             ephemeral(INTERNAL_TROUBLE)
+        }
+        Err(_) => {
+            tracing::error!(user = %cmd.user_id, "command did not finish within Slack's deadline");
+            ephemeral(TOO_SLOW)
         }
     }
 }
@@ -149,11 +158,18 @@ async fn interaction(State(state): State<AppState>, SignedBody(body): SignedBody
             return (StatusCode::BAD_REQUEST, "unreadable payload").into_response();
         }
     };
-    if let Err(e) = state.service.click(click, Utc::now()).await {
-        tracing::error!(error = format!("{e:#}"), "click failed");
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    // A click that cannot be handled in time fails visibly in Slack, so the clicker tries again.
+    match tokio::time::timeout(ANSWER_DEADLINE, state.service.click(click, Utc::now())).await {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = format!("{e:#}"), "click failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(_) => {
+            tracing::error!("click did not finish within Slack's deadline");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
     }
-    StatusCode::OK.into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

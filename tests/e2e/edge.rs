@@ -362,3 +362,37 @@ async fn metrics_show_the_queue_the_lag_and_the_calls() {
     }
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_store_that_does_not_answer_gets_a_try_again_within_slacks_deadline() {
+    let (app, _hook) = spawn_hook_app(Backend::Postgres).await;
+    let pg = app.pg.as_ref().expect("a PostgreSQL store");
+    let other = sea_orm::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg.url)
+        .await
+        .unwrap();
+    let mut lock = other.begin().await.unwrap();
+    sea_orm::sqlx::query("LOCK TABLE requests IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = app.say(ALICE, "request billing-admin 1h x").await;
+    let took = started.elapsed();
+    assert!(answer.contains("could not finish that in time"), "{answer}");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    lock.rollback().await.unwrap();
+    // Nothing half written: the request was not stored, and it can be asked again.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.store.count_requests().await.unwrap(), 0);
+    assert!(
+        app.say(ALICE, "request billing-admin 1h x")
+            .await
+            .contains("waiting for approval")
+    );
+    app.finish().await;
+}
