@@ -53,12 +53,40 @@ struct LaneShape {
 
 /// Most Slack calls in flight at once.
 const SLACK_IN_FLIGHT: usize = 32;
-/// An expiry storm: the access lane holds more jobs than this and is finishing them. Slack
-/// messages wait while it lasts, so revokes get the store and the CPU first.
-const ACCESS_BUSY: usize = 32;
-/// A storm is over when the busy access lane has finished nothing for this long (a provider that
-/// hangs holds jobs but finishes none: that is no reason for messages to wait).
-const STORM_QUIET: Duration = Duration::from_millis(200);
+/// An expiry storm: the access lane finishes at least this many jobs within [`STORM_WINDOW`]
+/// (about 64 a second). Slack messages wait while it lasts, so revokes get the store and the CPU
+/// first. It is the pace of revokes that counts, not how many wait: a provider that hangs holds
+/// jobs but finishes none, and is no reason for messages to wait.
+const STORM_PACE: u32 = 32;
+/// The window [`STORM_PACE`] is counted over; a storm is over one window after it slows down.
+const STORM_WINDOW: Duration = Duration::from_millis(500);
+
+/// The access lane's recent pace, shared with the lanes that yield to it.
+#[derive(Default)]
+pub(super) struct Pace {
+    /// Start of the current window (epoch ms) and jobs finished in it.
+    window: Mutex<(i64, u32)>,
+    /// When the pace last reached a storm (epoch ms).
+    storm_seen: AtomicI64,
+}
+
+impl Pace {
+    fn finished_one(&self) {
+        let now = now_ms();
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if now - window.0 > STORM_WINDOW.as_millis() as i64 {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        if window.1 >= STORM_PACE {
+            self.storm_seen.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn storm(&self) -> bool {
+        now_ms() - self.storm_seen.load(Ordering::Relaxed) < STORM_WINDOW.as_millis() as i64
+    }
+}
 
 fn shape(lane: Lane) -> LaneShape {
     match lane {
@@ -104,9 +132,8 @@ pub(super) struct LaneRunner {
     pub(super) sched: Scheduler,
     pub(super) worker: Arc<str>,
     state: Mutex<LaneState>,
-    /// When the access lane last finished a job while busy (epoch ms), for the lanes that yield
-    /// to it.
-    storm_seen: Arc<AtomicI64>,
+    /// The access lane's pace, for the lanes that yield to it.
+    pace: Arc<Pace>,
     /// Finished jobs go here to be marked done together.
     pub(super) finished: mpsc::UnboundedSender<i32>,
 }
@@ -125,7 +152,7 @@ impl Runner {
         let tag: u32 = rand::rng().random();
         let worker: Arc<str> = format!("w{}-{tag:08x}", std::process::id()).into();
         let (finished_tx, finished) = mpsc::unbounded_channel();
-        let storm_seen = Arc::new(AtomicI64::new(0));
+        let pace = Arc::new(Pace::default());
         let lanes = Lane::ALL
             .into_iter()
             .map(|lane| {
@@ -135,7 +162,7 @@ impl Runner {
                     sched: sched.clone(),
                     worker: worker.clone(),
                     state: Mutex::new(LaneState::default()),
-                    storm_seen: storm_seen.clone(),
+                    pace: pace.clone(),
                     finished: finished_tx.clone(),
                 })
             })
@@ -190,9 +217,7 @@ impl LaneRunner {
 
     /// Jobs this lane may start now: Slack messages wait out an expiry storm.
     fn run_limit(&self) -> usize {
-        let storm =
-            now_ms() - self.storm_seen.load(Ordering::Relaxed) < STORM_QUIET.as_millis() as i64;
-        if self.lane == Lane::Messages && storm {
+        if self.lane == Lane::Messages && self.pace.storm() {
             0
         } else {
             self.shape.run
@@ -378,8 +403,8 @@ impl LaneRunner {
         if st.tasks.remove(&id).is_none() {
             return; // abandoned meanwhile
         }
-        if self.lane == Lane::Access && st.held.len() > ACCESS_BUSY {
-            self.storm_seen.store(now_ms(), Ordering::Relaxed);
+        if self.lane == Lane::Access {
+            self.pace.finished_one();
         }
         st.held.remove(&id);
         st.running = st.running.saturating_sub(1);
@@ -423,5 +448,23 @@ fn kinds_calling(method: &str) -> Vec<&'static str> {
         "chat.postEphemeral" => vec!["ephemeral"],
         "chat.postMessage" => crate::domain::job::POSTING_KINDS.to_vec(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_wait_only_while_revokes_finish_at_a_storms_pace() {
+        let pace = Pace::default();
+        for _ in 0..STORM_PACE - 1 {
+            pace.finished_one();
+        }
+        assert!(!pace.storm(), "a steady trickle is no storm");
+        pace.finished_one();
+        assert!(pace.storm());
+        std::thread::sleep(STORM_WINDOW + Duration::from_millis(50));
+        assert!(!pace.storm(), "a storm ends one window after it slows down");
     }
 }
