@@ -123,6 +123,10 @@ async fn command(State(state): State<AppState>, SignedBody(body): SignedBody) ->
     .await;
     match answer {
         Ok(Ok(answer)) => ephemeral(answer),
+        Ok(Err(e)) if e.chain().any(|c| c.is::<crate::store::TooSlow>()) => {
+            tracing::error!(user = %cmd.user_id, "command not written: the store is too slow");
+            ephemeral(TOO_SLOW)
+        }
         Ok(Err(e)) => {
             tracing::error!(error = format!("{e:#}"), user = %cmd.user_id, "command failed");
             ephemeral(INTERNAL_TROUBLE)

@@ -198,6 +198,7 @@ impl Service {
             "requested",
             json!({"resource": name, "duration": duration.to_string(), "reason": reason, "auto_approved": auto}),
         );
+        let (channel, provider_name) = (resource.channel.clone(), resource.provider.clone());
         let created = self
             .store
             .create_request(
@@ -208,11 +209,11 @@ impl Service {
                     State::Pending
                 },
                 auto.then_some(snapshot),
-                |id| {
+                move |id| {
                     let mut jobs = vec![
                         Job::PostCard {
                             request_id: id,
-                            channel: resource.channel.clone(),
+                            channel: channel.clone(),
                         }
                         .at(now_ms),
                     ];
@@ -220,7 +221,7 @@ impl Service {
                         jobs.push(
                             Job::Grant {
                                 request_id: id,
-                                provider: resource.provider.clone(),
+                                provider: provider_name.clone(),
                             }
                             .at(now_ms),
                         );

@@ -32,6 +32,7 @@ pub use entities::{
 };
 pub use queue::{Claim, LaneStats};
 pub use requests::{AlreadyOpen, GrantChange, NewAudit, NewGrant, NewRequest, Transition, audit};
+pub use writer::{TooSlow, WRITE_DEADLINE};
 
 /// SQLite waits this long for a lock held by another process (`jitbot migrate`) before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,7 +109,7 @@ impl Store {
                 .max_connections(max)
                 .map_sqlx_sqlite_opts(|o| {
                     o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                         .busy_timeout(SQLITE_BUSY_TIMEOUT)
                         .foreign_keys(true)
                 });

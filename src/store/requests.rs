@@ -3,12 +3,13 @@
 use anyhow::Context;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use super::entities::{audit, grant, job, request};
 use super::queue::{insert_jobs, insert_new_jobs};
+use super::writer::Intake;
 use super::{AuditEvent, Grant, Request, Store, is_unique_violation};
 use crate::domain::{EndReason, Job, Scheduled, State};
 
@@ -108,7 +109,55 @@ pub enum GrantChange {
 #[derive(Debug)]
 pub struct AlreadyOpen(pub Option<Request>);
 
-fn open_key(requester: &str, resource: &str) -> String {
+/// A new request's row, before it has an id.
+pub(super) fn request_row(new: &NewRequest, state: State, now: i64) -> request::ActiveModel {
+    request::ActiveModel {
+        resource: Set(new.resource.clone()),
+        requester: Set(new.requester.clone()),
+        duration_secs: Set(new.duration_secs),
+        reason: Set(new.reason.clone()),
+        state: Set(state.as_str().to_string()),
+        open_key: Set(Some(open_key(&new.requester, &new.resource))),
+        approvals_needed: Set(new.approvals_needed),
+        auto_approved: Set(new.auto_approved),
+        channel: Set(new.channel.clone()),
+        card_ts: Set(None),
+        created_at: Set(now),
+        decided_at: Set(new.auto_approved.then_some(now)),
+        decided_by: Set(None),
+        decision_note: Set(None),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+}
+
+/// One new request in a transaction of its own; `None` if an open one stands in the way.
+pub(super) async fn create_alone(
+    db: &DatabaseConnection,
+    intake: Intake,
+) -> Result<Option<Request>, DbErr> {
+    let txn = db.begin().await?;
+    let inserted = match request_row(&intake.new, intake.state, intake.now)
+        .insert(&txn)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) if is_unique_violation(&e) => {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(g) = intake.grant {
+        insert_grant(&txn, inserted.id, g).await?;
+    }
+    insert_new_jobs(&txn, &(intake.jobs)(inserted.id), intake.now).await?;
+    insert_audit(&txn, Some(inserted.id), &[intake.event], intake.now).await?;
+    txn.commit().await?;
+    Ok(Some(inserted))
+}
+
+pub(super) fn open_key(requester: &str, resource: &str) -> String {
     format!("{requester}|{resource}")
 }
 
@@ -268,51 +317,37 @@ pub(super) async fn apply<C: ConnectionTrait>(db: &C, t: Transition) -> Result<b
 
 impl Store {
     /// Stores a new request with its jobs and audit event, or says which open request of the same
-    /// person for the same resource stands in the way.
+    /// person for the same resource stands in the way. Committed with whatever else is being
+    /// written at the moment (see [`super::writer`]); answered once durable.
     pub async fn create_request(
         &self,
         new: NewRequest,
         state: State,
         grant: Option<NewGrant>,
-        jobs: impl FnOnce(i32) -> Vec<Scheduled>,
+        jobs: impl Fn(i32) -> Vec<Scheduled> + Send + Sync + 'static,
         event: NewAudit,
         now: i64,
     ) -> anyhow::Result<Result<Request, AlreadyOpen>> {
-        let txn = self.db.begin().await?;
-        let row = request::ActiveModel {
-            resource: Set(new.resource.clone()),
-            requester: Set(new.requester.clone()),
-            duration_secs: Set(new.duration_secs),
-            reason: Set(new.reason),
-            state: Set(state.as_str().to_string()),
-            open_key: Set(Some(open_key(&new.requester, &new.resource))),
-            approvals_needed: Set(new.approvals_needed),
-            auto_approved: Set(new.auto_approved),
-            channel: Set(new.channel),
-            card_ts: Set(None),
-            created_at: Set(now),
-            decided_at: Set(new.auto_approved.then_some(now)),
-            decided_by: Set(None),
-            decision_note: Set(None),
-            updated_at: Set(now),
-            ..Default::default()
+        let (requester, resource) = (new.requester.clone(), new.resource.clone());
+        let intake = Intake {
+            new,
+            state,
+            grant,
+            jobs: Box::new(jobs),
+            event,
+            now,
         };
-        let inserted = match row.insert(&txn).await {
-            Ok(r) => r,
-            Err(e) if is_unique_violation(&e) => {
-                txn.rollback().await?;
-                let existing = self.find_open(&new.requester, &new.resource).await?;
-                return Ok(Err(AlreadyOpen(existing)));
-            }
-            Err(e) => return Err(e).context("storing the request"),
-        };
-        if let Some(g) = grant {
-            insert_grant(&txn, inserted.id, g).await?;
+        match self
+            .writer
+            .create(intake)
+            .await
+            .context("storing the request")?
+        {
+            Some(request) => Ok(Ok(request)),
+            None => Ok(Err(AlreadyOpen(
+                self.find_open(&requester, &resource).await?,
+            ))),
         }
-        insert_new_jobs(&txn, &jobs(inserted.id), now).await?;
-        insert_audit(&txn, Some(inserted.id), &[event], now).await?;
-        txn.commit().await?;
-        Ok(Ok(inserted))
     }
 
     pub async fn find_open(

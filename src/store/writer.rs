@@ -1,16 +1,18 @@
-//! Group commit for state changes. Every [`Transition`] goes to one writer task, which takes
-//! whatever transitions are waiting (up to [`BATCH`]) and applies them in one transaction with
-//! set-based statements: one guarded `UPDATE … WHERE id IN (…) AND state IN (…) RETURNING id` per
-//! kind of change, one insert for all their jobs, one for all their audit events. A storm of
-//! 10,000 expiries costs a few statements per batch instead of six per request, which matters
-//! most on SQLite, where every statement is a round trip to the connection's own thread.
+//! Group commit: the store's one writer. New requests and state changes from every handler and
+//! job go to one writer task, which takes whatever is waiting (up to [`BATCH`]) and commits it in
+//! one transaction with set-based statements: one multi-row insert for the new requests (`ON
+//! CONFLICT (open_key) DO NOTHING RETURNING *`, so the one-open-request rule stays exact), one
+//! guarded `UPDATE … WHERE id IN (…) AND state IN (…) RETURNING *` per kind of change, one insert
+//! for all their jobs and one for all their audit events. One commit (one fsync, on a durable
+//! store) per batch instead of per request; on SQLite, where every statement is a round trip to
+//! the connection's own thread, a few statements per batch instead of six per request.
 //!
-//! Each transition is still all-or-nothing and still guarded: one whose request was not in a
-//! `from` state changes nothing and answers `false`. A batch carries at most one transition per
-//! request. If a batch fails as a whole, each of its transitions is retried alone, so one bad
-//! change never takes the others down with it.
+//! Each write stays all-or-nothing and guarded, and is answered only once its batch is committed.
+//! A batch carries at most one write per request (and one new request per person and resource).
+//! If a batch fails as a whole, each of its writes is retried alone, so one bad write never takes
+//! the others down with it; a write that fails alone is answered with its error.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
@@ -19,25 +21,72 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::Request;
 use super::entities::{grant, job, request};
-use super::queue::insert_jobs;
-use super::requests::{GrantChange, Transition, apply, audit_rows, grant_row};
-use crate::domain::State;
+use super::queue::{insert_jobs, insert_new_jobs};
+use super::requests::{
+    GrantChange, NewAudit, NewGrant, NewRequest, Transition, apply, audit_rows, create_alone,
+    grant_row, open_key, request_row,
+};
+use crate::domain::{Scheduled, State};
 
-/// Most transitions committed together.
+/// Most writes committed together.
 const BATCH: usize = 256;
-/// Transitions waiting for the writer before submitters wait too.
+/// A batch not committed within this is rolled back and each of its writes fails: shorter than
+/// the deadline the HTTP edge keeps for Slack, so an answer of "try again" is true.
+pub const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Writes waiting for the writer before submitters wait too.
 const QUEUE: usize = 8_192;
 
-struct Submitted {
-    t: Transition,
-    reply: oneshot::Sender<Result<bool, String>>,
+/// A new request with everything that goes with it.
+pub(super) struct Intake {
+    pub new: NewRequest,
+    pub state: State,
+    pub grant: Option<NewGrant>,
+    /// Its first jobs, once its id is known (called again if its batch is retried alone).
+    pub jobs: Box<dyn Fn(i32) -> Vec<Scheduled> + Send + Sync>,
+    pub event: NewAudit,
+    pub now: i64,
+}
+
+enum Op {
+    Create(Intake, oneshot::Sender<Result<Option<Request>, String>>),
+    Change(Transition, oneshot::Sender<Result<bool, String>>),
+}
+
+impl Op {
+    /// The one waiting for this write has given up (its own deadline passed): skip it.
+    fn abandoned(&self) -> bool {
+        match self {
+            Op::Create(_, reply) => reply.is_closed(),
+            Op::Change(_, reply) => reply.is_closed(),
+        }
+    }
+
+    /// What a batch may carry only once.
+    fn key(&self) -> String {
+        match self {
+            Op::Create(i, _) => format!("new:{}", open_key(&i.new.requester, &i.new.resource)),
+            Op::Change(t, _) => format!("id:{}", t.id),
+        }
+    }
 }
 
 /// The submitting side; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Writer {
-    tx: mpsc::Sender<Submitted>,
+    tx: mpsc::Sender<Op>,
+}
+
+fn answer<T>(reply: Result<Result<T, String>, oneshot::error::RecvError>) -> anyhow::Result<T> {
+    match reply {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e == TOO_SLOW => Err(TooSlow.into()),
+        Ok(Err(e)) => Err(anyhow::anyhow!("{e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "the store's writer stopped before answering"
+        )),
+    }
 }
 
 impl Writer {
@@ -48,24 +97,30 @@ impl Writer {
         Writer { tx }
     }
 
-    pub(super) async fn submit(&self, t: Transition) -> anyhow::Result<bool> {
-        let (reply, answer) = oneshot::channel();
+    async fn send(&self, op: Op) -> anyhow::Result<()> {
         self.tx
-            .send(Submitted { t, reply })
+            .send(op)
             .await
-            .map_err(|_| anyhow::anyhow!("the store's writer has stopped"))?;
-        match answer.await {
-            Ok(Ok(changed)) => Ok(changed),
-            Ok(Err(e)) => Err(anyhow::anyhow!("{e}")),
-            Err(_) => Err(anyhow::anyhow!(
-                "the store's writer stopped before answering"
-            )),
-        }
+            .map_err(|_| anyhow::anyhow!("the store's writer has stopped"))
+    }
+
+    /// A state change; `false` if its guard failed.
+    pub(super) async fn submit(&self, t: Transition) -> anyhow::Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Change(t, reply)).await?;
+        answer(rx.await)
+    }
+
+    /// A new request; `None` if the person already has one open for the resource.
+    pub(super) async fn create(&self, intake: Intake) -> anyhow::Result<Option<Request>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Create(intake, reply)).await?;
+        answer(rx.await)
     }
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Submitted>) {
-    let mut queue: VecDeque<Submitted> = VecDeque::new();
+async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Op>) {
+    let mut queue: VecDeque<Op> = VecDeque::new();
     let mut incoming = Vec::with_capacity(BATCH);
     loop {
         if queue.is_empty() {
@@ -75,7 +130,7 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Submitted>) {
         } else {
             while incoming.len() < BATCH {
                 match rx.try_recv() {
-                    Ok(s) => incoming.push(s),
+                    Ok(op) => incoming.push(op),
                     Err(_) => break,
                 }
             }
@@ -84,11 +139,14 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Submitted>) {
         let mut seen = HashSet::new();
         let mut batch = Vec::new();
         let mut later = VecDeque::new();
-        while let Some(s) = queue.pop_front() {
-            if batch.len() < BATCH && seen.insert(s.t.id) {
-                batch.push(s);
+        while let Some(op) = queue.pop_front() {
+            if op.abandoned() {
+                continue;
+            }
+            if batch.len() < BATCH && seen.insert(op.key()) {
+                batch.push(op);
             } else {
-                later.push_back(s);
+                later.push_back(op);
             }
         }
         queue = later;
@@ -96,7 +154,7 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Submitted>) {
     }
 }
 
-async fn alone(db: &DatabaseConnection, t: Transition) -> Result<bool, DbErr> {
+async fn change_alone(db: &DatabaseConnection, t: Transition) -> Result<bool, DbErr> {
     let txn = db.begin().await?;
     if apply(&txn, t).await? {
         txn.commit().await?;
@@ -107,36 +165,169 @@ async fn alone(db: &DatabaseConnection, t: Transition) -> Result<bool, DbErr> {
     }
 }
 
-async fn commit(db: &DatabaseConnection, batch: Vec<Submitted>) {
-    if batch.len() == 1 {
-        for s in batch {
-            let result = alone(db, s.t).await.map_err(|e| e.to_string());
-            let _ = s.reply.send(result);
+const TOO_SLOW: &str = "the store did not finish this write in time; nothing was written";
+
+/// The store did not commit a write within [`WRITE_DEADLINE`]: nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+#[error("{TOO_SLOW}")]
+pub struct TooSlow;
+
+async fn one_by_one(db: &DatabaseConnection, batch: Vec<Op>) {
+    for op in batch {
+        match op {
+            Op::Create(intake, reply) => {
+                let result = tokio::time::timeout(WRITE_DEADLINE, create_alone(db, intake)).await;
+                let _ = reply.send(match result {
+                    Ok(done) => done.map_err(|e| e.to_string()),
+                    Err(_) => Err(TOO_SLOW.to_string()),
+                });
+            }
+            Op::Change(t, reply) => {
+                let result = tokio::time::timeout(WRITE_DEADLINE, change_alone(db, t)).await;
+                let _ = reply.send(match result {
+                    Ok(done) => done.map_err(|e| e.to_string()),
+                    Err(_) => Err(TOO_SLOW.to_string()),
+                });
+            }
         }
-        return;
     }
-    let together = async {
+}
+
+async fn commit(db: &DatabaseConnection, batch: Vec<Op>) {
+    if batch.len() == 1 {
+        return one_by_one(db, batch).await;
+    }
+    let (creates, changes): (Vec<Op>, Vec<Op>) = batch
+        .into_iter()
+        .partition(|op| matches!(op, Op::Create(..)));
+    let mut intakes = Vec::new();
+    let mut create_replies = Vec::new();
+    for op in creates {
+        if let Op::Create(intake, reply) = op {
+            intakes.push(intake);
+            create_replies.push(reply);
+        }
+    }
+    let mut transitions = Vec::new();
+    let mut change_replies = Vec::new();
+    for op in changes {
+        if let Op::Change(t, reply) = op {
+            transitions.push(t);
+            change_replies.push(reply);
+        }
+    }
+    let together = tokio::time::timeout(WRITE_DEADLINE, async {
         let txn = db.begin().await?;
-        let transitions: Vec<&Transition> = batch.iter().map(|s| &s.t).collect();
-        let changed = apply_batch(&txn, &transitions).await?;
+        let created = create_batch(&txn, &intakes).await?;
+        let refs: Vec<&Transition> = transitions.iter().collect();
+        let changed = apply_batch(&txn, &refs).await?;
         txn.commit().await?;
-        Ok::<_, DbErr>(changed)
-    }
+        Ok::<_, DbErr>((created, changed))
+    })
     .await;
+    let together = match together {
+        Ok(result) => result,
+        Err(_) => {
+            // The store is too slow or unreachable: every write of the batch fails (the
+            // transaction is rolled back as it is dropped); one by one would only fail slower.
+            tracing::error!(
+                writes = intakes.len() + transitions.len(),
+                "a batch of writes did not commit in time; none of it was written"
+            );
+            for reply in create_replies {
+                let _ = reply.send(Err(TOO_SLOW.to_string()));
+            }
+            for reply in change_replies {
+                let _ = reply.send(Err(TOO_SLOW.to_string()));
+            }
+            return;
+        }
+    };
     match together {
-        Ok(changed) => {
-            for (s, changed) in batch.into_iter().zip(changed) {
-                let _ = s.reply.send(Ok(changed));
+        Ok((created, changed)) => {
+            for (reply, created) in create_replies.into_iter().zip(created) {
+                let _ = reply.send(Ok(created));
+            }
+            for (reply, changed) in change_replies.into_iter().zip(changed) {
+                let _ = reply.send(Ok(changed));
             }
         }
         Err(e) => {
-            tracing::warn!(transitions = batch.len(), error = %e, "a batch of state changes failed; applying them one by one");
-            for s in batch {
-                let result = alone(db, s.t).await.map_err(|e| e.to_string());
-                let _ = s.reply.send(result);
-            }
+            tracing::warn!(writes = intakes.len() + transitions.len(), error = %e, "a batch of writes failed; applying them one by one");
+            let mut ops: Vec<Op> = intakes
+                .into_iter()
+                .zip(create_replies)
+                .map(|(i, r)| Op::Create(i, r))
+                .collect();
+            ops.extend(
+                transitions
+                    .into_iter()
+                    .zip(change_replies)
+                    .map(|(t, r)| Op::Change(t, r)),
+            );
+            one_by_one(db, ops).await;
         }
     }
+}
+
+/// Inserts new requests (each for a different person and resource) with their grants, jobs and
+/// audit events; `None` for one whose person already has an open request for the resource.
+async fn create_batch<C: ConnectionTrait>(
+    db: &C,
+    intakes: &[Intake],
+) -> Result<Vec<Option<Request>>, DbErr> {
+    if intakes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<_> = intakes
+        .iter()
+        .map(|i| request_row(&i.new, i.state, i.now))
+        .collect();
+    let mut inserted: HashMap<String, Request> = match request::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([request::Column::OpenKey])
+        .exec_with_returning_many(db)
+        .await?
+    {
+        sea_orm::TryInsertResult::Inserted(models) => models
+            .into_iter()
+            .filter_map(|m| m.open_key.clone().map(|k| (k, m)))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let mut created = Vec::with_capacity(intakes.len());
+    let mut grants = Vec::new();
+    let mut jobs = Vec::new();
+    let mut audits = Vec::new();
+    for intake in intakes {
+        let key = open_key(&intake.new.requester, &intake.new.resource);
+        let Some(request) = inserted.remove(&key) else {
+            created.push(None);
+            continue;
+        };
+        if let Some(g) = &intake.grant {
+            grants.push(grant_row(request.id, g.clone()));
+        }
+        jobs.extend((intake.jobs)(request.id));
+        audits.extend(audit_rows(
+            Some(request.id),
+            std::slice::from_ref(&intake.event),
+            intake.now,
+        ));
+        created.push(Some(request));
+    }
+    if !grants.is_empty() {
+        grant::Entity::insert_many(grants)
+            .exec_without_returning(db)
+            .await?;
+    }
+    let now = intakes.iter().map(|i| i.now).max().unwrap_or_default();
+    insert_new_jobs(db, &jobs, now).await?;
+    if !audits.is_empty() {
+        super::entities::audit::Entity::insert_many(audits)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(created)
 }
 
 /// Applies transitions (each on a different request) inside the caller's transaction; says for
