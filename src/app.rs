@@ -103,6 +103,10 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         backoff_start: tuning.retry_base,
         slack_timeout: tuning.slack_timeout,
         provider_calls: Default::default(),
+        pacer: Arc::new(crate::scheduler::pace::Pacer::new(
+            tuning.post_interval,
+            tuning.post_burst,
+        )),
     });
     let router = http::router(AppState {
         service,

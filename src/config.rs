@@ -94,6 +94,10 @@ pub struct Tuning {
     pub slack_timeout: Duration,
     /// Deadlines and the connection cap of the HTTP edge (`JIT_MAX_CONNECTIONS`).
     pub edge: EdgeLimits,
+    /// Gap between posts to one Slack channel once its burst is spent.
+    pub post_interval: Duration,
+    /// Posts a quiet channel takes at once.
+    pub post_burst: u32,
 }
 
 impl Default for Tuning {
@@ -102,6 +106,8 @@ impl Default for Tuning {
             retry_base: crate::scheduler::BACKOFF_START,
             slack_timeout: crate::slack::client::DEFAULT_CALL_TIMEOUT,
             edge: EdgeLimits::default(),
+            post_interval: crate::scheduler::pace::POST_INTERVAL,
+            post_burst: crate::scheduler::pace::POST_BURST,
         }
     }
 }
@@ -128,6 +134,7 @@ impl Tuning {
                 )? as usize,
                 ..d.edge
             },
+            ..d
         })
     }
 }

@@ -17,6 +17,7 @@ enum Jobs {
     QueueKey,
     LockedBy,
     Outcome,
+    Paced,
 }
 
 /// The lane of each kind of job that existed before lanes did.
@@ -53,6 +54,12 @@ impl MigrationTrait for Migration {
             ColumnDef::new(Jobs::LockedBy).string().null().to_owned(),
             // how a finished job ended: done, failed (permanently), settled (made pointless)
             ColumnDef::new(Jobs::Outcome).string().null().to_owned(),
+            // a Slack post booked into its channel's pace: runs when due, without pacing again
+            ColumnDef::new(Jobs::Paced)
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned(),
         ];
         for mut column in columns {
             manager
@@ -78,7 +85,13 @@ impl MigrationTrait for Migration {
             db.execute_unprepared(&format!("DROP INDEX IF EXISTS {index}"))
                 .await?;
         }
-        for column in [Jobs::Lane, Jobs::QueueKey, Jobs::LockedBy, Jobs::Outcome] {
+        for column in [
+            Jobs::Lane,
+            Jobs::QueueKey,
+            Jobs::LockedBy,
+            Jobs::Outcome,
+            Jobs::Paced,
+        ] {
             manager
                 .alter_table(
                     Table::alter()

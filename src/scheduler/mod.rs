@@ -6,6 +6,7 @@
 //! - [`messages`]: approval cards, card updates, DMs, notes, ephemeral answers; Slack errors that
 //!   retrying cannot fix are reported once and not retried.
 //! - [`housekeeping`]: timeouts of undecided requests.
+//! - [`pace`]: Slack's pace for posts, one channel at a time.
 //! - `upkeep`: finished jobs marked done in batches; leases renewed while jobs run.
 //!
 //! A new kind of job needs a [`Job`] variant (its lane and key), a handler in the family module,
@@ -14,6 +15,7 @@
 mod access;
 mod housekeeping;
 mod messages;
+pub mod pace;
 mod runner;
 mod upkeep;
 
@@ -116,8 +118,10 @@ pub struct Scheduler {
     pub backoff_start: Duration,
     /// Deadline of one Slack call, for the messages lane's job deadline.
     pub slack_timeout: Duration,
-    /// Calls in flight per provider and lane (see [`Scheduler::provider_permit`]).
+    /// Calls in flight per provider and lane (see `access::provider_call`).
     pub provider_calls: Arc<ProviderCalls>,
+    /// Slack's pace for posts, per channel.
+    pub pacer: Arc<pace::Pacer>,
 }
 
 /// One semaphore per provider and lane, sized by the provider's `concurrency`.

@@ -122,6 +122,7 @@ pub mod job {
         pub queue_key: String,
         pub locked_by: Option<String>,
         pub outcome: Option<String>,
+        pub paced: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -38,6 +38,10 @@ pub use writer::{TooSlow, WRITE_DEADLINE};
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections to a PostgreSQL store; the scheduler's lanes and the HTTP edge share them.
 const PG_POOL: u32 = 24;
+/// Prepared statements kept per connection. Batches make statements of many shapes (a multi-row
+/// insert per batch size, an `IN` list per length); sqlx's default of 100 would parse them again
+/// and again.
+const STATEMENT_CACHE: usize = 2_000;
 /// Reader connections to a SQLite store (WAL lets them read while the one writer writes).
 const SQLITE_READERS: u32 = 4;
 
@@ -112,7 +116,9 @@ impl Store {
                         .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                         .busy_timeout(SQLITE_BUSY_TIMEOUT)
                         .foreign_keys(true)
-                });
+                        .statement_cache_capacity(STATEMENT_CACHE)
+                })
+                .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
             async move {
                 Database::connect(options)
                     .await

@@ -78,6 +78,7 @@ fn job_row(scheduled: &Scheduled, now: i64) -> Result<job::ActiveModel, DbErr> {
         queue_key: Set(scheduled.job.queue_key().to_string()),
         locked_by: Set(None),
         outcome: Set(None),
+        paced: Set(false),
         ..Default::default()
     })
 }
@@ -297,7 +298,10 @@ impl Store {
             .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
             .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None));
         if let Some(error) = error {
-            update = update.col_expr(job::Column::LastError, Expr::value(error));
+            // A failed post takes its turn in the channel's pace again when it is retried.
+            update = update
+                .col_expr(job::Column::LastError, Expr::value(error))
+                .col_expr(job::Column::Paced, Expr::value(false));
         }
         if !count_attempt {
             update = update.col_expr(
@@ -307,6 +311,33 @@ impl Store {
         }
         update
             .filter(job::Column::Id.eq(id))
+            .filter(job::Column::LockedBy.eq(worker))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Books Slack posts this worker holds into their channel's pace: each is released, due at
+    /// its slot, and marked so it runs then without being paced again.
+    pub async fn pace_jobs(&self, slots: &[(i32, i64)], worker: &str) -> anyhow::Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut run_at = sea_orm::sea_query::CaseStatement::new();
+        for (id, slot) in slots {
+            run_at = run_at.case(job::Column::Id.eq(*id), Expr::value(*slot));
+        }
+        let run_at = run_at.finally(Expr::col(job::Column::RunAt));
+        job::Entity::update_many()
+            .col_expr(job::Column::RunAt, run_at.into())
+            .col_expr(job::Column::Paced, Expr::value(true))
+            .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
+            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+            .col_expr(
+                job::Column::Attempts,
+                Expr::col(job::Column::Attempts).sub(1),
+            )
+            .filter(job::Column::Id.is_in(slots.iter().map(|(id, _)| *id)))
             .filter(job::Column::LockedBy.eq(worker))
             .exec(&self.db)
             .await?;
