@@ -7,6 +7,7 @@ mod edge;
 mod failures;
 mod lanes;
 mod lifecycle;
+mod pace;
 mod restart;
 mod slack_faults;
 mod snapshots;

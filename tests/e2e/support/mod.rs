@@ -22,6 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(15);
 pub const TEST_SLACK_TIMEOUT_MS: &str = "TEST_SLACK_TIMEOUT_MS";
 pub const TEST_HEADER_TIMEOUT_MS: &str = "TEST_HEADER_TIMEOUT_MS";
 pub const TEST_BODY_TIMEOUT_MS: &str = "TEST_BODY_TIMEOUT_MS";
+pub const TEST_POST_INTERVAL_MS: &str = "TEST_POST_INTERVAL_MS";
+pub const TEST_POST_BURST: &str = "TEST_POST_BURST";
 
 pub const ALICE: &str = "U0ALICE";
 pub const BOB: &str = "U0BOB";
@@ -208,6 +210,12 @@ pub async fn spawn_with(
     }
     if let Some(d) = take(TEST_BODY_TIMEOUT_MS) {
         tuning.edge.body_timeout = d;
+    }
+    if let Some(d) = take(TEST_POST_INTERVAL_MS) {
+        tuning.post_interval = d;
+    }
+    if let Some(burst) = take(TEST_POST_BURST) {
+        tuning.post_burst = burst.as_millis() as u32;
     }
     let config = Config {
         database_url,
