@@ -107,7 +107,13 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
             tuning.post_interval,
             tuning.post_burst,
         )),
+        job_retention: tuning.job_retention,
     });
+    // The store's upkeep runs every round; queueing the next one is a no-op if it is queued.
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .enqueue(&[crate::domain::Job::next_maintenance(now)], now)
+        .await?;
     let router = http::router(AppState {
         service,
         signing_secret: config.signing_secret.clone(),

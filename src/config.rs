@@ -98,7 +98,12 @@ pub struct Tuning {
     pub post_interval: Duration,
     /// Posts a quiet channel takes at once.
     pub post_burst: u32,
+    /// How long a finished job is kept (`JIT_JOB_RETENTION`); the audit trail is kept for ever.
+    pub job_retention: Duration,
 }
+
+/// Default `JIT_JOB_RETENTION`: a week of finished jobs to look at when something went wrong.
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 3_600);
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -108,6 +113,7 @@ impl Default for Tuning {
             edge: EdgeLimits::default(),
             post_interval: crate::scheduler::pace::POST_INTERVAL,
             post_burst: crate::scheduler::pace::POST_BURST,
+            job_retention: DEFAULT_JOB_RETENTION,
         }
     }
 }
@@ -133,6 +139,12 @@ impl Tuning {
                     1..=100_000,
                 )? as usize,
                 ..d.edge
+            },
+            job_retention: match env.get("JIT_JOB_RETENTION") {
+                None => d.job_retention,
+                Some(text) => crate::domain::GrantDuration::parse(&text)
+                    .map(|r| r.std())
+                    .map_err(|e| UserError(format!("JIT_JOB_RETENTION={text:?}: {e}")))?,
             },
             ..d
         })

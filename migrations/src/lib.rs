@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_tables;
 mod m20261129_000002_job_lanes;
+mod m20261129_000003_hot_path_indexes;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_create_tables::Migration),
             Box::new(m20261129_000002_job_lanes::Migration),
+            Box::new(m20261129_000003_hot_path_indexes::Migration),
         ]
     }
 }

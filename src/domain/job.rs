@@ -96,7 +96,14 @@ pub enum Job {
         #[serde(default)]
         provider: String,
     },
+    /// Store upkeep for one round of [`MAINTENANCE_EVERY`]: prune finished jobs, refresh the
+    /// planner's statistics, and queue the next round. Its key makes each round run once, however
+    /// many replicas queue it.
+    Maintain { round: i64 },
 }
+
+/// How often the store is looked after (finished jobs pruned, statistics refreshed).
+pub const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Job kinds that call `chat.postMessage` (limited per channel by Slack).
 pub const POSTING_KINDS: [&str; 3] = ["post_card", "channel_note", "dm"];
@@ -113,6 +120,7 @@ impl Job {
             Job::EndAccess { .. } => "end_access",
             Job::Timeout { .. } => "timeout",
             Job::Cleanup { .. } => "cleanup",
+            Job::Maintain { .. } => "maintain",
         }
     }
 
@@ -125,7 +133,7 @@ impl Job {
             | Job::Dm { .. }
             | Job::ChannelNote { .. }
             | Job::Ephemeral { .. } => Lane::Messages,
-            Job::Timeout { .. } => Lane::Housekeeping,
+            Job::Timeout { .. } | Job::Maintain { .. } => Lane::Housekeeping,
         }
     }
 
@@ -141,7 +149,7 @@ impl Job {
             | Job::ChannelNote { channel, .. }
             | Job::Ephemeral { channel, .. } => channel,
             Job::Dm { user, .. } => user,
-            Job::Timeout { .. } => "",
+            Job::Timeout { .. } | Job::Maintain { .. } => "",
         }
     }
 
@@ -166,7 +174,7 @@ impl Job {
             | Job::EndAccess { request_id, .. }
             | Job::Timeout { request_id }
             | Job::Cleanup { request_id, .. } => Some(*request_id),
-            Job::Dm { .. } | Job::Ephemeral { .. } => None,
+            Job::Dm { .. } | Job::Ephemeral { .. } | Job::Maintain { .. } => None,
         }
     }
 
@@ -179,6 +187,7 @@ impl Job {
             | Job::EndAccess { request_id, .. }
             | Job::Timeout { request_id }
             | Job::Cleanup { request_id, .. } => Some(format!("{}:{request_id}", self.kind())),
+            Job::Maintain { round } => Some(format!("maintain:{round}")),
             _ => None,
         }
     }
@@ -199,6 +208,13 @@ pub struct Scheduled {
 impl Job {
     pub fn at(self, run_at: i64) -> Scheduled {
         Scheduled { job: self, run_at }
+    }
+
+    /// The maintenance job of the round after `now` (epoch ms), due when that round starts.
+    pub fn next_maintenance(now: i64) -> Scheduled {
+        let every = MAINTENANCE_EVERY.as_millis() as i64;
+        let round = now.div_euclid(every) + 1;
+        Job::Maintain { round }.at(round * every)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Bookkeeping jobs: state changes with no outside call (today the timeout of a request nobody
-//! decided; escalation steps, the digest and pruning belong here too).
+//! Bookkeeping jobs: state changes with no outside call: the timeout of a request nobody decided,
+//! and the store's upkeep (escalation steps and the digest belong here too).
 
 use chrono::Utc;
 use serde_json::json;
@@ -35,6 +35,24 @@ impl Scheduler {
         ];
         t.audit = vec![store::audit("jitbot", "timed_out", json!({}))];
         self.commit(t).await?;
+        Ok(())
+    }
+}
+
+impl Scheduler {
+    /// Store upkeep: finished jobs past their retention go (the audit trail stays), the planner's
+    /// statistics are refreshed, and the next round is queued.
+    pub(super) async fn maintain(&self) -> JobResult {
+        let now = ms(Utc::now());
+        let cutoff = now - self.job_retention.as_millis() as i64;
+        let pruned = self.store.prune_jobs(cutoff).await?;
+        self.store.refresh_statistics().await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "pruned finished jobs");
+        }
+        self.store
+            .enqueue(&[Job::next_maintenance(now)], now)
+            .await?;
         Ok(())
     }
 }

@@ -122,6 +122,8 @@ pub struct Scheduler {
     pub provider_calls: Arc<ProviderCalls>,
     /// Slack's pace for posts, per channel.
     pub pacer: Arc<pace::Pacer>,
+    /// How long a finished job is kept before it is pruned.
+    pub job_retention: Duration,
 }
 
 /// One semaphore per provider and lane, sized by the provider's `concurrency`.
@@ -168,6 +170,7 @@ impl Scheduler {
             | Job::ChannelNote { .. }
             | Job::Ephemeral { .. } => self.message(job, row).await,
             Job::Timeout { request_id } => self.timeout(*request_id).await,
+            Job::Maintain { .. } => self.maintain().await,
         }
     }
 

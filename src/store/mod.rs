@@ -13,6 +13,7 @@ pub mod queue;
 pub mod requests;
 mod writer;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +72,30 @@ fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
+/// Distinct statements sent to any store of this process, once [`record_statements`] is called.
+static RECORDED: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Statement>>> =
+    std::sync::OnceLock::new();
+
+/// From now on, every store this process opens keeps each distinct statement it sends (SQL and
+/// one set of its values), for checking their plans with `EXPLAIN` (see `tests/plans.rs`).
+pub fn record_statements() {
+    RECORDED.get_or_init(Default::default);
+}
+
+/// The statements recorded so far (see [`record_statements`]).
+pub fn recorded_statements() -> Vec<Statement> {
+    RECORDED
+        .get()
+        .map(|r| {
+            r.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A PostgreSQL URL for a server on this host (127.0.0.1, ::1, localhost) that names no
 /// `sslmode` gets `sslmode=disable`: sqlx's default (`prefer`) would encrypt every message to a
 /// server one hop away, for no protection (`prefer` falls back to plain text anyway), at a cost
@@ -120,9 +145,19 @@ impl Store {
                 })
                 .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
             async move {
-                Database::connect(options)
+                let mut db = Database::connect(options)
                     .await
-                    .with_context(|| format!("cannot open the database at {}", redact_url(url)))
+                    .with_context(|| format!("cannot open the database at {}", redact_url(url)))?;
+                if let Some(recorded) = RECORDED.get() {
+                    db.set_metric_callback(move |info| {
+                        recorded
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(info.statement.sql.clone())
+                            .or_insert_with(|| info.statement.clone());
+                    });
+                }
+                anyhow::Ok(db)
             }
         };
         if sqlite {
@@ -156,10 +191,29 @@ impl Store {
         self.backend == DatabaseBackend::Sqlite
     }
 
+    /// Applies pending migrations, then gathers the planner's statistics: a database without
+    /// them plans the hot queries badly until someone runs `ANALYZE` (and the PostgreSQL that
+    /// jitbot shares may run without autovacuum).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         migration::Migrator::up(&self.db, None)
             .await
-            .context("applying migrations")
+            .context("applying migrations")?;
+        self.refresh_statistics().await
+    }
+
+    /// `ANALYZE` on PostgreSQL, `PRAGMA optimize` on SQLite: after migrating, and now and then
+    /// (see the scheduler's maintenance job).
+    pub async fn refresh_statistics(&self) -> anyhow::Result<()> {
+        let sql = if self.is_sqlite() {
+            "PRAGMA optimize"
+        } else {
+            "ANALYZE requests, approvals, grants, jobs, audit_events"
+        };
+        self.db
+            .execute_unprepared(sql)
+            .await
+            .context("refreshing the planner's statistics")?;
+        Ok(())
     }
 
     pub async fn ping(&self) -> bool {

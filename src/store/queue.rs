@@ -20,6 +20,9 @@ use super::{JobRow, Store};
 use crate::domain::job::POSTING_KINDS;
 use crate::domain::{Lane, Scheduled};
 
+/// Finished jobs deleted per statement when pruning.
+const PRUNE_CHUNK: u64 = 1_000;
+
 /// What a worker asks for when it claims.
 #[derive(Debug)]
 pub struct Claim<'a> {
@@ -387,7 +390,8 @@ impl Store {
             .is_some())
     }
 
-    /// Due jobs per lane, and the run time of the oldest (for `/metrics`).
+    /// Free due jobs per lane, and the run time of the oldest (for `/metrics`; jobs a worker holds
+    /// are in its own gauges).
     pub async fn lane_stats(&self, now: i64) -> anyhow::Result<Vec<LaneStats>> {
         let rows: Vec<(String, i64, Option<i64>)> = job::Entity::find()
             .select_only()
@@ -395,6 +399,7 @@ impl Store {
             .column_as(Expr::col(job::Column::Id).count(), "due")
             .column_as(Expr::col(job::Column::RunAt).min(), "oldest")
             .filter(job::Column::DoneAt.is_null())
+            .filter(job::Column::LockedUntil.is_null())
             .filter(job::Column::RunAt.lte(now))
             .group_by(job::Column::Lane)
             .into_tuple()
@@ -411,6 +416,40 @@ impl Store {
                 }
             })
             .collect())
+    }
+
+    /// Deletes jobs finished before `finished_before`, a chunk per statement so no statement holds
+    /// the store long; returns how many. (The audit trail is what is kept for ever; a finished job
+    /// is only how the work was done.)
+    pub async fn prune_jobs(&self, finished_before: i64) -> anyhow::Result<u64> {
+        let mut pruned = 0;
+        loop {
+            // Two index-served steps: the oldest finished ids (by `done_at`), then those ids (by
+            // primary key). One `DELETE … WHERE id IN (SELECT …)` would hash-join against a scan
+            // of the whole table.
+            let ids: Vec<i32> = job::Entity::find()
+                .select_only()
+                .column(job::Column::Id)
+                .filter(job::Column::DoneAt.is_not_null())
+                .filter(job::Column::DoneAt.lt(finished_before))
+                .order_by_asc(job::Column::DoneAt)
+                .limit(PRUNE_CHUNK)
+                .into_tuple()
+                .all(&self.read)
+                .await?;
+            if ids.is_empty() {
+                return Ok(pruned);
+            }
+            let result = job::Entity::delete_many()
+                .filter(job::Column::Id.is_in(ids.iter().copied()))
+                .filter(job::Column::DoneAt.is_not_null())
+                .exec(&self.db)
+                .await?;
+            pruned += result.rows_affected;
+            if (ids.len() as u64) < PRUNE_CHUNK {
+                return Ok(pruned);
+            }
+        }
     }
 
     /// Every unfinished job, oldest first (tests and the demo look at the queue).

@@ -5,6 +5,7 @@ mod approvals;
 mod cli;
 mod edge;
 mod failures;
+mod footprint;
 mod lanes;
 mod lifecycle;
 mod pace;

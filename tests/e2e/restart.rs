@@ -108,7 +108,7 @@ async fn a_killed_process_catches_up_on_start_and_does_nothing_twice() {
     let settled = eventually(WAIT, || async {
         let jobs = store.pending_jobs().await.unwrap();
         jobs.iter()
-            .all(|j| j.kind == "end_access" || j.kind == "timeout")
+            .all(|j| ["end_access", "timeout", "maintain"].contains(&j.kind.as_str()))
     })
     .await;
     assert!(

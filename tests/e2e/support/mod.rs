@@ -24,6 +24,7 @@ pub const TEST_HEADER_TIMEOUT_MS: &str = "TEST_HEADER_TIMEOUT_MS";
 pub const TEST_BODY_TIMEOUT_MS: &str = "TEST_BODY_TIMEOUT_MS";
 pub const TEST_POST_INTERVAL_MS: &str = "TEST_POST_INTERVAL_MS";
 pub const TEST_POST_BURST: &str = "TEST_POST_BURST";
+pub const TEST_JOB_RETENTION_MS: &str = "TEST_JOB_RETENTION_MS";
 
 pub const ALICE: &str = "U0ALICE";
 pub const BOB: &str = "U0BOB";
@@ -213,6 +214,9 @@ pub async fn spawn_with(
     }
     if let Some(d) = take(TEST_POST_INTERVAL_MS) {
         tuning.post_interval = d;
+    }
+    if let Some(d) = take(TEST_JOB_RETENTION_MS) {
+        tuning.job_retention = d;
     }
     if let Some(burst) = take(TEST_POST_BURST) {
         tuning.post_burst = burst.as_millis() as u32;
