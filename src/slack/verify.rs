@@ -43,7 +43,9 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| VerifyError::BadTimestamp)?;
-    if (now - ts).abs() > MAX_CLOCK_SKEW_SECS {
+    // `abs_diff`, not `(now - ts).abs()`: a timestamp far from now must not overflow (a panic in
+    // a debug build, a wrap past the window in a release build).
+    if now.abs_diff(ts) > MAX_CLOCK_SKEW_SECS as u64 {
         return Err(VerifyError::Stale);
     }
     let expected = sign(secret, timestamp, body);
@@ -79,6 +81,26 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_timestamp_at_the_ends_of_i64_is_stale_not_an_overflow() {
+        let now = 1_800_000_000;
+        for ts in [i64::MIN, i64::MAX, i64::MIN + now] {
+            let ts = ts.to_string();
+            let sig = sign(SECRET.as_bytes(), &ts, BODY.as_bytes());
+            assert_eq!(
+                verify(
+                    SECRET.as_bytes(),
+                    Some(&ts),
+                    Some(&sig),
+                    BODY.as_bytes(),
+                    now
+                ),
+                Err(VerifyError::Stale),
+                "{ts}"
+            );
+        }
     }
 
     #[test]
