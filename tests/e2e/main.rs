@@ -8,6 +8,7 @@ mod failures;
 mod footprint;
 mod lanes;
 mod lifecycle;
+mod outage;
 mod pace;
 mod restart;
 mod slack_faults;

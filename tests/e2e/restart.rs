@@ -1,67 +1,12 @@
 //! `kill -9` and start again: an overdue grant is revoked within seconds, a revoke cut off in
 //! flight is sent again within seconds, nothing runs twice; one `serve` per SQLite file.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jitbot::fakes::{FakeSlack, SlackSender};
 
 use crate::support::*;
-
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the real binary and waits for its "listening" line.
-fn serve(
-    db_url: &str,
-    policy: &std::path::Path,
-    slack: &str,
-    secret: &str,
-    env: &[(String, String)],
-) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jitbot"))
-        .arg("serve")
-        .env("JIT_DATABASE_URL", db_url)
-        .env("JIT_POLICY", policy)
-        .env("JIT_LISTEN", "127.0.0.1:0")
-        .env("SLACK_SIGNING_SECRET", secret)
-        .env("SLACK_BOT_TOKEN", "xoxb-test")
-        .env("SLACK_API_URL", slack)
-        .env("JIT_RETRY_BASE_MS", "100")
-        .env("JIT_LOG", "info")
-        .env("NO_COLOR", "1")
-        .envs(env.iter().cloned())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("jitbot serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("jitbot serve reports its address");
-    Serve {
-        child,
-        url: format!("http://{addr}"),
-    }
-}
 
 #[tokio::test]
 async fn a_killed_process_catches_up_on_start_and_does_nothing_twice() {

@@ -408,4 +408,7 @@ pub fn has_buttons(call: &SlackCall) -> bool {
 }
 
 mod hooks;
+mod process;
 pub use hooks::*;
+#[allow(unused_imports)] // the plans test binary has no use for child processes
+pub use process::*;
