@@ -1,7 +1,11 @@
-//! PostgreSQL stopped hard for ten seconds under a steady flow of requests: jitbot stays up,
-//! `/healthz` says 503 within a second and 200 again after, requests in the gap are told to try
-//! again and nothing of them is written, the pool reconnects by itself, and revokes that fell
-//! due in the gap run within ten seconds of the database's return.
+//! Faults under a steady flow of requests, clicks and expiries.
+//!
+//! - PostgreSQL stopped hard for ten seconds: jitbot stays up, `/healthz` says 503 within a second
+//!   and 200 again after, requests in the gap are told to try again and nothing of them is
+//!   written, the pool reconnects by itself, and revokes that fell due in the gap run within ten
+//!   seconds of the database's return.
+//! - `kill -9` at random moments, restarted at once: every acknowledged request is stored, every
+//!   grant is revoked, on time, and nothing reaches a provider after a revoke.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +18,11 @@ const USERS: usize = 300;
 const OUTAGE: Duration = Duration::from_secs(10);
 
 fn policy(dir: &std::path::Path, hook: &str) -> std::path::PathBuf {
+    policy_with(dir, hook, "")
+}
+
+/// The flow's policy; `more` adds resources.
+fn policy_with(dir: &std::path::Path, hook: &str, more: &str) -> std::path::PathBuf {
     let users: Vec<String> = (0..USERS).map(|i| format!("U0F{i:03}")).collect();
     let path = dir.join("policy.yaml");
     std::fs::write(
@@ -22,7 +31,7 @@ fn policy(dir: &std::path::Path, hook: &str) -> std::path::PathBuf {
             "settings: {{ min_duration: 1s }}\ngroups:\n  flow: {{ members: [{}] }}\n  dba: {{ members: [{BOB}] }}\n\
              providers:\n  hooks: {{ kind: webhook, url: \"{hook}\", secret_env: OUTAGE_HOOK_SECRET }}\n\
              resources:\n  app:\n    provider: hooks\n    grant: {{ app: x }}\n    max_duration: 1h\n    channel: C0FLOW\n    \
-             approvers: [dba]\n    auto_approve: [{{ requesters: [flow], max_duration: 1h }}]\n",
+             approvers: [dba]\n    auto_approve: [{{ requesters: [flow], max_duration: 1h }}]\n{more}",
             users.join(", ")
         ),
     )
@@ -200,4 +209,169 @@ async fn postgres_stopped_hard_under_flow_costs_no_request_and_no_revoke() {
         );
     }
     let _ = jitbot.child.kill();
+}
+
+#[tokio::test]
+async fn kill_9_at_random_moments_under_flow_loses_and_strands_nothing() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jitbot.db").display()
+    );
+    let hook = WebhookReceiver::start("outage-hook").await.unwrap();
+    let slack = FakeSlack::start().await.unwrap();
+    let secret = format!("secret-{}", suffix());
+    // A resource that needs a click, beside the auto-approved one.
+    let policy = policy_with(
+        dir.path(),
+        &hook.url,
+        "  reviewed:\n    provider: hooks\n    grant: { app: y }\n    max_duration: 1h\n    channel: C0FLOW\n    approvers: [dba]\n",
+    );
+    let env = [("OUTAGE_HOOK_SECRET".to_string(), "outage-hook".to_string())];
+    // The process lives in `alive`, replaced at each kill; the flow follows its address.
+    let current = Arc::new(Mutex::new(String::new()));
+    let mut alive = start_again(&db_url, &policy, &slack.base_url, &secret, &env, &current);
+
+    let answers: Arc<Mutex<Vec<String>>> = Arc::default();
+    let flow = {
+        let (answers, current, secret) = (answers.clone(), current.clone(), secret.clone());
+        tokio::spawn(async move {
+            for i in 0.. {
+                let (answers, current, secret) = (answers.clone(), current.clone(), secret.clone());
+                tokio::spawn(async move {
+                    let url = current.lock().unwrap().clone();
+                    let sender = SlackSender::new(&url, &secret);
+                    let user = format!("U0F{:03}", i % USERS);
+                    let text = if i % 10 < 3 {
+                        "request reviewed 3s needs a click"
+                    } else {
+                        "request app 2s flow"
+                    };
+                    let Ok(answer) = sender.command_text(&user, text).await else {
+                        return; // the process was killed: no answer, no promise
+                    };
+                    if answer.contains("waiting for approval") {
+                        let id = TestApp::id_in(&answer);
+                        let _ = sender.click(BOB, APPROVE, &id.to_string()).await;
+                    }
+                    answers.lock().unwrap().push(answer);
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut kills = 0;
+    for _ in 0..4 {
+        let wait = rand::rng().random_range(1_000..3_000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let _ = alive.child.kill(); // SIGKILL
+        let _ = alive.child.wait();
+        kills += 1;
+        alive = start_again(&db_url, &policy, &slack.base_url, &secret, &env, &current);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    flow.abort();
+
+    let answers = answers.lock().unwrap().clone();
+    let acknowledged: Vec<i32> = answers
+        .iter()
+        .filter(|a| a.contains("Request #"))
+        .map(|a| TestApp::id_in(a))
+        .collect();
+    eprintln!(
+        "{kills} kills; {} requests acknowledged",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() > 50, "the flow went on");
+    let store = jitbot::store::Store::connect(&db_url).await.unwrap();
+    for id in &acknowledged {
+        assert!(
+            store.request(*id).await.unwrap().is_some(),
+            "#{id} is stored"
+        );
+    }
+    // Every grant that reached the provider is revoked, and nothing follows its revoke.
+    let settled = eventually(Duration::from_secs(40), || async {
+        let events = hook.events();
+        let granted: std::collections::BTreeSet<i64> = events
+            .iter()
+            .filter(|e| e.body["event"] == "grant")
+            .filter_map(|e| e.body["request_id"].as_i64())
+            .collect();
+        granted.iter().all(|id| {
+            events
+                .iter()
+                .any(|e| e.body["event"] == "revoke" && e.body["request_id"] == *id)
+        })
+    })
+    .await;
+    assert!(settled, "every grant was revoked");
+    let events = hook.events();
+    let granted: std::collections::BTreeSet<i64> = events
+        .iter()
+        .filter(|e| e.body["event"] == "grant")
+        .filter_map(|e| e.body["request_id"].as_i64())
+        .collect();
+    for id in &granted {
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| e.body["request_id"] == *id)
+            .collect();
+        assert_eq!(
+            mine.last().map(|e| e.body["event"].clone()),
+            Some(serde_json::json!("revoke")),
+            "nothing reached the provider after #{id} was revoked"
+        );
+        let grant = store
+            .grant(*id as i32)
+            .await
+            .unwrap()
+            .expect("a grant record");
+        if let Some(expires_at) = grant
+            .expires_at
+            .and_then(chrono::DateTime::from_timestamp_millis)
+        {
+            let revoke = mine.iter().find(|e| e.body["event"] == "revoke").unwrap();
+            assert!(
+                revoke.received_at - expires_at < chrono::TimeDelta::seconds(10),
+                "#{id} revoked {} after its expiry",
+                revoke.received_at - expires_at
+            );
+        }
+    }
+    // No request is stranded between approval and its end (one whose click was cut off by a
+    // kill may rightly still wait for a decision).
+    let stranded = eventually(Duration::from_secs(20), || async {
+        let mut open = 0;
+        for id in &acknowledged {
+            let state = store
+                .request(*id)
+                .await
+                .unwrap()
+                .map(|r| r.state)
+                .unwrap_or_default();
+            if ["approved", "active", "revoking", "revoke_failed"].contains(&state.as_str()) {
+                open += 1;
+            }
+        }
+        open == 0
+    })
+    .await;
+    assert!(stranded, "every approved request came to an end");
+    drop(alive);
+}
+
+/// Starts the binary and points the flow at it.
+fn start_again(
+    db_url: &str,
+    policy: &std::path::Path,
+    slack: &str,
+    secret: &str,
+    env: &[(String, String)],
+    current: &Mutex<String>,
+) -> Serve {
+    let s = serve(db_url, policy, slack, secret, env);
+    *current.lock().unwrap() = s.url.clone();
+    s
 }
