@@ -225,3 +225,95 @@ async fn a_slack_call_that_never_answers_times_out_and_is_retried() {
     assert!(stored, "the card's ts is kept");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_429_storm_then_5xx_posts_each_card_once_updates_after_posts_and_delays_no_revoke() {
+    let (app, _hook, other_hook) = spawn_two_hooks_env(
+        Backend::Postgres,
+        |p| p,
+        [(TEST_POST_INTERVAL_MS.to_string(), "200".to_string())].into(),
+    )
+    .await;
+    // Slack limits the reviewers' channel, then falls over for a moment.
+    app.slack.fault(
+        "chat.postMessage",
+        Some("C0REVIEW"),
+        SlackFault::RateLimited(1),
+        4,
+    );
+    app.slack
+        .fault("chat.postMessage", None, SlackFault::Status(503), 3);
+    app.slack
+        .fault("chat.update", None, SlackFault::Status(502), 3);
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(TestApp::id_in(
+            &app.say(&format!("U0Q{i}"), "request billing-admin 1h storm")
+                .await,
+        ));
+    }
+    for id in &ids[..4] {
+        app.click(BOB, APPROVE, *id).await;
+    }
+    let quick = TestApp::id_in(&app.say(ALICE, "request other-app 2s check").await);
+    let lag = revoke_lag(&app, &other_hook, quick).await;
+    assert!(lag < chrono::TimeDelta::seconds(1), "revoked {lag} late");
+
+    let card_of = |c: &jitbot::fakes::SlackCall, id: i32| {
+        c.str("channel") == "C0REVIEW" && c.body.to_string().contains(&format!("(#{id})"))
+    };
+    // Every card posted, and every approved card showing its approval (posted late enough to
+    // be drawn approved, or updated after its post).
+    let latest = |calls: &[jitbot::fakes::SlackCall], id: i32| {
+        calls
+            .iter()
+            .filter(|c| {
+                (c.method == "chat.postMessage" || c.method == "chat.update") && card_of(c, id)
+            })
+            .max_by_key(|c| c.at)
+            .map(|c| c.body.to_string())
+    };
+    app.wait_calls("every card, each approved one shown approved", |calls| {
+        ids.iter().all(|id| latest(calls, *id).is_some())
+            && ids[..4]
+                .iter()
+                .all(|id| latest(calls, *id).is_some_and(|b| b.contains("Approved by")))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = app.slack.calls();
+    for id in &ids {
+        let posts: Vec<_> = calls
+            .iter()
+            .filter(|c| c.method == "chat.postMessage" && card_of(c, *id))
+            .collect();
+        assert_eq!(posts.len(), 1, "card #{id} posted once");
+        let first_update = calls
+            .iter()
+            .filter(|c| c.method == "chat.update" && card_of(c, *id))
+            .map(|c| c.at)
+            .min();
+        if let Some(update) = first_update {
+            assert!(
+                update > posts[0].at,
+                "card #{id} updated before it was posted"
+            );
+        }
+    }
+    // Nothing went to the limited channel before its Retry-After had passed.
+    let attempts = posts_to(&app, "C0REVIEW");
+    for (i, limited) in attempts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.answer == "429")
+    {
+        if let Some(next) = attempts.get(i + 1) {
+            assert!(
+                next.at - limited.at >= Duration::from_millis(990),
+                "retried {:?} after a 429",
+                next.at - limited.at
+            );
+        }
+    }
+    app.finish().await;
+}

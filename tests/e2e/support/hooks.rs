@@ -114,6 +114,19 @@ pub async fn spawn_two_hooks(
     jitbot::fakes::WebhookReceiver,
     jitbot::fakes::WebhookReceiver,
 ) {
+    spawn_two_hooks_env(backend, edit, HashMap::new()).await
+}
+
+/// Like [`spawn_two_hooks`], with more variables (such as the `TEST_*` timings).
+pub async fn spawn_two_hooks_env(
+    backend: Backend,
+    edit: impl FnOnce(String) -> String,
+    extra: HashMap<String, String>,
+) -> (
+    TestApp,
+    jitbot::fakes::WebhookReceiver,
+    jitbot::fakes::WebhookReceiver,
+) {
     let secret = format!("hook-{}", suffix());
     let hook = jitbot::fakes::WebhookReceiver::start(&secret)
         .await
@@ -122,13 +135,14 @@ pub async fn spawn_two_hooks(
         .await
         .expect("receiver");
     let env_name = format!("JIT_HOOK_{}", suffix().to_uppercase());
-    let env = HashMap::from([
+    let mut env = HashMap::from([
         (env_name.clone(), secret),
         (
             format!("{env_name}_PG"),
             "postgres://nobody@127.0.0.1:1/none".to_string(),
         ),
     ]);
+    env.extend(extra);
     let policy = hook_policy(&hook.url, &env_name).replace(
         "resources:\n",
         &format!(
