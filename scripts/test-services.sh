@@ -2,7 +2,8 @@
 # Makes sure the services the test suite needs are up, and prints the environment the tests
 # should use (eval it). Today that is PostgreSQL: the one at $JIT_TEST_PG_URL (default
 # 127.0.0.1:5432, user postgres) if it answers; else this machine's own cluster, started; else a
-# throwaway cluster made with initdb as the postgres user on port 55432.
+# throwaway cluster made with initdb as the postgres user on port 55432. The outage test also
+# makes clusters of its own, so PostgreSQL's server programs (initdb, pg_ctl) must be here too.
 set -euo pipefail
 
 say() { echo "test-services: $*" >&2; }
@@ -13,8 +14,12 @@ answers() { # url
   psql "$1" -qtAc 'select 1' >/dev/null 2>&1
 }
 
-if ! command -v psql >/dev/null 2>&1; then
-  say "psql not found; installing PostgreSQL from Debian's packages"
+has_server_programs() {
+  command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+
+if ! command -v psql >/dev/null 2>&1 || ! has_server_programs; then
+  say "PostgreSQL's programs not found; installing PostgreSQL from Debian's packages"
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
 fi
 
