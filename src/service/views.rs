@@ -28,7 +28,10 @@ impl Service {
 
     pub(super) async fn pending(&self, user: &str) -> anyhow::Result<String> {
         let mut lines = Vec::new();
-        for r in self.store.requests_in_state(State::Pending, 200).await? {
+        let waiting = self.store.requests_in_state(State::Pending, 200).await?;
+        let ids: Vec<i32> = waiting.iter().map(|r| r.id).collect();
+        let decided = self.store.decided_by(user, &ids).await?;
+        for r in waiting {
             let Some(resource) = self.policy.resources.get(&r.resource) else {
                 continue;
             };
@@ -37,13 +40,7 @@ impl Service {
             {
                 continue;
             }
-            if self
-                .store
-                .decisions(r.id)
-                .await?
-                .iter()
-                .any(|d| d.approver == user)
-            {
+            if decided.contains(&r.id) {
                 continue;
             }
             lines.push(format!(

@@ -89,6 +89,26 @@ impl Store {
         Ok(Verdict::Counted { approvers })
     }
 
+    /// Which of these requests `approver` has already decided, in one query.
+    pub async fn decided_by(
+        &self,
+        approver: &str,
+        request_ids: &[i32],
+    ) -> anyhow::Result<std::collections::HashSet<i32>> {
+        if request_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids: Vec<i32> = approval::Entity::find()
+            .select_only()
+            .column(approval::Column::RequestId)
+            .filter(approval::Column::Approver.eq(approver))
+            .filter(approval::Column::RequestId.is_in(request_ids.iter().copied()))
+            .into_tuple()
+            .all(&self.read)
+            .await?;
+        Ok(ids.into_iter().collect())
+    }
+
     /// Decisions on a request, oldest first.
     pub async fn decisions(&self, request_id: i32) -> anyhow::Result<Vec<Approval>> {
         Ok(approval::Entity::find()
