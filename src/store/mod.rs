@@ -37,12 +37,14 @@ pub use writer::{TooSlow, WRITE_DEADLINE};
 
 /// SQLite waits this long for a lock held by another process (`jitbot migrate`) before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections to a PostgreSQL store; the scheduler's lanes and the HTTP edge share them.
-const PG_POOL: u32 = 24;
+/// Connections to a PostgreSQL store; the scheduler's lanes and the HTTP edge share them. Each
+/// keeps buffers as large as the largest batch it carried, so more connections cost memory
+/// (measured: 24 took an expiry storm to 76 MB, 8 to 60 MB) for no throughput on a small host.
+const PG_POOL: u32 = 8;
 /// Prepared statements kept per connection. Batches make statements of many shapes (a multi-row
-/// insert per batch size, an `IN` list per length); sqlx's default of 100 would parse them again
-/// and again.
-const STATEMENT_CACHE: usize = 2_000;
+/// insert per batch size, an `IN` list per length); sqlx's default of 100 would parse the common
+/// ones again and again.
+const STATEMENT_CACHE: usize = 250;
 /// Reader connections to a SQLite store (WAL lets them read while the one writer writes).
 const SQLITE_READERS: u32 = 4;
 
