@@ -193,7 +193,13 @@ struct Figures {
     healthy_ms: f64,
 }
 
-async fn measure(label: &str, db_url: &str, policy: &std::path::Path, slack: &FakeSlack, offset: usize) -> Figures {
+async fn measure(
+    label: &str,
+    db_url: &str,
+    policy: &std::path::Path,
+    slack: &FakeSlack,
+    offset: usize,
+) -> Figures {
     let (jitbot, healthy_ms) = start_to_healthy(db_url, policy, &slack.base_url).await;
     let sender = Arc::new(SlackSender::new(&jitbot.url, "footprint"));
     let (p50, p99) = fixed_rate(sender.clone(), offset).await;
@@ -236,7 +242,14 @@ async fn run(store: &str, db_url: String, n: usize) -> anyhow::Result<()> {
             jitbot.memory_mb("VmHWM:")
         );
     }
-    let full = measure(&format!("{n} stored"), &db_url, &policy, &slack, 910_000_000).await;
+    let full = measure(
+        &format!("{n} stored"),
+        &db_url,
+        &policy,
+        &slack,
+        910_000_000,
+    )
+    .await;
     println!(
         "\n| store | stored | ack p50 / p99 at {RATE}/s | /jit pending p50 / max | /jit list p50 / max | RSS after (peak) | start to healthy |"
     );
@@ -266,7 +279,10 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(1_000_000);
     if which == "sqlite" || which == "both" {
         let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("footprint.db").display());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("footprint.db").display()
+        );
         run("SQLite", url, n).await?;
     }
     if which == "postgres" || which == "both" {
