@@ -87,11 +87,16 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         metrics.clone(),
     )?;
     let providers = Arc::new(Providers::new(env.clone())?);
+    let pacer = Arc::new(crate::scheduler::pace::Pacer::new(
+        tuning.post_interval,
+        tuning.post_burst,
+    ));
     let service = Service {
         store: store.clone(),
         policy: policy.clone(),
         wake: wake.clone(),
         metrics: metrics.clone(),
+        pacer: pacer.clone(),
     };
     let runner = Runner::new(Scheduler {
         store: store.clone(),
@@ -103,10 +108,7 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         backoff_start: tuning.retry_base,
         slack_timeout: tuning.slack_timeout,
         provider_calls: Default::default(),
-        pacer: Arc::new(crate::scheduler::pace::Pacer::new(
-            tuning.post_interval,
-            tuning.post_burst,
-        )),
+        pacer,
         job_retention: tuning.job_retention,
     });
     // The store's upkeep runs every round; queueing the next one is a no-op if it is queued.

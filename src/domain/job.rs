@@ -203,11 +203,27 @@ impl Job {
 pub struct Scheduled {
     pub job: Job,
     pub run_at: i64,
+    /// A Slack post whose turn in its channel's pace is already booked (`run_at` is that turn),
+    /// so the scheduler does not book it again.
+    pub paced: bool,
 }
 
 impl Job {
     pub fn at(self, run_at: i64) -> Scheduled {
-        Scheduled { job: self, run_at }
+        Scheduled {
+            job: self,
+            run_at,
+            paced: false,
+        }
+    }
+
+    /// A Slack post due at the turn booked for it in its channel's pace.
+    pub fn in_turn(self, turn: i64) -> Scheduled {
+        Scheduled {
+            job: self,
+            run_at: turn,
+            paced: true,
+        }
     }
 
     /// The maintenance job of the round after `now` (epoch ms), due when that round starts.

@@ -19,6 +19,7 @@ use crate::domain::command::HELP;
 use crate::domain::{Command, GrantDuration, Job, Lane, Policy, Resource, State};
 use crate::metrics::Metrics;
 use crate::scheduler::Wake;
+use crate::scheduler::pace::{Pacer, Turn};
 use crate::store::{self, NewGrant, NewRequest, Store};
 
 /// Longest reason `/jit request` takes: the card shows it whole, well within Slack's limits.
@@ -31,6 +32,10 @@ pub struct Service {
     /// Wakes the scheduler when a job is queued.
     pub wake: Arc<Wake>,
     pub metrics: Arc<Metrics>,
+    /// Slack's pace per channel, shared with the scheduler: a new request's card books its turn
+    /// as the request is stored, so the card's job is written once, due at that turn, instead
+    /// of being claimed only to be booked and put back.
+    pub pacer: Arc<Pacer>,
 }
 
 /// A decision from a button or from `/jit approve|deny`.
@@ -199,6 +204,12 @@ impl Service {
             json!({"resource": name, "duration": duration.to_string(), "reason": reason, "auto_approved": auto}),
         );
         let (channel, provider_name) = (resource.channel.clone(), resource.provider.clone());
+        // A turn booked for a request that is then not stored (already open, store too slow) is
+        // a gap in the channel's pace: the next card waits a second longer, nothing else.
+        let card_turn = match self.pacer.book(&channel, now_ms) {
+            Turn::Now => now_ms,
+            Turn::At(slot) => slot,
+        };
         let created = self
             .store
             .create_request(
@@ -215,7 +226,7 @@ impl Service {
                             request_id: id,
                             channel: channel.clone(),
                         }
-                        .at(now_ms),
+                        .in_turn(card_turn),
                     ];
                     if auto {
                         jobs.push(

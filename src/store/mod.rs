@@ -45,8 +45,44 @@ const PG_POOL: u32 = 8;
 /// insert per batch size, an `IN` list per length); sqlx's default of 100 would parse the common
 /// ones again and again.
 const STATEMENT_CACHE: usize = 250;
+/// Refreshes the planner's statistics of every table on PostgreSQL.
+const ANALYZE: &str = "ANALYZE requests, approvals, grants, jobs, audit_events";
+/// Batches the writer commits at once on PostgreSQL, each on a connection of its own (the
+/// server commits them together; SQLite has one write lock, so one batch at a time there).
+const PG_WRITER_BATCHES: u32 = 3;
 /// Reader connections to a SQLite store (WAL lets them read while the one writer writes).
 const SQLITE_READERS: u32 = 4;
+
+/// Opens a pool of at most `max` connections to the store at `url`.
+async fn open(url: &str, max: u32) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(15))
+        .max_connections(max)
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true)
+                .statement_cache_capacity(STATEMENT_CACHE)
+        })
+        .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
+    let mut db = Database::connect(options)
+        .await
+        .with_context(|| format!("cannot open the database at {}", redact_url(url)))?;
+    if let Some(recorded) = RECORDED.get() {
+        db.set_metric_callback(move |info| {
+            recorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(info.statement.sql.clone())
+                .or_insert_with(|| info.statement.clone());
+        });
+    }
+    Ok(db)
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -129,60 +165,40 @@ pub fn loopback_without_tls(url: &str) -> String {
 impl Store {
     /// Connects to `sqlite://…` or `postgres://…`. SQLite runs in WAL mode with a busy timeout.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        let url = &loopback_without_tls(url);
-        let sqlite = url.starts_with("sqlite:");
-        let open = |max: u32| {
-            let mut options = ConnectOptions::new(url.to_string());
-            options
-                .sqlx_logging(false)
-                .connect_timeout(Duration::from_secs(5))
-                .acquire_timeout(Duration::from_secs(15))
-                .max_connections(max)
-                .map_sqlx_sqlite_opts(|o| {
-                    o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
-                        .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                        .foreign_keys(true)
-                        .statement_cache_capacity(STATEMENT_CACHE)
-                })
-                .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
-            async move {
-                let mut db = Database::connect(options)
-                    .await
-                    .with_context(|| format!("cannot open the database at {}", redact_url(url)))?;
-                if let Some(recorded) = RECORDED.get() {
-                    db.set_metric_callback(move |info| {
-                        recorded
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .entry(info.statement.sql.clone())
-                            .or_insert_with(|| info.statement.clone());
-                    });
-                }
-                anyhow::Ok(db)
-            }
-        };
-        if sqlite {
-            let db = open(1).await?;
+        let url = loopback_without_tls(url);
+        if url.starts_with("sqlite:") {
+            let db = open(&url, 1).await?;
             let read = if url.contains(":memory:") {
                 db.clone()
             } else {
-                open(SQLITE_READERS).await?
+                open(&url, SQLITE_READERS).await?
             };
+            let for_writer = db.clone();
             Ok(Store {
                 lease: db.clone(),
                 read,
-                writer: writer::Writer::start(db.clone()),
+                writer: writer::Writer::start(async move { Ok(for_writer) }, 1, None).await?,
                 db,
                 backend: DatabaseBackend::Sqlite,
             })
         } else {
-            let db = open(PG_POOL).await?;
-            let lease = open(1).await?;
+            let db = open(&url, PG_POOL).await?;
+            let lease = open(&url, 1).await?;
+            let writer_url = url.clone();
+            // One connection more than batches: the statistics refresh runs beside them.
+            let writer = writer::Writer::start(
+                async move { open(&writer_url, PG_WRITER_BATCHES + 1).await },
+                PG_WRITER_BATCHES as usize,
+                Some(writer::Statistics {
+                    sql: "ANALYZE jobs",
+                    jobs_rows_sql: "SELECT reltuples::bigint FROM pg_class WHERE oid = 'jobs'::regclass",
+                }),
+            )
+            .await?;
             Ok(Store {
                 read: db.clone(),
                 lease,
-                writer: writer::Writer::start(db.clone()),
+                writer,
                 db,
                 backend: DatabaseBackend::Postgres,
             })
@@ -209,7 +225,7 @@ impl Store {
         let sql = if self.is_sqlite() {
             "PRAGMA optimize"
         } else {
-            "ANALYZE requests, approvals, grants, jobs, audit_events"
+            ANALYZE
         };
         self.db
             .execute_unprepared(sql)

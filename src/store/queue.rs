@@ -81,7 +81,7 @@ fn job_row(scheduled: &Scheduled, now: i64) -> Result<job::ActiveModel, DbErr> {
         queue_key: Set(scheduled.job.queue_key().to_string()),
         locked_by: Set(None),
         outcome: Set(None),
-        paced: Set(false),
+        paced: Set(scheduled.paced),
         ..Default::default()
     })
 }

@@ -79,3 +79,74 @@ async fn finished_jobs_are_pruned_after_their_retention_on_sqlite() {
 async fn finished_jobs_are_pruned_after_their_retention_on_postgres() {
     finished_jobs_are_pruned(Backend::Postgres).await;
 }
+
+/// The planner's statistics of the jobs table on PostgreSQL: how many times it was analyzed,
+/// and the row count it estimates.
+async fn jobs_statistics(url: &str) -> (i64, f32) {
+    let db = sea_orm::sqlx::PgPool::connect(url)
+        .await
+        .expect("the test database");
+    // The server publishes its table statistics with a short delay; ask afresh each time.
+    let _ = sea_orm::sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&db)
+        .await;
+    let analyzed: i64 = sea_orm::sqlx::query_scalar(
+        "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'jobs'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("pg_stat_user_tables");
+    let estimate: f32 =
+        sea_orm::sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass")
+            .fetch_one(&db)
+            .await
+            .expect("pg_class");
+    db.close().await;
+    (analyzed, estimate)
+}
+
+/// A fresh PostgreSQL store is analyzed while empty, and the server may run without autovacuum
+/// (as on many small hosts): the planner then takes the growing jobs table for a few rows and
+/// scans it on every claim. jitbot refreshes the statistics itself as its writes add up.
+#[tokio::test]
+async fn a_growing_postgresql_store_keeps_its_planner_statistics_current() {
+    let (app, _hook) = spawn_hook_app(Backend::Postgres).await;
+    let url = app.pg.as_ref().expect("a PostgreSQL store").url.clone();
+    let (analyzed_at_start, _) = jobs_statistics(&url).await;
+
+    // 2,400 requests from as many people, 16 at a time: about 4,800 jobs.
+    let mut senders = tokio::task::JoinSet::new();
+    for lane in 0..16 {
+        let sender = app.sender.clone();
+        senders.spawn(async move {
+            for i in 0..150 {
+                let user = format!("U0ST{lane:02}{i:04}");
+                let answer = sender
+                    .command_text(&user, "request billing-admin 1h INC-1 growth")
+                    .await
+                    .expect("answered");
+                assert!(answer.contains("waiting for approval"), "{answer}");
+            }
+        });
+    }
+    while let Some(done) = senders.join_next().await {
+        done.expect("a sender");
+    }
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (analyzed, estimate) = loop {
+        let (analyzed, estimate) = jobs_statistics(&url).await;
+        if (analyzed > analyzed_at_start && estimate >= 2_000.0)
+            || tokio::time::Instant::now() >= deadline
+        {
+            break (analyzed, estimate);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        analyzed > analyzed_at_start && estimate >= 2_000.0,
+        "the jobs table was not analyzed again as it grew: analyzed {analyzed} times \
+         ({analyzed_at_start} at start), {estimate} rows estimated"
+    );
+    app.finish().await;
+}
