@@ -190,7 +190,7 @@ impl Store {
                 async move { open(&writer_url, PG_WRITER_BATCHES + 1).await },
                 PG_WRITER_BATCHES as usize,
                 Some(writer::Statistics {
-                    sql: "ANALYZE jobs",
+                    sql: "ANALYZE requests, grants, approvals, jobs",
                     jobs_rows_sql: "SELECT reltuples::bigint FROM pg_class WHERE oid = 'jobs'::regclass",
                 }),
             )
