@@ -1,0 +1,233 @@
+//! The set-based statements of one group-commit batch (see [`super::writer`]): new requests
+//! with their grants, jobs and audit events in one multi-row insert per table, and state
+//! changes as one guarded `UPDATE … RETURNING` per kind of change.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+
+use super::Request;
+use super::entities::{grant, job, request};
+use super::queue::{insert_jobs, insert_new_jobs};
+use super::requests::{GrantChange, Transition, audit_rows, grant_row, open_key, request_row};
+use super::writer::Intake;
+use crate::domain::State;
+
+/// Inserts new requests (each for a different person and resource) with their grants, jobs and
+/// audit events; `None` for one whose person already has an open request for the resource.
+pub(super) async fn create_batch<C: ConnectionTrait>(
+    db: &C,
+    intakes: &[Intake],
+) -> Result<Vec<Option<Request>>, DbErr> {
+    if intakes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<_> = intakes
+        .iter()
+        .map(|i| request_row(&i.new, i.state, i.now))
+        .collect();
+    let mut inserted: HashMap<String, Request> = match request::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([request::Column::OpenKey])
+        .exec_with_returning_many(db)
+        .await?
+    {
+        sea_orm::TryInsertResult::Inserted(models) => models
+            .into_iter()
+            .filter_map(|m| m.open_key.clone().map(|k| (k, m)))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let mut created = Vec::with_capacity(intakes.len());
+    let mut grants = Vec::new();
+    let mut jobs = Vec::new();
+    let mut audits = Vec::new();
+    for intake in intakes {
+        let key = open_key(&intake.new.requester, &intake.new.resource);
+        let Some(request) = inserted.remove(&key) else {
+            created.push(None);
+            continue;
+        };
+        if let Some(g) = &intake.grant {
+            grants.push(grant_row(request.id, g.clone()));
+        }
+        jobs.extend((intake.jobs)(request.id));
+        audits.extend(audit_rows(
+            Some(request.id),
+            std::slice::from_ref(&intake.event),
+            intake.now,
+        ));
+        created.push(Some(request));
+    }
+    if !grants.is_empty() {
+        grant::Entity::insert_many(grants)
+            .exec_without_returning(db)
+            .await?;
+    }
+    let now = intakes.iter().map(|i| i.now).max().unwrap_or_default();
+    insert_new_jobs(db, &jobs, now).await?;
+    if !audits.is_empty() {
+        super::entities::audit::Entity::insert_many(audits)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(created)
+}
+
+/// Applies transitions (each on a different request) inside the caller's transaction; says for
+/// each whether its guard held.
+pub(super) async fn apply_batch<C: ConnectionTrait>(
+    db: &C,
+    batch: &[&Transition],
+) -> Result<Vec<bool>, DbErr> {
+    let now = batch.iter().map(|t| t.now).max().unwrap_or_default();
+    let mut changed = vec![false; batch.len()];
+
+    // The requests: one guarded UPDATE per kind of change.
+    type Kind<'t> = (
+        Vec<&'static str>,
+        &'static str,
+        Option<&'t str>,
+        Option<&'t str>,
+    );
+    let mut kinds: BTreeMap<Kind<'_>, Vec<usize>> = BTreeMap::new();
+    for (i, t) in batch.iter().enumerate() {
+        let from = t.from.iter().map(|s| s.as_str()).collect();
+        kinds
+            .entry((
+                from,
+                t.to.as_str(),
+                t.decided_by.as_deref(),
+                t.note.as_deref(),
+            ))
+            .or_default()
+            .push(i);
+    }
+    for ((from, to, decided_by, note), members) in kinds {
+        let mut update = request::Entity::update_many()
+            .col_expr(request::Column::State, Expr::value(to))
+            .col_expr(request::Column::UpdatedAt, Expr::value(now));
+        if State::parse(to).is_some_and(|s| !s.is_open()) {
+            update = update.col_expr(
+                request::Column::OpenKey,
+                Expr::value(Option::<String>::None),
+            );
+        }
+        if let Some(by) = decided_by {
+            update = update
+                .col_expr(request::Column::DecidedBy, Expr::value(by))
+                .col_expr(request::Column::DecidedAt, Expr::value(now));
+        }
+        if let Some(note) = note {
+            update = update.col_expr(request::Column::DecisionNote, Expr::value(note));
+        }
+        let ids: Vec<i32> = members.iter().map(|i| batch[*i].id).collect();
+        let rows = update
+            .filter(request::Column::Id.is_in(ids))
+            .filter(request::Column::State.is_in(from))
+            .exec_with_returning(db)
+            .await?;
+        let done: HashSet<i32> = rows.iter().map(|r| r.id).collect();
+        for i in members {
+            changed[i] = done.contains(&batch[i].id);
+        }
+    }
+    let applied: Vec<&Transition> = batch
+        .iter()
+        .zip(&changed)
+        .filter(|(_, c)| **c)
+        .map(|(t, _)| *t)
+        .collect();
+    if applied.is_empty() {
+        return Ok(changed);
+    }
+
+    // Their grants.
+    let mut creates = Vec::new();
+    let mut ending: BTreeMap<&'static str, Vec<i32>> = BTreeMap::new();
+    let mut ended: BTreeMap<&'static str, Vec<i32>> = BTreeMap::new();
+    for t in &applied {
+        match &t.grant {
+            None => {}
+            Some(GrantChange::Create(g)) => creates.push(grant_row(t.id, g.clone())),
+            Some(GrantChange::Activate {
+                granted_at,
+                expires_at,
+            }) => {
+                grant::Entity::update_many()
+                    .col_expr(grant::Column::GrantedAt, Expr::value(*granted_at))
+                    .col_expr(grant::Column::ExpiresAt, Expr::value(*expires_at))
+                    .col_expr(
+                        grant::Column::LastError,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .filter(grant::Column::RequestId.eq(t.id))
+                    .exec(db)
+                    .await?;
+            }
+            Some(GrantChange::End(reason)) => ending.entry(reason.as_str()).or_default().push(t.id),
+            Some(GrantChange::Ended(reason)) => {
+                ended.entry(reason.as_str()).or_default().push(t.id)
+            }
+        }
+    }
+    if !creates.is_empty() {
+        grant::Entity::insert_many(creates)
+            .exec_without_returning(db)
+            .await?;
+    }
+    for (reason, ids) in ending {
+        grant::Entity::update_many()
+            .col_expr(grant::Column::EndReason, Expr::value(reason))
+            .filter(grant::Column::RequestId.is_in(ids))
+            .filter(grant::Column::EndReason.is_null())
+            .exec(db)
+            .await?;
+    }
+    for (reason, ids) in ended {
+        grant::Entity::update_many()
+            .col_expr(grant::Column::EndedAt, Expr::value(now))
+            .col_expr(
+                grant::Column::LastError,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                grant::Column::EndReason,
+                Func::coalesce([Expr::col(grant::Column::EndReason), Expr::value(reason)]).into(),
+            )
+            .filter(grant::Column::RequestId.is_in(ids))
+            .exec(db)
+            .await?;
+    }
+
+    // Their jobs, what they settle, and their audit events.
+    let jobs: Vec<_> = applied
+        .iter()
+        .flat_map(|t| t.jobs.iter().cloned())
+        .collect();
+    insert_jobs(db, &jobs, now).await?;
+    let settles: Vec<String> = applied
+        .iter()
+        .flat_map(|t| t.settles.iter().cloned())
+        .collect();
+    if !settles.is_empty() {
+        job::Entity::update_many()
+            .col_expr(job::Column::DoneAt, Expr::value(now))
+            .col_expr(job::Column::Outcome, Expr::value("settled"))
+            .filter(job::Column::DedupeKey.is_in(settles))
+            .filter(job::Column::DoneAt.is_null())
+            .filter(job::Column::LockedUntil.is_null())
+            .exec(db)
+            .await?;
+    }
+    let audits: Vec<_> = applied
+        .iter()
+        .flat_map(|t| audit_rows(Some(t.id), &t.audit, t.now))
+        .collect();
+    if !audits.is_empty() {
+        super::entities::audit::Entity::insert_many(audits)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(changed)
+}
