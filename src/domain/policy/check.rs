@@ -1,0 +1,564 @@
+//! The policy file as written, and the checks that compile it into a [`Policy`]: every error
+//! and warning names the file, line and column.
+
+use std::collections::BTreeMap;
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::*;
+
+pub(super) fn load_error(file: &str, error: marked_yaml::LoadError) -> Diagnostic {
+    use marked_yaml::LoadError as E;
+    let (marker, message) = match &error {
+        E::TopLevelMustBeMapping(m) => (
+            Some(*m),
+            "the policy must be a mapping of sections".to_string(),
+        ),
+        E::TopLevelMustBeSequence(m) => (Some(*m), "unexpected top level".to_string()),
+        E::UnexpectedAnchor(m) => (
+            Some(*m),
+            "anchors and aliases are not allowed in a policy".to_string(),
+        ),
+        E::MappingKeyMustBeScalar(m) => (Some(*m), "keys must be plain strings".to_string()),
+        E::UnexpectedTag(m) => (Some(*m), "tags are not allowed in a policy".to_string()),
+        E::ScanError(m, e) => (Some(*m), format!("syntax error: {e}")),
+        E::DuplicateKey(inner) => (
+            inner.key.span().start().copied(),
+            format!("duplicate key `{}`", inner.key.as_str()),
+        ),
+    };
+    let (line, column) = marker.map(|m| (m.line(), m.column())).unwrap_or((1, 1));
+    Diagnostic {
+        file: file.to_string(),
+        line,
+        column,
+        path: String::new(),
+        message,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+pub(super) type Map<V> = BTreeMap<String, V>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    #[serde(default)]
+    pub(super) settings: Option<RawSettings>,
+    pub(super) digest: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    pub(super) groups: Map<RawGroup>,
+    #[serde(default)]
+    pub(super) identities: Map<Map<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) providers: Map<RawProvider>,
+    #[serde(default)]
+    pub(super) resources: Map<RawResource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSettings {
+    pub(super) request_ttl: Option<Spanned<String>>,
+    pub(super) min_duration: Option<Spanned<String>>,
+    pub(super) timezone: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub(super) members: Option<Vec<Spanned<String>>>,
+    pub(super) rotation: Option<RawRotation>,
+    pub(super) pagerduty: Option<Spanned<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRotation {
+    pub(super) members: Vec<Spanned<String>>,
+    pub(super) shift: Spanned<String>,
+    pub(super) start: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub(super) kind: Spanned<String>,
+    pub(super) url_env: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) secret_env: Option<Spanned<String>>,
+    pub(super) region: Option<Spanned<String>>,
+    pub(super) endpoint_url: Option<Spanned<String>>,
+    pub(super) concurrency: Option<Spanned<u32>>,
+    pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResource {
+    pub(super) description: Option<String>,
+    pub(super) provider: Spanned<String>,
+    pub(super) grant: Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
+    pub(super) min_duration: Option<Spanned<String>>,
+    pub(super) max_duration: Spanned<String>,
+    pub(super) default_duration: Option<Spanned<String>>,
+    pub(super) channel: Spanned<String>,
+    pub(super) approvers: Spanned<Vec<Spanned<String>>>,
+    pub(super) approvals: Option<Spanned<u32>>,
+    pub(super) self_approval: Option<bool>,
+    pub(super) reason_required: Option<bool>,
+    pub(super) requesters: Option<Vec<Spanned<String>>>,
+    pub(super) escalation: Option<Spanned<IgnoredAny>>,
+    pub(super) auto_approve: Option<Vec<RawAutoApprove>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAutoApprove {
+    pub(super) requesters: Spanned<Vec<Spanned<String>>>,
+    pub(super) max_duration: Spanned<String>,
+}
+
+/// Provider kinds of the interface that this version does not implement yet.
+const LATER_PROVIDER_KINDS: &[&str] = &["aws_iam", "gcp_iam", "gcp", "kubernetes", "k8s"];
+const IDENTITY_KEYS: &[&str] = &[
+    "postgres",
+    "aws_iam_user",
+    "gcp_member",
+    "k8s_user",
+    "email",
+];
+
+pub(super) struct Checker<'a> {
+    pub(super) root: &'a marked_yaml::Node,
+    pub(super) file: &'a str,
+    pub(super) errors: Vec<Diagnostic>,
+    pub(super) warnings: Vec<Diagnostic>,
+}
+
+/// Something with a place in the file: a spanned value, or a key given by its path.
+pub(super) trait At {
+    fn at(&self, root: &marked_yaml::Node) -> (usize, usize);
+}
+
+impl<T> At for &Spanned<T> {
+    fn at(&self, _root: &marked_yaml::Node) -> (usize, usize) {
+        self.span()
+            .start()
+            .map(|m| (m.line(), m.column()))
+            .unwrap_or((1, 1))
+    }
+}
+
+/// A key, by its path from the top of the file.
+pub(super) struct Key<'a>(pub(super) &'a [&'a str]);
+
+impl At for Key<'_> {
+    fn at(&self, root: &marked_yaml::Node) -> (usize, usize) {
+        key_pos(root, self.0)
+    }
+}
+
+/// Where a key sits in the file, looked up by its path from the top.
+pub(super) fn key_pos(root: &marked_yaml::Node, path: &[&str]) -> (usize, usize) {
+    let mut node = root;
+    let mut at = (1, 1);
+    for part in path {
+        let Some(map) = node.as_mapping() else { break };
+        let Some((key, value)) = map.iter().find(|(k, _)| k.as_str() == *part) else {
+            break;
+        };
+        if let Some(m) = key.span().start() {
+            at = (m.line(), m.column());
+        }
+        node = value;
+    }
+    at
+}
+
+impl Checker<'_> {
+    pub(super) fn error(
+        &mut self,
+        at: impl At,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let (line, column) = at.at(self.root);
+        self.errors.push(Diagnostic {
+            file: self.file.to_string(),
+            line,
+            column,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn warn(
+        &mut self,
+        at: impl At,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let (line, column) = at.at(self.root);
+        self.warnings.push(Diagnostic {
+            file: self.file.to_string(),
+            line,
+            column,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn duration(&mut self, text: &Spanned<String>, path: &str) -> Option<GrantDuration> {
+        match GrantDuration::parse(text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(text, path, e.to_string());
+                None
+            }
+        }
+    }
+
+    pub(super) fn user_ids(&mut self, list: &[Spanned<String>], path: &str) -> Vec<String> {
+        let mut users = Vec::new();
+        for (i, user) in list.iter().enumerate() {
+            if is_user_id(user) {
+                users.push(user.to_string());
+            } else {
+                self.error(
+                    user,
+                    format!("{path}[{i}]"),
+                    format!("`{}` is not a Slack user ID (U… or W…)", user.as_str()),
+                );
+            }
+        }
+        users
+    }
+
+    /// Group names and user IDs; an unknown name is an error.
+    pub(super) fn principals(
+        &mut self,
+        list: &[Spanned<String>],
+        path: &str,
+        groups: &BTreeMap<String, Vec<String>>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, entry) in list.iter().enumerate() {
+            if groups.contains_key(entry.as_str()) || is_user_id(entry) {
+                out.push(entry.to_string());
+            } else {
+                self.error(
+                    entry,
+                    format!("{path}[{i}]"),
+                    format!(
+                        "`{}` is neither a defined group nor a Slack user ID",
+                        entry.as_str()
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    pub(super) fn compile(&mut self, raw: RawPolicy) -> Policy {
+        let settings = self.settings(raw.settings);
+        if let Some(digest) = &raw.digest {
+            self.error(
+                digest,
+                "digest",
+                "the weekly digest is not supported by this version of jitbot yet",
+            );
+        }
+        let groups = self.groups(raw.groups);
+        let identities = self.identities(raw.identities);
+        let limits = self.provider_limits(&raw.providers);
+        let providers = self.providers(raw.providers);
+        let mut resources = BTreeMap::new();
+        for (name, res) in raw.resources {
+            if let Some(resource) = self.resource(&name, res, &settings, &groups, &providers) {
+                resources.insert(name.to_string(), resource);
+            }
+        }
+        Policy {
+            settings,
+            groups,
+            identities,
+            providers,
+            limits,
+            resources,
+        }
+    }
+
+    pub(super) fn provider_limits(
+        &mut self,
+        raw: &Map<RawProvider>,
+    ) -> BTreeMap<String, ProviderLimits> {
+        let mut out = BTreeMap::new();
+        for (name, p) in raw {
+            let path = format!("providers.{name}");
+            let mut limits = ProviderLimits::default();
+            if let Some(c) = &p.concurrency {
+                if (1..=MAX_PROVIDER_CONCURRENCY).contains(&**c) {
+                    limits.concurrency = **c;
+                } else {
+                    self.error(
+                        c,
+                        format!("{path}.concurrency"),
+                        format!("concurrency is between 1 and {MAX_PROVIDER_CONCURRENCY}"),
+                    );
+                }
+            }
+            if let Some(t) = &p.timeout
+                && let Some(d) = self.duration(t, &format!("{path}.timeout"))
+            {
+                if d.secs() > 300 {
+                    self.error(
+                        t,
+                        format!("{path}.timeout"),
+                        "a provider call may take at most 5m; a revoke must not wait longer",
+                    );
+                } else {
+                    limits.timeout = d;
+                }
+            }
+            out.insert(name.to_string(), limits);
+        }
+        out
+    }
+
+    pub(super) fn settings(&mut self, raw: Option<RawSettings>) -> Settings {
+        let mut settings = Settings {
+            request_ttl: GrantDuration::from_secs(DEFAULT_REQUEST_TTL_SECS)
+                .expect("constant is positive"),
+            min_duration: GrantDuration::from_secs(DEFAULT_MIN_DURATION_SECS)
+                .expect("constant is positive"),
+        };
+        let Some(raw) = raw else { return settings };
+        if let Some(ttl) = raw
+            .request_ttl
+            .as_ref()
+            .and_then(|t| self.duration(t, "settings.request_ttl"))
+        {
+            settings.request_ttl = ttl;
+        }
+        if let Some(min) = raw
+            .min_duration
+            .as_ref()
+            .and_then(|t| self.duration(t, "settings.min_duration"))
+        {
+            settings.min_duration = min;
+        }
+        if let Some(tz) = &raw.timezone
+            && tz.as_str() != "UTC"
+        {
+            self.error(
+                tz,
+                "settings.timezone",
+                "only UTC is supported by this version of jitbot",
+            );
+        }
+        settings
+    }
+
+    pub(super) fn groups(&mut self, raw: Map<RawGroup>) -> BTreeMap<String, Vec<String>> {
+        let mut groups = BTreeMap::new();
+        for (name, group) in raw {
+            let path = format!("groups.{name}");
+            if looks_like_slack_id(&name) {
+                self.error(Key(&["groups", &name]), &path, "a group name must not look like a Slack ID; use a lowercase name such as `dba`");
+                continue;
+            }
+            let kinds = usize::from(group.members.is_some())
+                + usize::from(group.rotation.is_some())
+                + usize::from(group.pagerduty.is_some());
+            if kinds != 1 {
+                self.error(
+                    Key(&["groups", &name]),
+                    &path,
+                    "a group has exactly one of `members`, `rotation` or `pagerduty`",
+                );
+                continue;
+            }
+            if let Some(pd) = &group.pagerduty {
+                self.error(
+                    pd,
+                    format!("{path}.pagerduty"),
+                    "PagerDuty groups are not supported by this version of jitbot yet",
+                );
+                continue;
+            }
+            let members = if let Some(members) = &group.members {
+                self.user_ids(members, &format!("{path}.members"))
+            } else if let Some(rotation) = &group.rotation {
+                self.duration(&rotation.shift, &format!("{path}.rotation.shift"));
+                if chrono::DateTime::parse_from_rfc3339(&rotation.start).is_err() {
+                    self.error(
+                        &rotation.start,
+                        format!("{path}.rotation.start"),
+                        "not an RFC 3339 time such as 2026-01-05T09:00:00Z",
+                    );
+                }
+                self.user_ids(&rotation.members, &format!("{path}.rotation.members"))
+            } else {
+                Vec::new()
+            };
+            if members.is_empty() {
+                self.error(
+                    Key(&["groups", &name]),
+                    &path,
+                    "a group needs at least one member",
+                );
+            }
+            groups.insert(name.to_string(), members);
+        }
+        groups
+    }
+
+    pub(super) fn identities(
+        &mut self,
+        raw: Map<Map<Spanned<String>>>,
+    ) -> BTreeMap<String, BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for (user, fields) in raw {
+            let path = format!("identities.{user}");
+            if !is_user_id(&user) {
+                self.error(
+                    Key(&["identities", &user]),
+                    &path,
+                    "identities are keyed by Slack user ID (U… or W…)",
+                );
+                continue;
+            }
+            let mut known = BTreeMap::new();
+            for (key, value) in fields {
+                if IDENTITY_KEYS.contains(&key.as_str()) {
+                    known.insert(key.to_string(), value.to_string());
+                } else {
+                    self.error(
+                        Key(&["identities", &user, &key]),
+                        format!("{path}.{key}"),
+                        format!(
+                            "unknown identity key; expected one of {}",
+                            IDENTITY_KEYS.join(", ")
+                        ),
+                    );
+                }
+            }
+            out.insert(user.to_string(), known);
+        }
+        out
+    }
+
+    pub(super) fn providers(&mut self, raw: Map<RawProvider>) -> BTreeMap<String, ProviderConfig> {
+        let mut out = BTreeMap::new();
+        for (name, p) in raw {
+            let path = format!("providers.{name}");
+            let kind = p.kind.as_str();
+            let config = match kind {
+                "postgres" => {
+                    self.refuse_fields(
+                        &path,
+                        kind,
+                        [
+                            ("url", &p.url),
+                            ("secret_env", &p.secret_env),
+                            ("region", &p.region),
+                            ("endpoint_url", &p.endpoint_url),
+                        ],
+                    );
+                    match &p.url_env {
+                        Some(url_env) => Some(ProviderConfig::Postgres {
+                            url_env: url_env.to_string(),
+                        }),
+                        None => {
+                            self.error(&p.kind, &path, "a postgres provider needs `url_env`, the name of the variable holding its admin URL");
+                            None
+                        }
+                    }
+                }
+                "webhook" => {
+                    self.refuse_fields(
+                        &path,
+                        kind,
+                        [
+                            ("url_env", &p.url_env),
+                            ("region", &p.region),
+                            ("endpoint_url", &p.endpoint_url),
+                        ],
+                    );
+                    match (&p.url, &p.secret_env) {
+                        (Some(url), Some(secret_env)) => {
+                            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                                self.error(
+                                    url,
+                                    format!("{path}.url"),
+                                    "a webhook URL starts with https:// or http://",
+                                );
+                            }
+                            Some(ProviderConfig::Webhook {
+                                url: url.to_string(),
+                                secret_env: secret_env.to_string(),
+                            })
+                        }
+                        _ => {
+                            self.error(
+                                &p.kind,
+                                &path,
+                                "a webhook provider needs `url` and `secret_env`",
+                            );
+                            None
+                        }
+                    }
+                }
+                k if LATER_PROVIDER_KINDS.contains(&k) => {
+                    self.error(
+                        &p.kind,
+                        format!("{path}.kind"),
+                        format!(
+                            "provider kind `{k}` is not supported by this version of jitbot yet"
+                        ),
+                    );
+                    None
+                }
+                k => {
+                    self.error(
+                        &p.kind,
+                        format!("{path}.kind"),
+                        format!("unknown provider kind `{k}`; expected postgres or webhook"),
+                    );
+                    None
+                }
+            };
+            if let Some(config) = config {
+                for var in config.env_vars() {
+                    if std::env::var_os(var).is_none() {
+                        self.warn(Key(&["providers", &name]), &path, format!("environment variable {var} is not set; `jitbot serve` will refuse to start without it"));
+                    }
+                }
+                out.insert(name.to_string(), config);
+            }
+        }
+        out
+    }
+
+    pub(super) fn refuse_fields<const N: usize>(
+        &mut self,
+        path: &str,
+        kind: &str,
+        fields: [(&str, &Option<Spanned<String>>); N],
+    ) {
+        for (key, value) in fields {
+            if let Some(value) = value {
+                self.error(
+                    value,
+                    format!("{path}.{key}"),
+                    format!("`{key}` does not apply to a {kind} provider"),
+                );
+            }
+        }
+    }
+}

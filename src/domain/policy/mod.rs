@@ -1,0 +1,321 @@
+//! The policy file: parsed with spans (`marked-yaml`) so every error names a line and column,
+//! then checked and compiled into [`Policy`], which answers who may request and approve what.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::GrantDuration;
+use check::{Checker, RawPolicy, load_error};
+
+mod check;
+mod resource;
+#[cfg(test)]
+mod tests;
+
+/// One problem found in a policy file, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Key path such as `resources.prod-db.approvers`; empty for syntax errors.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every error found in one policy file (never empty).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct PolicyErrors(pub Vec<Diagnostic>);
+
+/// What `check` prints as warnings: fine to load, but `serve` will refuse it as is.
+pub type Warnings = Vec<Diagnostic>;
+
+// ---------------------------------------------------------------------------------------------
+// The compiled policy.
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub settings: Settings,
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub identities: BTreeMap<String, BTreeMap<String, String>>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// How hard jitbot may push each provider (by name); see [`ProviderLimits`].
+    pub limits: BTreeMap<String, ProviderLimits>,
+    pub resources: BTreeMap<String, Resource>,
+}
+
+/// How hard jitbot may push one provider: calls in flight at once and how long one may take.
+/// Revokes and grants each get `concurrency` calls, so revokes never wait for grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProviderLimits {
+    pub concurrency: u32,
+    pub timeout: GrantDuration,
+}
+
+/// Default `providers.*.concurrency`: cloud APIs throttle mutating calls at a few tens per second.
+pub const DEFAULT_PROVIDER_CONCURRENCY: u32 = 16;
+/// Default `providers.*.timeout`: one grant or revoke call, the target's read-back included.
+pub const DEFAULT_PROVIDER_TIMEOUT_SECS: u64 = 10;
+/// Largest `providers.*.concurrency` accepted.
+const MAX_PROVIDER_CONCURRENCY: u32 = 256;
+
+impl Default for ProviderLimits {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_PROVIDER_CONCURRENCY,
+            timeout: GrantDuration::from_secs(DEFAULT_PROVIDER_TIMEOUT_SECS)
+                .expect("constant is positive"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Pending requests nobody decides are timed out after this.
+    pub request_ttl: GrantDuration,
+    /// Shortest grant anyone may ask for.
+    pub min_duration: GrantDuration,
+}
+
+/// Default `settings.request_ttl`: two hours is long enough for a reviewer in another meeting.
+const DEFAULT_REQUEST_TTL_SECS: u64 = 2 * 3_600;
+/// Default `settings.min_duration`.
+const DEFAULT_MIN_DURATION_SECS: u64 = 60;
+/// The duration of a request that names none, unless the resource's `max_duration` is shorter.
+pub const FALLBACK_DURATION_SECS: u64 = 3_600;
+
+/// How to reach one provider. A grant keeps a copy of this, so its revoke works after the policy
+/// changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    Postgres { url_env: String },
+    Webhook { url: String, secret_env: String },
+}
+
+impl ProviderConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Postgres { .. } => "postgres",
+            ProviderConfig::Webhook { .. } => "webhook",
+        }
+    }
+
+    /// Can this provider name a person by email (and so fall back to the Slack profile's)?
+    pub fn uses_email(&self) -> bool {
+        matches!(self, ProviderConfig::Webhook { .. })
+    }
+
+    /// Names of the environment variables this provider reads.
+    pub fn env_vars(&self) -> Vec<&str> {
+        match self {
+            ProviderConfig::Postgres { url_env } => vec![url_env],
+            ProviderConfig::Webhook { secret_env, .. } => vec![secret_env],
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub name: String,
+    pub description: String,
+    pub provider: String,
+    /// Provider-specific shape: `{role}` for postgres, anything for a webhook.
+    pub grant: serde_json::Map<String, serde_json::Value>,
+    pub min_duration: GrantDuration,
+    pub max_duration: GrantDuration,
+    pub default_duration: GrantDuration,
+    pub channel: String,
+    /// Group names and user IDs, as written.
+    pub approvers: Vec<String>,
+    pub approvals: u32,
+    pub self_approval: bool,
+    pub reason_required: bool,
+    /// `None`: anyone may ask.
+    pub requesters: Option<Vec<String>>,
+    pub auto_approve: Vec<AutoApprove>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AutoApprove {
+    pub requesters: Vec<String>,
+    pub max_duration: GrantDuration,
+}
+
+impl Policy {
+    /// Slack user IDs named by a list of group names and user IDs.
+    /// The limits of the provider called `name` (defaults when the policy no longer names it).
+    pub fn provider_limits(&self, name: &str) -> ProviderLimits {
+        self.limits.get(name).copied().unwrap_or_default()
+    }
+
+    /// Is `user` named by a list of group names and user IDs? (No allocation: called per request.)
+    pub fn names(&self, entries: &[String], user: &str) -> bool {
+        entries.iter().any(|entry| match self.groups.get(entry) {
+            Some(members) => members.iter().any(|m| m == user),
+            None => entry == user,
+        })
+    }
+
+    pub fn expand(&self, entries: &[String]) -> BTreeSet<String> {
+        let mut users = BTreeSet::new();
+        for entry in entries {
+            match self.groups.get(entry) {
+                Some(members) => users.extend(members.iter().cloned()),
+                None => {
+                    users.insert(entry.clone());
+                }
+            }
+        }
+        users
+    }
+
+    pub fn may_request(&self, resource: &Resource, user: &str) -> bool {
+        match &resource.requesters {
+            None => true,
+            Some(entries) => self.names(entries, user),
+        }
+    }
+
+    /// Is `user` among the resource's approvers? (Self-approval is checked separately.)
+    pub fn is_approver(&self, resource: &Resource, user: &str) -> bool {
+        self.names(&resource.approvers, user)
+    }
+
+    pub fn auto_approves(&self, resource: &Resource, user: &str, duration: GrantDuration) -> bool {
+        resource
+            .auto_approve
+            .iter()
+            .any(|rule| duration <= rule.max_duration && self.names(&rule.requesters, user))
+    }
+
+    /// What a person is at a provider of this kind, or `None` when the provider cannot name them.
+    /// A webhook gets every field known; postgres needs a login role.
+    pub fn identity(&self, user: &str, kind: &str) -> Option<BTreeMap<String, String>> {
+        let known = self.identities.get(user).cloned().unwrap_or_default();
+        match kind {
+            "postgres" => known
+                .get("postgres")
+                .map(|login| BTreeMap::from([("postgres".to_string(), login.clone())])),
+            _ => Some(known),
+        }
+    }
+
+    /// The closest resource name, for "did you mean".
+    pub fn suggest(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.resources
+            .keys()
+            .map(|k| (edit_distance(&name, &k.to_ascii_lowercase()), k))
+            .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+            .min()
+            .map(|(_, k)| k.as_str())
+    }
+
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<(Policy, Warnings), PolicyErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            PolicyErrors(vec![Diagnostic {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: format!("cannot read the policy file: {e}"),
+            }])
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Parses and checks policy text; `file` only labels the diagnostics.
+    pub fn parse(file: &str, text: &str) -> Result<(Policy, Warnings), PolicyErrors> {
+        let diag = |line: usize, column: usize, path: &str, message: String| Diagnostic {
+            file: file.to_string(),
+            line,
+            column,
+            path: path.to_string(),
+            message,
+        };
+        let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+        let node = marked_yaml::parse_yaml_with_options(0, text, options)
+            .map_err(|e| PolicyErrors(vec![load_error(file, e)]))?;
+        let raw: RawPolicy = marked_yaml::from_node(&node).map_err(|e| {
+            let (line, column) = e
+                .start_mark()
+                .map(|m| (m.line(), m.column()))
+                .unwrap_or((1, 1));
+            PolicyErrors(vec![diag(
+                line,
+                column,
+                e.path().unwrap_or(""),
+                (*e).to_string(),
+            )])
+        })?;
+        let mut checker = Checker {
+            root: &node,
+            file,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let policy = checker.compile(raw);
+        if checker.errors.is_empty() {
+            Ok((policy, checker.warnings))
+        } else {
+            checker.errors.sort_by_key(|d| (d.line, d.column));
+            Err(PolicyErrors(checker.errors))
+        }
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
+/// `U…`/`W…` followed by capitals and digits.
+pub fn is_user_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('U' | 'W'))
+        && s.len() >= 3
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+fn looks_like_slack_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('U' | 'W' | 'S'))
+        && s.len() >= 2
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+fn is_channel_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('C' | 'G'))
+        && s.len() >= 3
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}

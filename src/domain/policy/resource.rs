@@ -1,0 +1,185 @@
+//! One resource entry of the policy, checked: its provider and grant, durations, channel,
+//! approvers, requesters and auto-approval rules.
+
+use std::collections::BTreeMap;
+
+use super::check::{Checker, Key, RawResource};
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn resource(
+        &mut self,
+        name: &str,
+        raw: RawResource,
+        settings: &Settings,
+        groups: &BTreeMap<String, Vec<String>>,
+        providers: &BTreeMap<String, ProviderConfig>,
+    ) -> Option<Resource> {
+        let path = format!("resources.{name}");
+        let before = self.errors.len();
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
+            self.error(
+                Key(&["resources", name]),
+                &path,
+                "a resource name is one word",
+            );
+        }
+        let provider = providers.get(raw.provider.as_str());
+        if provider.is_none() {
+            self.error(
+                &raw.provider,
+                format!("{path}.provider"),
+                format!(
+                    "provider `{}` is not defined under `providers`",
+                    raw.provider.as_str()
+                ),
+            );
+        }
+        let grant = raw
+            .grant
+            .as_ref()
+            .map(|g| (**g).clone())
+            .unwrap_or_default();
+        if let Some(ProviderConfig::Postgres { .. }) = provider {
+            let ok = grant.len() == 1
+                && grant
+                    .get("role")
+                    .and_then(|r| r.as_str())
+                    .is_some_and(|r| !r.is_empty());
+            if !ok {
+                match &raw.grant {
+                    Some(g) => self.error(
+                        g,
+                        format!("{path}.grant"),
+                        "a postgres grant is `{ role: <role name> }`",
+                    ),
+                    None => self.error(
+                        Key(&["resources", name]),
+                        format!("{path}.grant"),
+                        "a postgres grant is `{ role: <role name> }`",
+                    ),
+                }
+            }
+        }
+        let max_duration = self.duration(&raw.max_duration, &format!("{path}.max_duration"));
+        let min_duration = match &raw.min_duration {
+            Some(d) => self.duration(d, &format!("{path}.min_duration")),
+            None => Some(settings.min_duration),
+        };
+        if let (Some(min), Some(max)) = (min_duration, max_duration)
+            && min > max
+        {
+            self.error(
+                &raw.max_duration,
+                format!("{path}.max_duration"),
+                format!("max_duration {max} is shorter than min_duration {min}"),
+            );
+        }
+        let default_duration = match (&raw.default_duration, max_duration) {
+            (Some(d), max) => {
+                let d = self.duration(d, &format!("{path}.default_duration"));
+                if let (Some(dd), Some(max), Some(text)) = (d, max, &raw.default_duration)
+                    && dd > max
+                {
+                    self.error(
+                        text,
+                        format!("{path}.default_duration"),
+                        "default_duration is longer than max_duration",
+                    );
+                }
+                d
+            }
+            (None, Some(max)) => GrantDuration::from_secs(FALLBACK_DURATION_SECS.min(max.secs())),
+            (None, None) => None,
+        };
+        if !is_channel_id(&raw.channel) {
+            self.error(
+                &raw.channel,
+                format!("{path}.channel"),
+                format!(
+                    "`{}` is not a Slack channel ID (C… or G…)",
+                    raw.channel.as_str()
+                ),
+            );
+        }
+        if raw.approvers.is_empty() {
+            self.error(
+                &raw.approvers,
+                format!("{path}.approvers"),
+                "name at least one approver (a group or a user ID)",
+            );
+        }
+        let approvers = self.principals(&raw.approvers, &format!("{path}.approvers"), groups);
+        let approvals = raw.approvals.as_ref().map(|a| **a).unwrap_or(1);
+        if let Some(a) = &raw.approvals {
+            let possible = approvers
+                .iter()
+                .flat_map(|e| groups.get(e).cloned().unwrap_or_else(|| vec![e.clone()]))
+                .collect::<BTreeSet<_>>()
+                .len();
+            if approvals == 0 {
+                self.error(
+                    a,
+                    format!("{path}.approvals"),
+                    "approvals must be at least 1; use auto_approve to grant without a decision",
+                );
+            } else if approvals as usize > possible && self.errors.len() == before {
+                self.error(
+                    a,
+                    format!("{path}.approvals"),
+                    format!("needs {approvals} distinct approvers but only {possible} can approve"),
+                );
+            }
+        }
+        let requesters = raw
+            .requesters
+            .as_ref()
+            .map(|r| self.principals(r, &format!("{path}.requesters"), groups));
+        if let Some(esc) = &raw.escalation {
+            self.error(
+                esc,
+                format!("{path}.escalation"),
+                "escalation is not supported by this version of jitbot yet",
+            );
+        }
+        let mut auto_approve = Vec::new();
+        for (i, rule) in raw.auto_approve.iter().flatten().enumerate() {
+            let rule_path = format!("{path}.auto_approve[{i}]");
+            let requesters =
+                self.principals(&rule.requesters, &format!("{rule_path}.requesters"), groups);
+            if rule.requesters.is_empty() {
+                self.error(
+                    &rule.requesters,
+                    format!("{rule_path}.requesters"),
+                    "an auto_approve rule names who it applies to",
+                );
+            }
+            let rule_max = self.duration(&rule.max_duration, &format!("{rule_path}.max_duration"));
+            if let Some(rule_max) = rule_max {
+                auto_approve.push(AutoApprove {
+                    requesters,
+                    max_duration: rule_max,
+                });
+            }
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Resource {
+            name: name.to_string(),
+            description: raw.description.unwrap_or_default(),
+            provider: raw.provider.to_string(),
+            grant,
+            min_duration: min_duration?,
+            max_duration: max_duration?,
+            default_duration: default_duration?,
+            channel: raw.channel.to_string(),
+            approvers,
+            approvals,
+            self_approval: raw.self_approval.unwrap_or(false),
+            reason_required: raw.reason_required.unwrap_or(false),
+            requesters,
+            auto_approve,
+        })
+    }
+}

@@ -1,0 +1,115 @@
+use super::*;
+
+const GOOD: &str = r#"
+settings:
+  request_ttl: 2h
+  min_duration: 5m
+groups:
+  dba:
+    members: [U0DBA1, U0DBA2]
+identities:
+  U0ALICE: { postgres: alice, email: alice@example.com }
+providers:
+  pg-main:
+    kind: postgres
+    url_env: JIT_PG_ADMIN_URL
+resources:
+  prod-db:
+    provider: pg-main
+    grant: { role: prod_rw }
+    max_duration: 4h
+    channel: C0REVIEW
+    approvers: [dba]
+    requesters: [U0ALICE, dba]
+    auto_approve:
+      - requesters: [U0DBA1]
+        max_duration: 30m
+"#;
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    Policy::parse("p.yaml", text)
+        .expect_err("policy should be refused")
+        .0
+}
+
+#[test]
+fn a_good_policy_compiles() {
+    let (policy, _) = Policy::parse("p.yaml", GOOD).unwrap();
+    let db = &policy.resources["prod-db"];
+    assert!(policy.is_approver(db, "U0DBA2"));
+    assert!(!policy.is_approver(db, "U0ALICE"));
+    assert!(policy.may_request(db, "U0ALICE"));
+    assert!(!policy.may_request(db, "U0MALLORY"));
+    assert_eq!(db.default_duration.secs(), 3600);
+    assert!(policy.auto_approves(db, "U0DBA1", GrantDuration::parse("30m").unwrap()));
+    assert!(!policy.auto_approves(db, "U0DBA1", GrantDuration::parse("31m").unwrap()));
+    assert_eq!(policy.suggest("prod_db"), Some("prod-db"));
+    assert_eq!(policy.suggest("staging"), None);
+}
+
+#[test]
+fn an_unknown_key_names_line_and_column() {
+    let text = GOOD.replace("    max_duration: 4h", "    max_duraton: 4h");
+    let errs = errors(&text);
+    assert_eq!((errs[0].line, errs[0].column), (18, 5), "{errs:?}");
+    assert!(errs[0].message.contains("max_duraton"), "{}", errs[0]);
+}
+
+#[test]
+fn a_type_error_names_its_line() {
+    let text = GOOD.replace("self_approval", "x").replace(
+        "    channel: C0REVIEW",
+        "    channel: C0REVIEW\n    approvals: many",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs[0].line, 20, "{errs:?}");
+}
+
+#[test]
+fn a_syntax_error_names_its_line() {
+    let errs = errors("resources:\n  a: [unclosed\n");
+    assert!(errs[0].line >= 2, "{errs:?}");
+    assert!(errs[0].message.starts_with("syntax error"));
+}
+
+#[test]
+fn semantic_errors_name_the_key_path_and_line() {
+    let text = GOOD.replace("approvers: [dba]", "approvers: [dbas]");
+    let errs = errors(&text);
+    assert_eq!(errs[0].path, "resources.prod-db.approvers[0]");
+    assert_eq!(errs[0].line, 20);
+    let text = GOOD.replace("channel: C0REVIEW", "channel: '#review'");
+    assert_eq!(errors(&text)[0].path, "resources.prod-db.channel");
+}
+
+#[test]
+fn later_provider_kinds_are_refused_by_name_and_line() {
+    let text = GOOD.replace(
+        "kind: postgres\n    url_env: JIT_PG_ADMIN_URL",
+        "kind: aws_iam\n    region: us-east-1",
+    );
+    let errs = errors(&text);
+    let e = errs
+        .iter()
+        .find(|e| e.path == "providers.pg-main.kind")
+        .expect("kind error");
+    assert!(
+        e.message.contains("aws_iam") && e.message.contains("not supported"),
+        "{e}"
+    );
+    assert_eq!(e.line, 12);
+}
+
+#[test]
+fn group_names_must_not_look_like_ids() {
+    let text = GOOD.replace("  dba:\n", "  U0TEAM:\n");
+    assert!(errors(&text).iter().any(|e| e.path == "groups.U0TEAM"));
+}
+
+#[test]
+fn the_shipped_example_policy_passes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest/policy.yaml");
+    if let Err(e) = Policy::load(&path) {
+        panic!("manifest/policy.yaml: {e}");
+    }
+}
