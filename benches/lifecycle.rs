@@ -51,6 +51,7 @@ async fn run(label: &str, database_url: String) -> anyhow::Result<()> {
         signing_secret: Secret::new("bench-signing"),
         bot_token: Secret::new("xoxb-bench"),
         slack_api_url: slack.base_url.clone(),
+        team_id: None,
         tuning: Default::default(),
     };
     let env = Env::with_overrides(HashMap::from([(

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Env, UserError};
-use crate::domain::Policy;
+use crate::domain::{LivePolicy, Policy};
 use crate::http::serve::EdgeLimits;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -27,6 +27,8 @@ pub struct App {
     runner: Runner,
     edge: EdgeLimits,
     single: Option<SingleProcess>,
+    workspace: Arc<crate::slack::Workspace>,
+    reloader: Arc<Reloader>,
 }
 
 /// A running app; stops (as abruptly as `kill -9`, from the database's point of view) on drop.
@@ -34,6 +36,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// Puts the policy file in force again (what `SIGHUP` does).
+    pub reloader: Arc<Reloader>,
     tasks: Vec<JoinHandle<()>>,
     _single: Option<SingleProcess>,
 }
@@ -66,17 +70,14 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
             tracing::info!(jobs = taken, "took back the jobs of the previous run");
         }
     }
-    for provider in policy.providers.values() {
-        for var in provider.env_vars() {
-            env.require(var)?;
-        }
-    }
-    if env.get("SLACK_APP_TOKEN").is_some() {
+    ready_to_serve(&policy, &env)?;
+    refuse_privileged_identities(&policy, &env).await?;
+    if env.secret("SLACK_APP_TOKEN")?.is_some() {
         tracing::warn!(
             "SLACK_APP_TOKEN is set, but this version serves Slack over HTTP only (no Socket Mode yet)"
         );
     }
-    let policy = Arc::new(policy);
+    let policy = Arc::new(LivePolicy::new(policy));
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Wake::default());
     let tuning = config.tuning;
@@ -98,10 +99,17 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         metrics: metrics.clone(),
         pacer: pacer.clone(),
     };
+    let reloader = Arc::new(Reloader {
+        path: config.policy.clone(),
+        env: env.clone(),
+        policy: policy.clone(),
+        service: service.clone(),
+        metrics: metrics.clone(),
+    });
     let runner = Runner::new(Scheduler {
         store: store.clone(),
         policy,
-        slack,
+        slack: slack.clone(),
         providers,
         metrics: metrics.clone(),
         wake,
@@ -116,7 +124,12 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
     store
         .enqueue(&[crate::domain::Job::next_maintenance(now)], now)
         .await?;
+    let workspace = Arc::new(crate::slack::Workspace::new(
+        config.team_id.clone(),
+        slack.clone(),
+    ));
     let router = http::router(AppState {
+        workspace: workspace.clone(),
         service,
         signing_secret: config.signing_secret.clone(),
         metrics: metrics.clone(),
@@ -135,6 +148,8 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         runner,
         edge: tuning.edge,
         single,
+        workspace,
+        reloader,
     })
 }
 
@@ -161,23 +176,192 @@ impl App {
     pub fn spawn(self) -> Running {
         let http = tokio::spawn(http::serve::serve(self.listener, self.router, self.edge));
         let sched = tokio::spawn(self.runner.run());
+        let learn = tokio::spawn(learn_workspace(self.workspace));
+        // Requests stored under an earlier policy are held to this one from the start.
+        let service = self.reloader.service.clone();
+        let enforce = tokio::spawn(async move {
+            if let Err(e) = service.enforce_policy(chrono::Utc::now()).await {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "could not hold pending requests to the policy in force"
+                );
+            }
+        });
         Running {
             addr: self.addr,
             store: self.store,
             metrics: self.metrics,
-            tasks: vec![http, sched],
+            reloader: self.reloader,
+            tasks: vec![http, sched, learn, enforce],
             _single: self.single,
         }
     }
 
-    /// Serves until Ctrl-C or SIGTERM. Work in flight is safe to cut: it lives in the database.
+    /// Serves until Ctrl-C or SIGTERM; `SIGHUP` reloads the policy. Work in flight is safe to
+    /// cut: it lives in the database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "jitbot is listening");
         let running = self.spawn();
+        let reloads = tokio::spawn(reload_on_hangup(running.reloader.clone()));
         shutdown_signal().await;
+        reloads.abort();
         tracing::info!("stopping");
         drop(running);
         Ok(())
+    }
+}
+
+/// What `serve` needs of a policy beyond `check`: every variable its providers name is set.
+pub fn ready_to_serve(policy: &Policy, env: &Env) -> anyhow::Result<()> {
+    for provider in policy.providers.values() {
+        for var in provider.env_vars() {
+            env.require(var)?;
+        }
+    }
+    Ok(())
+}
+
+/// How long `serve` (or a reload) waits for a postgres provider to say who its superusers are.
+const PRIVILEGE_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a policy that maps a person to a provider's superuser or to the login jitbot itself
+/// connects as (`check` refuses the built-in names; this asks each postgres provider). A provider
+/// that cannot be reached now is logged: its grants check again and refuse such a login.
+pub async fn refuse_privileged_identities(policy: &Policy, env: &Env) -> anyhow::Result<()> {
+    let mut found = Vec::new();
+    for (name, config) in &policy.providers {
+        let crate::domain::ProviderConfig::Postgres { url_env } = config else {
+            continue;
+        };
+        let people: Vec<(&String, &String)> = policy
+            .identities
+            .iter()
+            .filter_map(|(user, ids)| ids.get("postgres").map(|login| (user, login)))
+            .collect();
+        if people.is_empty() {
+            continue;
+        }
+        let url = env.require(url_env)?;
+        let logins: Vec<String> = people.iter().map(|(_, l)| (*l).clone()).collect();
+        let check = crate::providers::postgres::privileged_logins(url.expose(), &logins);
+        match tokio::time::timeout(PRIVILEGE_CHECK_DEADLINE, check).await {
+            Ok(Ok(privileged)) => {
+                for (login, why) in privileged {
+                    for (user, _) in people.iter().filter(|(_, l)| **l == login) {
+                        found.push(format!(
+                            "identities.{user}.postgres: `{login}` {why} at provider {name}; jitbot must never grant to or revoke from it"
+                        ));
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(provider = %name, error = format!("{e:#}"), "could not check the postgres identities for superusers; each grant checks again")
+            }
+            Err(_) => {
+                tracing::warn!(provider = %name, "the postgres provider did not answer in time to check identities for superusers; each grant checks again")
+            }
+        }
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(UserError(found.join("\n")).into())
+    }
+}
+
+/// Reloads the policy file on demand (`SIGHUP`): the new file must pass `check` and what `serve`
+/// needs, or the policy in force stays and the refusal is logged and counted.
+pub struct Reloader {
+    path: std::path::PathBuf,
+    env: Env,
+    policy: Arc<LivePolicy>,
+    service: Service,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// The policy in force, as every decision reads it.
+    pub fn policy(&self) -> &Arc<LivePolicy> {
+        &self.policy
+    }
+
+    /// Loads, checks and puts the file in force, then holds pending requests to it. Returns how
+    /// many were cancelled; an error (the old policy still in force) when the file was refused.
+    pub async fn reload(&self) -> anyhow::Result<u64> {
+        let loaded = Policy::load(&self.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|(policy, _warnings)| {
+                ready_to_serve(&policy, &self.env)?;
+                Ok(policy)
+            });
+        let loaded = match loaded {
+            Ok(policy) => refuse_privileged_identities(&policy, &self.env)
+                .await
+                .map(|()| policy),
+            Err(e) => Err(e),
+        };
+        let policy = match loaded {
+            Ok(policy) => policy,
+            Err(e) => {
+                crate::metrics::Metrics::inc(&self.metrics.policy_reload_failures);
+                tracing::error!(
+                    file = %self.path.display(),
+                    error = format!("{e:#}"),
+                    "policy reload refused; the policy in force stays"
+                );
+                return Err(e);
+            }
+        };
+        give_back_freed_memory();
+        tracing::info!(
+            file = %self.path.display(),
+            resources = policy.resources.len(),
+            "policy reloaded"
+        );
+        self.policy.replace(policy);
+        crate::metrics::Metrics::inc(&self.metrics.policy_reloads);
+        self.service.enforce_policy(chrono::Utc::now()).await
+    }
+}
+
+/// Each `SIGHUP` reloads the policy (a refused file is logged and counted by [`Reloader`]).
+async fn reload_on_hangup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    {
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; the policy cannot be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy");
+            if let Err(e) = reloader.reload().await
+                && !e.is::<crate::domain::policy::PolicyErrors>()
+                && !e.is::<UserError>()
+            {
+                tracing::error!(error = format!("{e:#}"), "after reloading the policy");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
+}
+
+/// Asks Slack which workspace to serve (unless `SLACK_TEAM_ID` says) as soon as the app starts,
+/// and keeps asking while Slack does not answer, so the first payload need not wait for it.
+async fn learn_workspace(workspace: Arc<crate::slack::Workspace>) {
+    let mut wait = std::time::Duration::from_secs(1);
+    while let Err(e) = workspace.expected().await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "auth.test failed; Slack payloads are refused until it answers"
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(60));
     }
 }
 

@@ -56,10 +56,45 @@ impl Env {
             .filter(|v| !v.is_empty())
     }
 
+    /// A secret from `name`, or from the file `name_FILE` names (Docker and Kubernetes secrets);
+    /// `None` when neither is set. Setting both is an error, as is a file that cannot be read or
+    /// is empty. The value never appears in an error.
+    pub fn secret(&self, name: &str) -> anyhow::Result<Option<Secret>> {
+        let file_var = format!("{name}_FILE");
+        match (self.get(name), self.get(&file_var)) {
+            (Some(_), Some(_)) => Err(UserError(format!(
+                "both {name} and {file_var} are set; set only one of them"
+            ))
+            .into()),
+            (Some(value), None) => Ok(Some(Secret(value))),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    UserError(format!("{file_var}: cannot read {path}: {}", e.kind()))
+                })?;
+                // Files written by editors and `echo` end with a newline; the secret does not.
+                let value = text.trim_end_matches(['\n', '\r']);
+                if value.is_empty() {
+                    return Err(UserError(format!("{file_var}: {path} is empty")).into());
+                }
+                Ok(Some(Secret(value.to_string())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Is `name` (or its `_FILE` twin) set?
+    pub fn is_set(&self, name: &str) -> bool {
+        self.get(name).is_some() || self.get(&format!("{name}_FILE")).is_some()
+    }
+
+    /// A secret that must be set (directly or through `name_FILE`).
     pub fn require(&self, name: &str) -> anyhow::Result<Secret> {
-        self.get(name)
-            .map(Secret)
-            .ok_or_else(|| UserError(format!("environment variable {name} is not set")).into())
+        self.secret(name)?.ok_or_else(|| {
+            UserError(format!(
+                "environment variable {name} (or {name}_FILE) is not set"
+            ))
+            .into()
+        })
     }
 
     /// A whole number from `name`, or `default` when unset; a value that is not one (or is out
@@ -169,6 +204,9 @@ pub struct Config {
     pub signing_secret: Secret,
     pub bot_token: Secret,
     pub slack_api_url: String,
+    /// `SLACK_TEAM_ID`: the one workspace (`T…`) or Enterprise Grid org (`E…`) served; when
+    /// unset, the team `auth.test` names at start.
+    pub team_id: Option<String>,
     pub tuning: Tuning,
 }
 
@@ -176,7 +214,8 @@ impl Config {
     pub fn from_env(env: &Env) -> anyhow::Result<Config> {
         Ok(Config {
             database_url: env
-                .get("JIT_DATABASE_URL")
+                .secret("JIT_DATABASE_URL")?
+                .map(|s| s.0)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             policy: env
                 .get("JIT_POLICY")
@@ -190,6 +229,7 @@ impl Config {
             slack_api_url: env
                 .get("SLACK_API_URL")
                 .unwrap_or_else(|| DEFAULT_SLACK_API_URL.into()),
+            team_id: env.get("SLACK_TEAM_ID"),
             tuning: Tuning::from_env(env)?,
         })
     }

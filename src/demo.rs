@@ -127,6 +127,7 @@ pub async fn run() -> anyhow::Result<()> {
         signing_secret: Secret::new(signing_secret.clone()),
         bot_token: Secret::new("xoxb-demo"),
         slack_api_url: slack.base_url.clone(),
+        team_id: None,
         tuning: Tuning {
             retry_base: std::time::Duration::from_millis(200),
             ..Tuning::default()

@@ -140,6 +140,14 @@ pub struct Metrics {
     pub revoke_failures: AtomicU64,
     pub jobs_run: AtomicU64,
     pub jobs_failed: AtomicU64,
+    /// Signed payloads from another workspace, refused.
+    pub foreign_payloads: AtomicU64,
+    /// Policy files put in force by a reload (`SIGHUP`).
+    pub policy_reloads: AtomicU64,
+    /// Reloads refused because the file failed `check` (the old policy stayed).
+    pub policy_reload_failures: AtomicU64,
+    /// Requests ended because the policy in force no longer allowed them.
+    pub policy_cancellations: AtomicU64,
     /// Jobs given up for good (a Slack error retrying cannot fix), by job kind and error.
     pub permanent_failures: LabelledCounters,
     /// From a grant's `expires_at` to its revoke confirmed by the provider.
@@ -172,7 +180,7 @@ impl Metrics {
     /// The text format; `queue` is the store's view of the lanes (absent when it did not answer
     /// in time), `now` in epoch milliseconds.
     pub fn render(&self, queue: Option<&[LaneStats]>, now: i64) -> String {
-        let rows: [(&str, &str, &AtomicU64); 11] = [
+        let rows: [(&str, &str, &AtomicU64); 15] = [
             (
                 "jitbot_slack_requests_total",
                 "Signed requests received from Slack.",
@@ -227,6 +235,26 @@ impl Metrics {
                 "jitbot_jobs_failed_total",
                 "Background job attempts that failed and will be retried.",
                 &self.jobs_failed,
+            ),
+            (
+                "jitbot_foreign_payloads_total",
+                "Signed payloads refused because they came from another workspace.",
+                &self.foreign_payloads,
+            ),
+            (
+                "jitbot_policy_reloads_total",
+                "Policy files put in force by a reload.",
+                &self.policy_reloads,
+            ),
+            (
+                "jitbot_policy_reload_failures_total",
+                "Policy reloads refused because the file failed check; the old policy stayed.",
+                &self.policy_reload_failures,
+            ),
+            (
+                "jitbot_policy_cancellations_total",
+                "Requests ended because the policy in force no longer allowed them.",
+                &self.policy_cancellations,
             ),
         ];
         let mut out = String::new();

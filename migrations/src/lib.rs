@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_create_tables;
 mod m20261129_000002_job_lanes;
 mod m20261129_000003_hot_path_indexes;
+mod m20261204_000004_policy_at_every_step;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_tables::Migration),
             Box::new(m20261129_000002_job_lanes::Migration),
             Box::new(m20261129_000003_hot_path_indexes::Migration),
+            Box::new(m20261204_000004_policy_at_every_step::Migration),
         ]
     }
 }

@@ -75,6 +75,9 @@ pub enum Job {
         user: String,
         text: String,
     },
+    /// An ephemeral message through a command's or a click's `response_url` (a long list's later
+    /// parts, or the answer to a refused click that came from outside a channel).
+    Respond { url: String, text: String },
     /// Ask the provider for the access of an approved request.
     Grant {
         request_id: i32,
@@ -116,6 +119,7 @@ impl Job {
             Job::Dm { .. } => "dm",
             Job::ChannelNote { .. } => "channel_note",
             Job::Ephemeral { .. } => "ephemeral",
+            Job::Respond { .. } => "respond",
             Job::Grant { .. } => "grant",
             Job::EndAccess { .. } => "end_access",
             Job::Timeout { .. } => "timeout",
@@ -132,7 +136,8 @@ impl Job {
             | Job::UpdateCard { .. }
             | Job::Dm { .. }
             | Job::ChannelNote { .. }
-            | Job::Ephemeral { .. } => Lane::Messages,
+            | Job::Ephemeral { .. }
+            | Job::Respond { .. } => Lane::Messages,
             Job::Timeout { .. } | Job::Maintain { .. } => Lane::Housekeeping,
         }
     }
@@ -149,6 +154,9 @@ impl Job {
             | Job::ChannelNote { channel, .. }
             | Job::Ephemeral { channel, .. } => channel,
             Job::Dm { user, .. } => user,
+            // Not the URL itself: it is a credential of sorts, and keys reach logs and metrics.
+            // One key for all keeps a long list's parts in order.
+            Job::Respond { .. } => "response_url",
             Job::Timeout { .. } | Job::Maintain { .. } => "",
         }
     }
@@ -161,6 +169,7 @@ impl Job {
             }
             Job::UpdateCard { .. } => Some("chat.update"),
             Job::Ephemeral { .. } => Some("chat.postEphemeral"),
+            Job::Respond { .. } => Some("response_url"),
             _ => None,
         }
     }
@@ -174,7 +183,9 @@ impl Job {
             | Job::EndAccess { request_id, .. }
             | Job::Timeout { request_id }
             | Job::Cleanup { request_id, .. } => Some(*request_id),
-            Job::Dm { .. } | Job::Ephemeral { .. } | Job::Maintain { .. } => None,
+            Job::Dm { .. } | Job::Ephemeral { .. } | Job::Respond { .. } | Job::Maintain { .. } => {
+                None
+            }
         }
     }
 

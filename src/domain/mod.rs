@@ -9,5 +9,5 @@ pub mod request;
 pub use command::{Command, CommandError, RequestId};
 pub use duration::GrantDuration;
 pub use job::{Job, Lane, Scheduled};
-pub use policy::{Policy, ProviderConfig, Resource};
+pub use policy::{LivePolicy, Policy, ProviderConfig, Resource};
 pub use request::{EndReason, State};

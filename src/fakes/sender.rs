@@ -10,6 +10,10 @@ pub struct SlackSender {
     pub base: String,
     secret: String,
     http: reqwest::Client,
+    /// The workspace payloads say they come from.
+    pub team_id: String,
+    /// The `response_url` commands and clicks carry.
+    pub response_url: String,
 }
 
 /// What jitbot answered: HTTP status and the body (JSON when it was JSON).
@@ -26,6 +30,8 @@ impl SlackSender {
             base: base.trim_end_matches('/').to_string(),
             secret: signing_secret.to_string(),
             http: reqwest::Client::new(),
+            team_id: super::slack::TEAM_ID.to_string(),
+            response_url: "https://hooks.slack.com/commands/T0TEST/1/x".to_string(),
         }
     }
 
@@ -62,25 +68,31 @@ impl SlackSender {
     }
 
     pub fn command_body(user: &str, text: &str) -> String {
+        Self::command_form(
+            user,
+            text,
+            super::slack::TEAM_ID,
+            "https://hooks.slack.com/commands/T0TEST/1/x",
+        )
+    }
+
+    pub fn command_form(user: &str, text: &str, team_id: &str, response_url: &str) -> String {
         serde_urlencoded::to_string([
             ("token", "unused"),
-            ("team_id", "T0TEST"),
+            ("team_id", team_id),
             ("channel_id", "C0GENERAL"),
             ("user_id", user),
             ("command", "/jit"),
             ("text", text),
-            (
-                "response_url",
-                "https://hooks.slack.com/commands/T0TEST/1/x",
-            ),
+            ("response_url", response_url),
         ])
         .unwrap_or_default()
     }
 
     /// `/jit <text>` from `user`.
     pub async fn command(&self, user: &str, text: &str) -> anyhow::Result<Answer> {
-        self.post("/slack/commands", Self::command_body(user, text))
-            .await
+        let body = Self::command_form(user, text, &self.team_id, &self.response_url);
+        self.post("/slack/commands", body).await
     }
 
     /// The ephemeral text of the answer to `/jit <text>`.
@@ -96,19 +108,59 @@ impl SlackSender {
     }
 
     pub fn click_body(user: &str, action: &str, value: &str) -> String {
-        let payload = json!({
+        Self::click_form(
+            user,
+            action,
+            value,
+            Some("C0REVIEW"),
+            super::slack::TEAM_ID,
+            "https://hooks.slack.com/actions/T0TEST/1/x",
+        )
+    }
+
+    /// A click's form: `channel` `None` is a click outside any channel.
+    pub fn click_form(
+        user: &str,
+        action: &str,
+        value: &str,
+        channel: Option<&str>,
+        team_id: &str,
+        response_url: &str,
+    ) -> String {
+        let mut payload = json!({
             "type": "block_actions",
-            "user": {"id": user, "name": user.to_lowercase()},
-            "channel": {"id": "C0REVIEW"},
-            "response_url": "https://hooks.slack.com/actions/T0TEST/1/x",
+            "user": {"id": user, "name": user.to_lowercase(), "team_id": team_id},
+            "team": {"id": team_id},
+            "response_url": response_url,
             "actions": [{"action_id": action, "value": value, "type": "button"}],
         });
+        if let Some(channel) = channel {
+            payload["channel"] = json!({"id": channel});
+        }
         serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default()
     }
 
     /// A click on a card button (`jit_approve` / `jit_deny`) by `user`.
     pub async fn click(&self, user: &str, action: &str, value: &str) -> anyhow::Result<Answer> {
-        self.post("/slack/interactions", Self::click_body(user, action, value))
-            .await
+        let body = Self::click_form(
+            user,
+            action,
+            value,
+            Some("C0REVIEW"),
+            &self.team_id,
+            &self.response_url,
+        );
+        self.post("/slack/interactions", body).await
+    }
+
+    /// A click from outside any channel (a message the bot sent by DM, say).
+    pub async fn click_outside_channel(
+        &self,
+        user: &str,
+        action: &str,
+        value: &str,
+    ) -> anyhow::Result<Answer> {
+        let body = Self::click_form(user, action, value, None, &self.team_id, &self.response_url);
+        self.post("/slack/interactions", body).await
     }
 }

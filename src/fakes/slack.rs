@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// The workspace the fake Slack is, unless a test says otherwise.
+pub const TEAM_ID: &str = "T0TEST";
+
 /// One Web API call as the fake received it.
 #[derive(Clone, Debug)]
 pub struct SlackCall {
@@ -66,6 +69,10 @@ struct SlackState {
     emails: Mutex<HashMap<String, String>>,
     /// Every answer waits this long first (a real Slack takes tens of milliseconds).
     delay: Mutex<Duration>,
+    /// The workspace (and Enterprise Grid org) `auth.test` names.
+    team: Mutex<(String, Option<String>)>,
+    /// Posts so far to each `response_url`.
+    responses_per_url: Mutex<HashMap<String, u32>>,
     changed: Notify,
 }
 
@@ -300,6 +307,11 @@ async fn slack_method(
             json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text}})
         }
         "chat.postEphemeral" => json!({"ok": true, "message_ts": ts}),
+        "auth.test" => {
+            let (team, enterprise) = state.team.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            json!({"ok": true, "team_id": team, "enterprise_id": enterprise, "user_id": "U0JITBOT",
+                   "bot_id": "B0JITBOT", "url": "https://fake.slack.com/"})
+        }
         "users.info" => {
             let user = body
                 .get("user")
@@ -346,11 +358,76 @@ async fn slack_method(
     axum::Json(answer).into_response()
 }
 
+/// How many times Slack takes a message on one `response_url` (it allows five within 30 min).
+pub const RESPONSE_URL_USES: u32 = 5;
+
+/// A message to a `response_url` (`…/hooks/<anything>`), as Slack takes it: JSON, at most
+/// [`RESPONSE_URL_USES`] per URL, text within Slack's limit. Recorded as method `response_url`.
+async fn response_url(
+    State(state): State<Arc<SlackState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let arrived = std::time::Instant::now();
+    let body = body_json(&headers, &uri, &body);
+    let path = uri.path().to_string();
+    let uses = {
+        let mut per_url = state
+            .responses_per_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = per_url.entry(path.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let refusal = if uses > RESPONSE_URL_USES {
+        Some((StatusCode::NOT_FOUND, "used_url"))
+    } else if body
+        .get("text")
+        .and_then(Value::as_str)
+        .is_none_or(|t| t.is_empty() || t.chars().count() > 40_000)
+    {
+        Some((StatusCode::BAD_REQUEST, "invalid_payload"))
+    } else {
+        None
+    };
+    let mut body = body;
+    if let Value::Object(map) = &mut body {
+        map.insert("url".into(), Value::String(path));
+    }
+    let call = SlackCall {
+        method: "response_url".into(),
+        body,
+        at: arrived,
+        answer: refusal.map_or("ok", |(_, code)| code).to_string(),
+    };
+    state
+        .attempts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(call.clone());
+    if refusal.is_none() {
+        state
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
+    }
+    state.changed.notify_waiters();
+    match refusal {
+        Some((status, code)) => (status, code).into_response(),
+        None => (StatusCode::OK, "ok").into_response(),
+    }
+}
+
 impl FakeSlack {
     pub async fn start() -> anyhow::Result<FakeSlack> {
         let state = Arc::new(SlackState::default());
+        *state.team.lock().unwrap_or_else(|e| e.into_inner()) = (TEAM_ID.to_string(), None);
         let app = Router::new()
             .route("/api/{method}", any(slack_method))
+            .route("/hooks/{*rest}", axum::routing::post(response_url))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -362,6 +439,17 @@ impl FakeSlack {
             state,
             task,
         })
+    }
+
+    /// A `response_url` on this fake, as Slack would put in a command or a click.
+    pub fn response_url(&self, name: &str) -> String {
+        format!("{}hooks/{name}", self.base_url.trim_end_matches("api/"))
+    }
+
+    /// The workspace (and Enterprise Grid org) `auth.test` answers with.
+    pub fn set_team(&self, team: &str, enterprise: Option<&str>) {
+        *self.state.team.lock().unwrap_or_else(|e| e.into_inner()) =
+            (team.to_string(), enterprise.map(str::to_string));
     }
 
     pub fn calls(&self) -> Vec<SlackCall> {

@@ -21,7 +21,7 @@ use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::service::Service;
 use crate::slack::payload::{self, PayloadError, SlashCommand};
-use crate::slack::verify;
+use crate::slack::{Admission, Workspace, verify};
 
 /// Largest body accepted from Slack; real payloads are a few kilobytes.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Deadline for reading a request body.
     pub body_timeout: Duration,
+    /// The one workspace served; payloads from any other are refused.
+    pub workspace: Arc<Workspace>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -116,13 +118,46 @@ async fn command(State(state): State<AppState>, SignedBody(body): SignedBody) ->
     let Ok(cmd) = serde_urlencoded::from_bytes::<SlashCommand>(&body) else {
         return ephemeral("jitbot could not read that command. Try `/jit help`.");
     };
+    if let Some(refusal) = admit(
+        &state,
+        &cmd.user_id,
+        &cmd.team_id,
+        &cmd.enterprise_id,
+        "command",
+    )
+    .await
+    {
+        return refusal;
+    }
     let answer = tokio::time::timeout(
         ANSWER_DEADLINE,
         state.service.command(&cmd.user_id, &cmd.text, Utc::now()),
     )
     .await;
     match answer {
-        Ok(Ok(answer)) => ephemeral(answer),
+        Ok(Ok(mut messages)) => {
+            let first = if messages.is_empty() {
+                String::new()
+            } else {
+                messages.remove(0)
+            };
+            if !messages.is_empty()
+                && let Err(e) = state
+                    .service
+                    .follow_up(
+                        &cmd.user_id,
+                        &cmd.channel_id,
+                        &cmd.response_url,
+                        messages,
+                        Utc::now(),
+                    )
+                    .await
+            {
+                tracing::error!(error = format!("{e:#}"), user = %cmd.user_id, "could not queue the rest of an answer");
+                return ephemeral(format!("{first}\n\n_{INTERNAL_TROUBLE}_"));
+            }
+            ephemeral(first)
+        }
         Ok(Err(e)) if e.chain().any(|c| c.is::<crate::store::TooSlow>()) => {
             tracing::error!(user = %cmd.user_id, "command not written: the store is too slow");
             ephemeral(TOO_SLOW)
@@ -134,6 +169,60 @@ async fn command(State(state): State<AppState>, SignedBody(body): SignedBody) ->
         Err(_) => {
             tracing::error!(user = %cmd.user_id, "command did not finish within Slack's deadline");
             ephemeral(TOO_SLOW)
+        }
+    }
+}
+
+/// Refuses a signed payload from another workspace (403, one audit event, nothing else), or
+/// any payload while the workspace is not known yet (503: Slack could not be asked).
+async fn admit(
+    state: &AppState,
+    user: &str,
+    team_id: &str,
+    enterprise_id: &str,
+    what: &str,
+) -> Option<Response> {
+    match state.workspace.admits(team_id, enterprise_id).await {
+        Admission::Ours => None,
+        Admission::Unknown => Some(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "jitbot cannot confirm its workspace with Slack yet; try again in a minute",
+            )
+                .into_response(),
+        ),
+        Admission::Foreign => {
+            Metrics::inc(&state.metrics.foreign_payloads);
+            tracing::warn!(
+                user,
+                team_id,
+                enterprise_id,
+                what,
+                "refused a signed payload from another workspace"
+            );
+            let event = crate::store::audit(
+                user,
+                "foreign_workspace",
+                json!({"team_id": team_id, "enterprise_id": enterprise_id, "payload": what}),
+            );
+            if let Err(e) = state
+                .service
+                .store
+                .audit(None, event, Utc::now().timestamp_millis())
+                .await
+            {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "could not write the audit event of a foreign payload"
+                );
+            }
+            Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    "this jitbot serves another Slack workspace",
+                )
+                    .into_response(),
+            )
         }
     }
 }
@@ -162,6 +251,17 @@ async fn interaction(State(state): State<AppState>, SignedBody(body): SignedBody
             return (StatusCode::BAD_REQUEST, "unreadable payload").into_response();
         }
     };
+    if let Some(refusal) = admit(
+        &state,
+        &click.user,
+        &click.team_id,
+        &click.enterprise_id,
+        "click",
+    )
+    .await
+    {
+        return refusal;
+    }
     // A click that cannot be handled in time fails visibly in Slack, so the clicker tries again.
     match tokio::time::timeout(ANSWER_DEADLINE, state.service.click(click, Utc::now())).await {
         Ok(Ok(())) => StatusCode::OK.into_response(),

@@ -20,6 +20,46 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Is a login a superuser, and is it the login this connection uses?
+const PRIVILEGED_SQL: &str =
+    "SELECT rolsuper, rolname = current_user FROM pg_roles WHERE rolname = $1";
+
+fn privilege(found: Option<(bool, bool)>) -> Option<&'static str> {
+    match found {
+        Some((_, true)) => Some("is the login jitbot's provider connects as"),
+        Some((true, false)) => Some("is a superuser"),
+        _ => None,
+    }
+}
+
+/// Of `logins`, those that are superusers or the admin URL's own login, each with why: one
+/// connection, one attempt (a start-up check must not wait on a pool's reconnects).
+pub async fn privileged_logins(
+    admin_url: &str,
+    logins: &[String],
+) -> anyhow::Result<Vec<(String, &'static str)>> {
+    use sea_orm::sqlx::Connection;
+    let options: PgConnectOptions = admin_url
+        .parse()
+        .context("the postgres provider's admin URL is not valid")?;
+    let mut conn = sea_orm::sqlx::PgConnection::connect_with(&options)
+        .await
+        .context("connecting to check identities")?;
+    let mut out = Vec::new();
+    for login in logins {
+        let found: Option<(bool, bool)> = sea_orm::sqlx::query_as(PRIVILEGED_SQL)
+            .bind(login)
+            .fetch_optional(&mut conn)
+            .await
+            .context("checking the login's privileges")?;
+        if let Some(why) = privilege(found) {
+            out.push((login.clone(), why));
+        }
+    }
+    let _ = conn.close().await;
+    Ok(out)
+}
+
 impl PostgresProvider {
     /// Connects lazily: a database that is down fails the grant (and is retried), not start-up.
     /// Every statement runs under `statement_timeout` (the provider's timeout) and gives up
@@ -56,6 +96,17 @@ impl PostgresProvider {
         Ok((role, login))
     }
 
+    /// Why `login` must never be granted to or revoked from, if it must not: a superuser, or
+    /// the login jitbot itself connects as.
+    pub async fn privileged(&self, login: &str) -> anyhow::Result<Option<&'static str>> {
+        let found: Option<(bool, bool)> = sea_orm::sqlx::query_as(PRIVILEGED_SQL)
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await
+            .context("checking the login's privileges")?;
+        Ok(privilege(found))
+    }
+
     async fn role_exists(&self, name: &str) -> anyhow::Result<bool> {
         let found: Option<(i32,)> =
             sea_orm::sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
@@ -85,6 +136,9 @@ impl Provider for PostgresProvider {
 
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let (role, login) = Self::names(spec)?;
+        if let Some(why) = self.privileged(login).await? {
+            anyhow::bail!("refusing to grant to {}: it {why}", quote_ident(login));
+        }
         for name in [role, login] {
             if !self.role_exists(name).await? {
                 anyhow::bail!("role {} does not exist", quote_ident(name));
@@ -102,6 +156,12 @@ impl Provider for PostgresProvider {
 
     async fn revoke(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let (role, login) = Self::names(spec)?;
+        // jitbot never granted to such a login (the grant refuses it), so there is nothing of
+        // ours to take back; ending its sessions could cut jitbot's own or an admin's.
+        if let Some(why) = self.privileged(login).await? {
+            tracing::warn!(login, why, "not revoking from a privileged login");
+            return Ok(());
+        }
         if self.role_exists(role).await? && self.role_exists(login).await? {
             // Revoking a membership that is gone is a warning, not an error.
             let sql = format!("REVOKE {} FROM {}", quote_ident(role), quote_ident(login));

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{GRANT_ATTEMPTS, JobError, JobResult, Scheduler, ms};
 use crate::domain::policy::ProviderLimits;
-use crate::domain::{EndReason, Job, Lane, ProviderConfig, State};
+use crate::domain::{EndReason, GrantDuration, Job, Lane, ProviderConfig, State};
 use crate::metrics::{Metrics, label};
 use crate::providers::GrantSpec;
 use crate::slack::blocks;
@@ -78,8 +78,12 @@ impl Scheduler {
     ) -> anyhow::Result<(ProviderConfig, GrantSpec, store::Grant)> {
         let config: ProviderConfig =
             serde_json::from_str(&grant.provider).context("stored provider config")?;
+        // Those whose approvals counted when it was approved (recorded then), not everyone who
+        // clicked: an approval of someone no longer an approver did not count.
         let approved_by = if request.auto_approved {
             Vec::new()
+        } else if let Some(by) = grant.approved_by.as_deref().filter(|b| !b.is_empty()) {
+            by.split(',').map(str::to_string).collect()
         } else {
             self.store
                 .decisions(request.id)
@@ -110,9 +114,33 @@ impl Scheduler {
         }
         let (config, mut spec, grant) = self.spec(&request, grant).await?;
         let name = grant.provider_name.clone();
-        let limits = self.policy.provider_limits(&name);
+        let policy = self.policy.now();
+        let limits = policy.provider_limits(&name);
         let duration = chrono::TimeDelta::seconds(request.duration_secs);
+        // Access starts within `grant_deadline` of the approval (and before the end it would have
+        // had), or not at all: never hours later than the people who approved it expected.
+        let approved_at = request.decided_at.unwrap_or(request.created_at);
+        let deadline_ms = (policy.settings.grant_deadline.secs() as i64)
+            .saturating_mul(1000)
+            .min(request.duration_secs.saturating_mul(1000));
+        let deadline = approved_at.saturating_add(deadline_ms);
+        let deadline_text = GrantDuration::from_secs((deadline_ms / 1000).max(1) as u64)
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        // The policy in force now decides this step too.
+        let stop = if let Some(why) = crate::service::policy_change::refusal(&policy, &request) {
+            Some(format!("policy changed: {why}"))
+        } else if ms(Utc::now()) >= deadline {
+            Some(format!(
+                "not granted within {deadline_text} of the approval (grant_deadline)"
+            ))
+        } else {
+            None
+        };
         let attempt = async {
+            if let Some(why) = &stop {
+                anyhow::bail!("{why}");
+            }
             let provider = self.providers.get(&config, limits.timeout.std())?;
             if config.uses_email()
                 && !spec.identity.contains_key("email")
@@ -144,6 +172,14 @@ impl Scheduler {
         }
         .await;
         let now = Utc::now();
+        // Confirmed after the deadline: it is taken back (the clean-up revokes it), not used.
+        let attempt = match attempt {
+            Ok(_) if ms(now) > deadline => Err(anyhow::anyhow!(
+                "the provider confirmed only after the grant deadline ({deadline_text} from the approval); the access is being taken back"
+            )),
+            other => other,
+        };
+        let past_deadline = stop.is_some() || ms(now) >= deadline;
         match attempt {
             Ok(held) => {
                 Metrics::inc(&self.metrics.grants);
@@ -190,9 +226,7 @@ impl Scheduler {
                 Metrics::inc(&self.metrics.grant_failures);
                 let error = format!("{e:#}");
                 self.store.set_grant_error(id, Some(&error), None).await?;
-                let deadline =
-                    request.decided_at.unwrap_or(request.created_at) + request.duration_secs * 1000;
-                if row.attempts < GRANT_ATTEMPTS && ms(now) < deadline {
+                if row.attempts < GRANT_ATTEMPTS && !past_deadline {
                     return Err(JobError::Retry(e));
                 }
                 let mut t = Transition::new(id, &[State::Approved], State::GrantFailed, ms(now));
@@ -360,7 +394,7 @@ impl Scheduler {
             None => return Ok(()),
             Some(false) => {}
         }
-        let limits = self.policy.provider_limits(&grant.provider_name);
+        let limits = self.policy.now().provider_limits(&grant.provider_name);
         let provider = self.providers.get(config, limits.timeout.std())?;
         self.provider_call(
             &grant.provider_name,

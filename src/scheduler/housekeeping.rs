@@ -28,7 +28,7 @@ impl Scheduler {
                 text: blocks::dm_timed_out(
                     id,
                     &request.resource,
-                    &self.policy.settings.request_ttl.to_string(),
+                    &self.policy.now().settings.request_ttl.to_string(),
                 ),
             }
             .at(ms(now)),

@@ -28,6 +28,7 @@ impl Scheduler {
                 user,
                 text,
             } => self.slack.post_ephemeral(channel, user, text).await,
+            Job::Respond { url, text } => self.slack.respond(url, text).await,
             _ => Ok(()),
         };
         let Err(error) = sent else { return Ok(()) };
@@ -135,11 +136,35 @@ impl Scheduler {
         decisions: &[store::Approval],
     ) -> anyhow::Result<CardView> {
         let state = State::parse(&request.state).context("unknown state in the store")?;
-        let approved_by = decisions
-            .iter()
-            .filter(|d| d.decision == "approve")
-            .map(|d| d.approver.clone())
-            .collect();
+        let policy = self.policy.now();
+        let resource = policy.resources.get(&request.resource);
+        // While a request waits, the card counts as the policy in force now does: approvals of
+        // people who may no longer approve are not shown as counting.
+        let counted = grant
+            .as_ref()
+            .and_then(|g| g.approved_by.as_deref())
+            .filter(|b| !b.is_empty())
+            .map(|b| b.split(',').map(str::to_string).collect::<Vec<_>>());
+        let approved_by = match counted {
+            // Approved: whose approvals counted then.
+            Some(counted) => counted,
+            None => decisions
+                .iter()
+                .filter(|d| d.decision == "approve")
+                .filter(|d| {
+                    state != State::Pending
+                        || resource.is_some_and(|r| {
+                            policy.is_approver(r, &d.approver)
+                                && (r.self_approval || d.approver != request.requester)
+                        })
+                })
+                .map(|d| d.approver.clone())
+                .collect(),
+        };
+        let approvals_needed = match (state, resource) {
+            (State::Pending, Some(r)) => r.approvals as i32,
+            _ => request.approvals_needed,
+        };
         let decided_by = match state {
             State::Denied => decisions
                 .iter()
@@ -158,18 +183,13 @@ impl Scheduler {
             id: request.id,
             requester: request.requester.clone(),
             resource: request.resource.clone(),
-            description: self
-                .policy
-                .resources
-                .get(&request.resource)
-                .map(|r| r.description.clone())
-                .unwrap_or_default(),
+            description: resource.map(|r| r.description.clone()).unwrap_or_default(),
             duration: GrantDuration::from_secs(request.duration_secs.max(0) as u64)
                 .map(|d| d.to_string())
                 .unwrap_or_default(),
             reason: request.reason.clone(),
             state,
-            approvals_needed: request.approvals_needed,
+            approvals_needed,
             approved_by,
             decided_by,
             decided_at: time(request.decided_at),

@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::Notify;
 
-use crate::domain::{Job, Lane, Policy, Scheduled};
+use crate::domain::{Job, Lane, LivePolicy, Scheduled};
 use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::slack::SlackApi;
@@ -109,7 +109,7 @@ pub type JobResult = Result<(), JobError>;
 #[derive(Clone)]
 pub struct Scheduler {
     pub store: Store,
-    pub policy: Arc<Policy>,
+    pub policy: Arc<LivePolicy>,
     pub slack: SlackApi,
     pub providers: Arc<Providers>,
     pub metrics: Arc<Metrics>,
@@ -168,7 +168,8 @@ impl Scheduler {
             | Job::UpdateCard { .. }
             | Job::Dm { .. }
             | Job::ChannelNote { .. }
-            | Job::Ephemeral { .. } => self.message(job, row).await,
+            | Job::Ephemeral { .. }
+            | Job::Respond { .. } => self.message(job, row).await,
             Job::Timeout { request_id } => self.timeout(*request_id).await,
             Job::Maintain { .. } => self.maintain().await,
         }
@@ -179,7 +180,7 @@ impl Scheduler {
     pub fn deadline(&self, job: &Job) -> Duration {
         match job.lane() {
             Lane::Access | Lane::Grants => {
-                let limits = self.policy.provider_limits(job.queue_key());
+                let limits = self.policy.now().provider_limits(job.queue_key());
                 // a read-back, the call itself, and for a grant a Slack profile lookup
                 limits.timeout.std() * 3 + self.slack_timeout + Duration::from_secs(5)
             }
@@ -192,7 +193,7 @@ impl Scheduler {
     pub fn key_limit(&self, lane: Lane, key: &str) -> usize {
         match lane {
             Lane::Access | Lane::Grants => {
-                self.policy.provider_limits(key).concurrency as usize * JOBS_PER_PROVIDER_CALL
+                self.policy.now().provider_limits(key).concurrency as usize * JOBS_PER_PROVIDER_CALL
             }
             // One at a time per channel: a channel's cards and updates go out in order, at the
             // pace Slack allows there.

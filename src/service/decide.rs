@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Decided, Decision, Service, label, ms, refuse};
-use crate::domain::{Job, Lane, RequestId, Resource, State};
+use crate::domain::{Job, Lane, Policy, RequestId, Resource, State};
 use crate::metrics::Metrics;
 use crate::slack::blocks;
 use crate::slack::payload::{Click, ClickAction};
@@ -53,19 +53,31 @@ impl Service {
         };
         if let Decided::Refused(text) = outcome {
             Metrics::inc(&self.metrics.clicks_refused);
-            if !click.channel.is_empty() {
-                self.store
-                    .enqueue(
-                        &[Job::Ephemeral {
-                            channel: click.channel,
-                            user: click.user,
-                            text,
-                        }
-                        .at(ms(now))],
-                        ms(now),
-                    )
-                    .await?;
-                self.woke(&[Lane::Messages]);
+            // In a channel, an ephemeral message there; anywhere else (a DM from the bot, a
+            // message outside any channel) through the click's `response_url`.
+            let answer = if !click.channel.is_empty() {
+                Some(Job::Ephemeral {
+                    channel: click.channel,
+                    user: click.user.clone(),
+                    text,
+                })
+            } else if !click.response_url.is_empty() {
+                Some(Job::Respond {
+                    url: click.response_url,
+                    text,
+                })
+            } else {
+                None
+            };
+            match answer {
+                Some(job) => {
+                    self.store.enqueue(&[job.at(ms(now))], ms(now)).await?;
+                    self.woke(&[Lane::Messages]);
+                }
+                None => tracing::warn!(
+                    user = %click.user,
+                    "a refused click carried neither a channel nor a response_url: nothing to answer through"
+                ),
             }
         }
         Ok(())
@@ -84,7 +96,8 @@ impl Service {
     ) -> anyhow::Result<Decided> {
         let now_ms = ms(now);
         let verb = decision.verb();
-        let (request, resource) = match self.judge(user, id, decision).await? {
+        let policy = self.policy.now();
+        let (request, resource) = match self.judge(&policy, user, id, decision).await? {
             Ok(pair) => pair,
             Err(reason) => {
                 let known = !reason.starts_with("There is no request");
@@ -93,18 +106,36 @@ impl Service {
                     .await;
             }
         };
-        let needed = request.approvals_needed;
+        // A request the policy in force no longer allows ends here rather than being approved
+        // (a reload cancels the rest of them).
+        if decision == Decision::Approve
+            && let Some(why) =
+                policy.no_longer_allows(resource, &request.requester, request.duration_secs)
+        {
+            self.cancel_for_policy(&request, &why, now).await?;
+            self.woke(&[Lane::Messages]);
+            return self
+                .refused(
+                    user,
+                    Some(id),
+                    verb,
+                    format!("Request #{id} was cancelled: the policy changed ({why})."),
+                    now_ms,
+                )
+                .await;
+        }
+        // The policy in force now says how many approvals it takes and whose count.
+        let needed = resource.approvals as i32;
         let snapshot = match decision {
             Decision::Deny => None,
             Decision::Approve => {
-                let Some(provider) = self.policy.providers.get(&resource.provider) else {
+                let Some(provider) = policy.providers.get(&resource.provider) else {
                     return Ok(refuse(format!(
                         "*{}* has no provider configured. Tell the jitbot admins.",
                         resource.name
                     )));
                 };
-                let identity = self
-                    .policy
+                let identity = policy
                     .identity(&request.requester, provider.kind())
                     .unwrap_or_default();
                 Some(NewGrant {
@@ -112,13 +143,23 @@ impl Service {
                     provider: serde_json::to_value(provider)?,
                     grant_shape: serde_json::Value::Object(resource.grant.clone()),
                     identity: serde_json::to_value(&identity)?,
+                    approved_by: Vec::new(),
                 })
             }
         };
         let decider = user.to_string();
+        let counts = {
+            let (policy, resource) = (policy.clone(), resource.clone());
+            move |requester: &str, approvers: &[String]| -> Vec<String> {
+                counting(&policy, &resource, requester, approvers)
+            }
+        };
+        let counts_in_txn = counts.clone();
         let verdict = self
             .store
-            .decide(id, user, verb, now_ms, move |req, approvers| {
+            .decide(id, user, verb, now_ms, move |req, recorded| {
+                // Approvals recorded by people who may no longer approve stop counting.
+                let approvers = counts_in_txn(&req.requester, recorded);
                 let card = Job::UpdateCard {
                     request_id: id,
                     channel: req.channel.clone(),
@@ -145,17 +186,18 @@ impl Service {
                         t.audit = vec![store::audit(&decider, "denied", json!({"reason": note}))];
                         t
                     }
-                    Some(_) if (approvers.len() as i32) < req.approvals_needed => {
+                    Some(_) if (approvers.len() as i32) < needed => {
                         let mut t = Transition::new(id, &[State::Pending], State::Pending, now_ms);
                         t.jobs = vec![card];
                         t.audit = vec![store::audit(
                             &decider,
                             "approval_recorded",
-                            json!({"so_far": approvers.len(), "needed": req.approvals_needed}),
+                            json!({"so_far": approvers.len(), "needed": needed, "recorded": recorded.len()}),
                         )];
                         t
                     }
-                    Some(grant) => {
+                    Some(mut grant) => {
+                        grant.approved_by = approvers.clone();
                         let provider = grant.provider_name.clone();
                         let mut t = Transition::new(id, &[State::Pending], State::Approved, now_ms);
                         t.decided_by = Some(approvers.join(","));
@@ -208,6 +250,7 @@ impl Service {
                 self.refused(user, Some(id), verb, reason, now_ms).await
             }
             Verdict::Counted { approvers } => {
+                let approvers = counts(&request.requester, &approvers);
                 self.woke(&[Lane::Messages, Lane::Grants]);
                 Ok(Decided::Accepted(match decision {
                     Decision::Deny => format!("You denied request #{id}."),
@@ -248,16 +291,17 @@ impl Service {
 
     /// May `user` decide request `id` now? The requester's own click is refused unless the
     /// resource allows self-approval.
-    pub(super) async fn judge(
+    pub(super) async fn judge<'p>(
         &self,
+        policy: &'p Policy,
         user: &str,
         id: i32,
         decision: Decision,
-    ) -> anyhow::Result<Result<(store::Request, &Resource), String>> {
+    ) -> anyhow::Result<Result<(store::Request, &'p Resource), String>> {
         let Some(request) = self.store.request(id).await? else {
             return Ok(Err(format!("There is no request #{id}.")));
         };
-        let Some(resource) = self.policy.resources.get(&request.resource) else {
+        let Some(resource) = policy.resources.get(&request.resource) else {
             return Ok(Err(format!(
                 "*{}* is no longer in the policy; request #{id} cannot be decided.",
                 request.resource
@@ -279,12 +323,28 @@ impl Service {
                 "You cannot {verb} your own request #{id}; someone else must decide it. (Use `/jit cancel {id}` to withdraw it.)"
             )));
         }
-        if !self.policy.is_approver(resource, user) {
+        if !policy.is_approver(resource, user) {
             return Ok(Err(format!(
                 "You are not an approver of *{}*. See `/jit explain {}`.",
                 resource.name, resource.name
             )));
         }
+
         Ok(Ok((request, resource)))
     }
+}
+
+/// Of the people who approved, those whose approval counts under `policy`: approvers of the
+/// resource now, and not the requester unless the resource allows self-approval.
+fn counting(
+    policy: &Policy,
+    resource: &Resource,
+    requester: &str,
+    approvers: &[String],
+) -> Vec<String> {
+    approvers
+        .iter()
+        .filter(|a| policy.is_approver(resource, a) && (resource.self_approval || *a != requester))
+        .cloned()
+        .collect()
 }

@@ -111,15 +111,18 @@ impl Service {
         let Some(request) = self.own_request(id).await? else {
             return Ok(Err(format!("There is no request {id}.")));
         };
+        // A grant of a resource that left the policy has no approvers any more: its requester
+        // and the admins can still end it.
+        let policy = self.policy.now();
         let may = request.requester == user
-            || self
-                .policy
+            || policy.is_admin(user)
+            || policy
                 .resources
                 .get(&request.resource)
-                .is_some_and(|r| self.policy.is_approver(r, user));
+                .is_some_and(|r| policy.is_approver(r, user));
         if !may {
             return Ok(Err(format!(
-                "Only the requester or an approver of *{}* can revoke {id}.",
+                "Only the requester, an approver of *{}* or a jitbot admin can revoke {id}.",
                 request.resource
             )));
         }

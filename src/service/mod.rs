@@ -4,10 +4,12 @@
 //! - this file: the command dispatcher and `/jit request`;
 //! - [`decide`]: approve and deny, by button or command;
 //! - [`ends`]: cancel and early revoke, including a grant still under way;
-//! - [`views`]: list, pending, resources, explain.
+//! - [`views`]: list, pending, resources, explain;
+//! - [`policy_change`]: pending requests held to the policy in force after it changes.
 
 mod decide;
 mod ends;
+pub mod policy_change;
 mod views;
 
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::domain::command::HELP;
-use crate::domain::{Command, GrantDuration, Job, Lane, Policy, Resource, State};
+use crate::domain::{Command, GrantDuration, Job, Lane, LivePolicy, Policy, Resource, State};
 use crate::metrics::Metrics;
 use crate::scheduler::Wake;
 use crate::scheduler::pace::{Pacer, Turn};
@@ -28,7 +30,8 @@ pub const MAX_REASON_CHARS: usize = 1_000;
 #[derive(Clone)]
 pub struct Service {
     pub store: Store,
-    pub policy: Arc<Policy>,
+    /// The policy in force now: read once per command or click, so a reload applies at once.
+    pub policy: Arc<LivePolicy>,
     /// Wakes the scheduler when a job is queued.
     pub wake: Arc<Wake>,
     pub metrics: Arc<Metrics>,
@@ -78,25 +81,27 @@ impl Service {
         }
     }
 
-    /// Handles `/jit …`; the result is the ephemeral answer.
+    /// Handles `/jit …`; the result is the ephemeral answer: one message, or several when a list
+    /// is long (the first answers the command, the rest follow through its `response_url`).
     pub async fn command(
         &self,
         user: &str,
         text: &str,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<Vec<String>> {
         let command = match Command::parse(text) {
             Ok(c) => c,
             Err(e) => {
                 Metrics::inc(&self.metrics.commands_refused);
-                return Ok(e.to_string());
+                return Ok(vec![e.to_string()]);
             }
         };
+
         let answer = match command {
             Command::Help => Ok(HELP.to_string()),
             Command::Request { resource, duration, reason } => self.request(user, &resource, duration, reason, now).await?,
-            Command::List => Ok(self.list(user).await?),
-            Command::Pending => Ok(self.pending(user).await?),
+            Command::List => return self.list(user).await,
+            Command::Pending => return self.pending(user).await,
             Command::Resources => Ok(self.resources(user)),
             Command::Explain { resource } => self.explain(&resource),
             Command::Approve { id } => self.decide_by_command(user, id, Decision::Approve, None, now).await?,
@@ -105,17 +110,53 @@ impl Service {
             Command::Revoke { id } => self.revoke(user, id, now).await?,
             Command::Extend { .. } => Err("`/jit extend` is not available in this version of jitbot yet. Ask again with `/jit request` when your access ends.".to_string()),
         };
-        Ok(answer.unwrap_or_else(|refusal| {
+        Ok(vec![answer.unwrap_or_else(|refusal| {
             Metrics::inc(&self.metrics.commands_refused);
             refusal
-        }))
+        })])
     }
 
-    pub(super) fn resource(&self, name: &str) -> Result<&Resource, String> {
-        self.policy
+    /// The later parts of a long answer: through the command's `response_url` when it has one,
+    /// else as ephemeral messages in its channel. Queued in order, sent one at a time.
+    pub async fn follow_up(
+        &self,
+        user: &str,
+        channel: &str,
+        response_url: &str,
+        messages: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let now_ms = ms(now);
+        let jobs: Vec<_> = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let job = if response_url.is_empty() {
+                    Job::Ephemeral {
+                        channel: channel.to_string(),
+                        user: user.to_string(),
+                        text,
+                    }
+                } else {
+                    Job::Respond {
+                        url: response_url.to_string(),
+                        text,
+                    }
+                };
+                // A millisecond apart, so the queue hands them out in order.
+                job.at(now_ms + i as i64)
+            })
+            .collect();
+        self.store.enqueue(&jobs, now_ms).await?;
+        self.woke(&[Lane::Messages]);
+        Ok(())
+    }
+
+    pub(super) fn resource<'p>(policy: &'p Policy, name: &str) -> Result<&'p Resource, String> {
+        policy
             .resources
             .get(name)
-            .ok_or_else(|| match self.policy.suggest(name) {
+            .ok_or_else(|| match policy.suggest(name) {
                 Some(s) => {
                     format!("Unknown resource `{name}`. Did you mean `{s}`? See `/jit resources`.")
                 }
@@ -133,12 +174,13 @@ impl Service {
         reason: Option<String>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Result<String, String>> {
-        let resource = match self.resource(name) {
+        let policy = self.policy.now();
+        let resource = match Self::resource(&policy, name) {
             Ok(r) => r,
             Err(refusal) => return Ok(Err(refusal)),
         };
         let name = resource.name.as_str();
-        if !self.policy.may_request(resource, user) {
+        if !policy.may_request(resource, user) {
             return Ok(Err(format!(
                 "You may not request *{name}*. See `/jit explain {name}` for who may."
             )));
@@ -168,24 +210,32 @@ impl Service {
                 "*{name}* needs a reason. Try `/jit request {name} {duration} INC-4312 debugging`."
             )));
         }
-        let Some(provider) = self.policy.providers.get(&resource.provider) else {
+        let Some(provider) = policy.providers.get(&resource.provider) else {
             return Ok(Err(format!(
                 "*{name}* has no provider configured. Tell the jitbot admins."
             )));
         };
-        let Some(identity) = self.policy.identity(user, provider.kind()) else {
+        let Some(identity) = policy.identity(user, provider.kind()) else {
             return Ok(Err(format!(
                 "You have no {} identity for *{name}*. Ask an admin to add your login under `identities` in the policy.",
                 provider.kind()
             )));
         };
+        let max_open = policy.settings.max_open_per_user;
+        let open = self.store.count_open(user).await?;
+        if open >= u64::from(max_open) {
+            return Ok(Err(format!(
+                "You already have {open} open requests, the most one person may hold at once ({max_open}). See `/jit list`, and `/jit cancel` what you no longer need."
+            )));
+        }
         // One open request per person and resource: the store's unique index answers, below.
-        let auto = self.policy.auto_approves(resource, user, duration);
+        let auto = policy.auto_approves(resource, user, duration);
         let snapshot = NewGrant {
             provider_name: resource.provider.clone(),
             provider: serde_json::to_value(provider)?,
             grant_shape: serde_json::Value::Object(resource.grant.clone()),
             identity: serde_json::to_value(&identity)?,
+            approved_by: Vec::new(),
         };
         let new = NewRequest {
             resource: name.to_string(),
@@ -197,7 +247,7 @@ impl Service {
             channel: resource.channel.clone(),
         };
         let now_ms = ms(now);
-        let ttl_end = now_ms + self.policy.settings.request_ttl.secs() as i64 * 1000;
+        let ttl_end = now_ms + policy.settings.request_ttl.secs() as i64 * 1000;
         let event = store::audit(
             user,
             "requested",

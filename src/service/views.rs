@@ -6,68 +6,140 @@ use super::{Service, label, secs};
 use crate::domain::State;
 use crate::slack::blocks::{self, mention};
 
-impl Service {
-    pub(super) async fn list(&self, user: &str) -> anyhow::Result<String> {
-        let requests = self.store.requests_of(user, 10).await?;
-        if requests.is_empty() {
-            return Ok("You have no requests yet. Try `/jit resources`.".into());
+/// Ended requests `/jit list` shows after the open ones.
+const RECENTLY_ENDED: u64 = 5;
+/// Pending requests read per query while walking them for `/jit pending`.
+const PENDING_PAGE: u64 = 500;
+/// Longest message of a long list: Slack shows up to 40,000 characters of a message's text;
+/// this leaves room and keeps each message readable.
+pub const MESSAGE_CHARS: usize = 12_000;
+
+/// Lines joined into as few messages as fit [`MESSAGE_CHARS`] each; a list is never cut.
+pub fn split_messages(lines: Vec<String>) -> Vec<String> {
+    let mut messages = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        let line = crate::slack::blocks::cut(&line, MESSAGE_CHARS);
+        if !current.is_empty() && current.chars().count() + 1 + line.chars().count() > MESSAGE_CHARS
+        {
+            messages.push(std::mem::take(&mut current));
         }
-        let mut lines = vec!["Your recent requests:".to_string()];
-        for r in requests {
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&line);
+    }
+    if !current.is_empty() || messages.is_empty() {
+        messages.push(current);
+    }
+    messages
+}
+
+impl Service {
+    /// Every open request of `user` (pending, approved, active, being revoked), then the most
+    /// recent ones that ended.
+    pub(super) async fn list(&self, user: &str) -> anyhow::Result<Vec<String>> {
+        let open = self.store.open_of(user).await?;
+        let recent: Vec<_> = self
+            .store
+            .requests_of(user, RECENTLY_ENDED + open.len() as u64)
+            .await?
+            .into_iter()
+            .filter(|r| !State::parse(&r.state).is_some_and(|s| State::OPEN.contains(&s)))
+            .take(RECENTLY_ENDED as usize)
+            .collect();
+        if open.is_empty() && recent.is_empty() {
+            return Ok(vec![
+                "You have no requests yet. Try `/jit resources`.".into(),
+            ]);
+        }
+        let mut lines = Vec::new();
+        if !open.is_empty() {
+            lines.push(format!("Your open requests ({}):", open.len()));
+        }
+        for (r, grant) in &open {
             let mut line = format!("• #{} *{}* · {}", r.id, r.resource, label(&r.state));
             if r.state == State::Active.as_str()
-                && let Some(exp) = self.store.grant(r.id).await?.and_then(|g| g.expires_at)
+                && let Some(exp) = grant.as_ref().and_then(|g| g.expires_at)
                 && let Some(t) = DateTime::from_timestamp_millis(exp)
             {
                 line.push_str(&format!(" until {}", blocks::when(t)));
             }
             lines.push(line);
         }
-        Ok(lines.join("\n"))
+        if !recent.is_empty() {
+            lines.push("Recently ended:".into());
+            lines.extend(
+                recent
+                    .iter()
+                    .map(|r| format!("• #{} *{}* · {}", r.id, r.resource, label(&r.state))),
+            );
+        }
+        Ok(split_messages(lines))
     }
 
-    pub(super) async fn pending(&self, user: &str) -> anyhow::Result<String> {
+    /// Every pending request `user` may decide and has not decided yet; for an admin, every
+    /// pending request. Walked page by page, so none is left out however many wait.
+    pub(super) async fn pending(&self, user: &str) -> anyhow::Result<Vec<String>> {
+        let policy = self.policy.now();
+        let admin = policy.is_admin(user);
+        let mine: Vec<String> = policy
+            .resources
+            .values()
+            .filter(|r| policy.is_approver(r, user))
+            .map(|r| r.name.clone())
+            .collect();
         let mut lines = Vec::new();
-        let waiting = self.store.requests_in_state(State::Pending, 200).await?;
-        let ids: Vec<i32> = waiting.iter().map(|r| r.id).collect();
-        let decided = self.store.decided_by(user, &ids).await?;
-        for r in waiting {
-            let Some(resource) = self.policy.resources.get(&r.resource) else {
-                continue;
+        let mut after = 0;
+        loop {
+            let page = if admin {
+                self.store.pending_after(after, PENDING_PAGE).await?
+            } else {
+                self.store.pending_for(&mine, after, PENDING_PAGE).await?
             };
-            if !self.policy.is_approver(resource, user)
-                || (r.requester == user && !resource.self_approval)
-            {
-                continue;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let ids: Vec<i32> = page.iter().map(|r| r.id).collect();
+            let decided = self.store.decided_by(user, &ids).await?;
+            for r in &page {
+                let may_decide = policy.resources.get(&r.resource).is_some_and(|res| {
+                    policy.is_approver(res, user) && (r.requester != user || res.self_approval)
+                });
+                if decided.contains(&r.id) || !(may_decide || admin) {
+                    continue;
+                }
+                lines.push(format!(
+                    "• #{} {} wants *{}* for {}: {}{}",
+                    r.id,
+                    mention(&r.requester),
+                    r.resource,
+                    secs(r.duration_secs),
+                    blocks::escape(&r.reason),
+                    if may_decide {
+                        ""
+                    } else {
+                        " _(not yours to decide)_"
+                    }
+                ));
             }
-            if decided.contains(&r.id) {
-                continue;
+            if page.len() < PENDING_PAGE as usize {
+                break;
             }
-            lines.push(format!(
-                "• #{} {} wants *{}* for {}: {}",
-                r.id,
-                mention(&r.requester),
-                r.resource,
-                secs(r.duration_secs),
-                blocks::escape(&r.reason)
-            ));
         }
         Ok(if lines.is_empty() {
-            "Nothing is waiting for you.".into()
+            vec!["Nothing is waiting for you.".into()]
         } else {
-            format!(
-                "Waiting for you (`/jit approve <id>`):\n{}",
-                lines.join("\n")
-            )
+            let head = format!("Waiting for you ({}; `/jit approve <id>`):", lines.len());
+            split_messages(std::iter::once(head).chain(lines).collect())
         })
     }
 
     pub(super) fn resources(&self, user: &str) -> String {
-        let lines: Vec<String> = self
-            .policy
+        let policy = self.policy.now();
+        let lines: Vec<String> = policy
             .resources
             .values()
-            .filter(|r| self.policy.may_request(r, user))
+            .filter(|r| policy.may_request(r, user))
             .map(|r| {
                 format!(
                     "• *{}*{} · up to {} · {} approval{}",
@@ -91,17 +163,16 @@ impl Service {
     }
 
     pub(super) fn explain(&self, name: &str) -> Result<String, String> {
-        let r = self.resource(name)?;
-        let approvers: Vec<String> = self
-            .policy
+        let policy = self.policy.now();
+        let r = Self::resource(&policy, name)?;
+        let approvers: Vec<String> = policy
             .expand(&r.approvers)
             .iter()
             .map(|u| mention(u))
             .collect();
         let requesters = match &r.requesters {
             None => "anyone".to_string(),
-            Some(list) => self
-                .policy
+            Some(list) => policy
                 .expand(list)
                 .iter()
                 .map(|u| mention(u))

@@ -209,6 +209,14 @@ fn status_line(v: &CardView) -> String {
                 .unwrap_or_default(),
             note_suffix(v)
         ),
+        // Ended by jitbot itself when the policy in force no longer allowed it.
+        State::Cancelled if v.decided_by.is_none() && v.note.is_some() => format!(
+            "🚫 Cancelled by jitbot{}{}",
+            v.decided_at
+                .map(|t| format!(" at {}", when(t)))
+                .unwrap_or_default(),
+            note_suffix(v)
+        ),
         State::Cancelled => format!(
             "🚫 Cancelled by the requester{}",
             v.decided_at
@@ -282,6 +290,14 @@ pub fn dm_denied(id: i32, resource: &str, by: &str, reason: Option<&str>) -> Str
 
 pub fn dm_cancelled(id: i32, resource: &str) -> String {
     format!("🚫 You cancelled request #{id} for *{resource}*.")
+}
+
+/// Ended by jitbot because the policy in force no longer allows it.
+pub fn dm_policy_cancelled(id: i32, resource: &str, why: &str) -> String {
+    format!(
+        "🚫 Request #{id} for *{resource}* was cancelled because the policy changed: {}. See `/jit explain {resource}`, and ask again if you still need it.",
+        cut(&escape(why), NOTE_CHARS)
+    )
 }
 
 /// Cancelled after approval: the grant under way was stopped and anything that took removed.

@@ -141,9 +141,25 @@ fn first_line(text: &str) -> String {
         .collect()
 }
 
+/// What `auth.test` says of the bot token.
+#[derive(Debug, Clone)]
+pub struct BotIdentity {
+    pub team_id: String,
+    pub enterprise_id: Option<String>,
+    pub is_enterprise_install: bool,
+}
+
+/// Where a `response_url` may point: Slack's own hooks host. (Also the origin of
+/// `SLACK_API_URL`, so a fake Slack in tests can take them.)
+const RESPONSE_URL_HOST: &str = "hooks.slack.com";
+
 #[derive(Clone)]
 pub struct SlackApi {
     client: Arc<SlackClient<SlackClientHyperHttpsConnector>>,
+    /// For `response_url` posts: no redirects, a deadline per call.
+    http: reqwest::Client,
+    /// Scheme, host and port of `SLACK_API_URL`.
+    api_origin: Option<(String, String, Option<u16>)>,
     token: SlackApiToken,
     timeout: Duration,
     gate: Arc<RateGate>,
@@ -172,8 +188,19 @@ impl SlackApi {
         // slack-morphism joins base and method with its own `/`.
         let base = api_url.trim_end_matches('/');
         let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(base);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .build()
+            .context("building the HTTP client for response_url")?;
+        let api_origin = reqwest::Url::parse(api_url)
+            .ok()
+            .and_then(|u| Some((u.scheme().to_string(), u.host_str()?.to_string(), u.port())));
         Ok(Self {
             client: Arc::new(SlackClient::new(connector)),
+            http,
+            api_origin,
             token: SlackApiToken::new(SlackApiTokenValue(bot_token.to_string())),
             timeout,
             gate: Arc::new(RateGate::default()),
@@ -315,6 +342,105 @@ impl SlackApi {
         );
         self.post("chat.postEphemeral", channel, &req).await?;
         Ok(())
+    }
+
+    /// May jitbot post to this `response_url`? Only to Slack's hooks host over https, or to the
+    /// origin of `SLACK_API_URL` (a fake Slack): a URL from a payload never sends a message, or
+    /// the bot's traffic, anywhere else.
+    pub fn response_url_allowed(&self, url: &str) -> bool {
+        let Ok(u) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        if u.scheme() == "https" && u.host_str() == Some(RESPONSE_URL_HOST) && u.port().is_none() {
+            return true;
+        }
+        self.api_origin
+            .as_ref()
+            .is_some_and(|(scheme, host, port)| {
+                u.scheme() == scheme && u.host_str() == Some(host) && u.port() == *port
+            })
+    }
+
+    /// Posts an ephemeral message to a command's or a click's `response_url` (usable a few times
+    /// within 30 minutes). Only a 2xx counts; a redirect is not followed.
+    pub async fn respond(&self, url: &str, text: &str) -> anyhow::Result<()> {
+        const METHOD: &str = "response_url";
+        if !self.response_url_allowed(url) {
+            return Err(SlackError::Permanent {
+                method: METHOD,
+                code: "response_url_not_slack".into(),
+            }
+            .into());
+        }
+        let body = serde_json::json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": text,
+        });
+        let started = Instant::now();
+        let result = self.http.post(url).json(&body).send().await;
+        self.metrics
+            .slack_calls
+            .observe(&format!("method=\"{METHOD}\""), started.elapsed());
+        let response = result.map_err(|e| SlackError::Transient {
+            method: METHOD,
+            detail: if e.is_timeout() {
+                format!("no answer within {}s", self.timeout.as_secs_f32())
+            } else {
+                "connection failed".into()
+            },
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let error = if status.as_u16() == 429 {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_RETRY_AFTER);
+            SlackError::RateLimited {
+                method: METHOD,
+                retry_after,
+            }
+        } else if status.is_server_error() {
+            SlackError::Transient {
+                method: METHOD,
+                detail: format!("HTTP {}", status.as_u16()),
+            }
+        } else {
+            // 404 / 410: the URL has expired or was used up; 3xx: not Slack's answer.
+            SlackError::Permanent {
+                method: METHOD,
+                code: format!("HTTP {}", status.as_u16()),
+            }
+        };
+        Err(error.into())
+    }
+
+    /// Who the bot token belongs to: its workspace, and its org for an Enterprise Grid install.
+    pub async fn auth_test(&self) -> anyhow::Result<BotIdentity> {
+        let answer = self
+            .post("auth.test", "", &Value::Object(Default::default()))
+            .await?;
+        let text = |key: &str| {
+            answer
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Ok(BotIdentity {
+            team_id: text("team_id").unwrap_or_default(),
+            enterprise_id: text("enterprise_id"),
+            is_enterprise_install: answer
+                .get("is_enterprise_install")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
     }
 
     /// The email on a person's Slack profile (`users.info`; needs `users:read.email`).

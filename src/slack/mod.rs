@@ -5,5 +5,7 @@ pub mod client;
 pub mod gate;
 pub mod payload;
 pub mod verify;
+pub mod workspace;
 
 pub use client::{SlackApi, SlackError};
+pub use workspace::{Admission, Workspace};

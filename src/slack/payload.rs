@@ -10,6 +10,15 @@ pub struct SlashCommand {
     pub channel_id: String,
     #[serde(default)]
     pub text: String,
+    /// Where later parts of a long answer go (a few uses within 30 minutes).
+    #[serde(default)]
+    pub response_url: String,
+    /// The workspace the command came from.
+    #[serde(default)]
+    pub team_id: String,
+    /// The Enterprise Grid org, when there is one.
+    #[serde(default)]
+    pub enterprise_id: String,
 }
 
 /// A button click on an approval card.
@@ -21,6 +30,12 @@ pub struct Click {
     /// The button's `value`: the request id it claims to be about.
     pub value: String,
     pub channel: String,
+    /// Where an answer to the clicker can go when there is no channel to post it in.
+    pub response_url: String,
+    /// The workspace the click came from.
+    pub team_id: String,
+    /// The Enterprise Grid org, when there is one.
+    pub enterprise_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +54,10 @@ struct RawInteraction {
     kind: String,
     user: RawId,
     channel: Option<RawId>,
+    team: Option<RawId>,
+    enterprise: Option<RawId>,
+    #[serde(default)]
+    response_url: String,
     #[serde(default)]
     actions: Vec<RawAction>,
 }
@@ -85,6 +104,9 @@ pub fn parse_click(payload: &str) -> Result<Click, PayloadError> {
         action: kind,
         value: action.value,
         channel: raw.channel.map(|c| c.id).unwrap_or_default(),
+        response_url: raw.response_url,
+        team_id: raw.team.map(|t| t.id).unwrap_or_default(),
+        enterprise_id: raw.enterprise.map(|e| e.id).unwrap_or_default(),
     })
 }
 

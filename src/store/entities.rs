@@ -79,6 +79,8 @@ pub mod grant {
         pub end_reason: Option<String>,
         pub ended_at: Option<i64>,
         pub last_error: Option<String>,
+        /// Whose approvals counted when it was approved, comma-separated user IDs.
+        pub approved_by: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@
 mod batch;
 pub mod decisions;
 pub mod entities;
+mod lookups;
 pub mod queue;
 pub mod requests;
 mod writer;

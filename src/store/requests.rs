@@ -4,7 +4,7 @@ use anyhow::Context;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 
 use super::entities::{audit, grant, job, request};
@@ -32,6 +32,8 @@ pub struct NewGrant {
     pub provider: serde_json::Value,
     pub grant_shape: serde_json::Value,
     pub identity: serde_json::Value,
+    /// Whose approvals counted (none for an auto-approval).
+    pub approved_by: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -213,6 +215,7 @@ pub(super) fn grant_row(request_id: i32, g: NewGrant) -> grant::ActiveModel {
         end_reason: Set(None),
         ended_at: Set(None),
         last_error: Set(None),
+        approved_by: Set((!g.approved_by.is_empty()).then(|| g.approved_by.join(","))),
         ..Default::default()
     }
 }
@@ -348,55 +351,6 @@ impl Store {
                 self.find_open(&requester, &resource).await?,
             ))),
         }
-    }
-
-    pub async fn find_open(
-        &self,
-        requester: &str,
-        resource: &str,
-    ) -> anyhow::Result<Option<Request>> {
-        Ok(request::Entity::find()
-            .filter(request::Column::OpenKey.eq(open_key(requester, resource)))
-            .one(&self.read)
-            .await?)
-    }
-
-    pub async fn request(&self, id: i32) -> anyhow::Result<Option<Request>> {
-        Ok(request::Entity::find_by_id(id).one(&self.read).await?)
-    }
-
-    /// A request and its grant record (if it was approved), in one query.
-    pub async fn request_with_grant(
-        &self,
-        id: i32,
-    ) -> anyhow::Result<Option<(Request, Option<Grant>)>> {
-        Ok(request::Entity::find_by_id(id)
-            .find_also_related(grant::Entity)
-            .one(&self.read)
-            .await?)
-    }
-
-    /// A person's most recent requests, newest first.
-    pub async fn requests_of(&self, requester: &str, limit: u64) -> anyhow::Result<Vec<Request>> {
-        Ok(request::Entity::find()
-            .filter(request::Column::Requester.eq(requester))
-            .order_by_desc(request::Column::Id)
-            .limit(limit)
-            .all(&self.read)
-            .await?)
-    }
-
-    pub async fn requests_in_state(
-        &self,
-        state: State,
-        limit: u64,
-    ) -> anyhow::Result<Vec<Request>> {
-        Ok(request::Entity::find()
-            .filter(request::Column::State.eq(state.as_str()))
-            .order_by_asc(request::Column::Id)
-            .limit(limit)
-            .all(&self.read)
-            .await?)
     }
 
     pub async fn set_card(&self, id: i32, ts: &str) -> anyhow::Result<()> {

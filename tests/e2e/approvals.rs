@@ -196,7 +196,7 @@ async fn revoke_ends_a_grant_early() {
     assert!(
         app.say(MALLORY, &format!("revoke {id}"))
             .await
-            .contains("Only the requester or an approver")
+            .contains("Only the requester, an approver")
     );
     assert!(
         app.say(ALICE, &format!("revoke {id}"))

@@ -11,7 +11,7 @@ const CHANNELS: usize = 12;
 fn policy(hook_url: &str, secret_env: &str) -> String {
     let hot_requesters: Vec<String> = (0..CHANNELS).map(|i| format!("U0P{i:02}")).collect();
     let mut text = format!(
-        "settings: {{ min_duration: 2s }}\ngroups:\n  dba: {{ members: [{BOB}] }}\nidentities:\n  {ALICE}: {{ email: alice@example.com }}\n\
+        "settings: {{ min_duration: 2s, max_open_per_user: 100 }}\ngroups:\n  dba: {{ members: [{BOB}] }}\nidentities:\n  {ALICE}: {{ email: alice@example.com }}\n\
          providers:\n  hooks: {{ kind: webhook, url: \"{hook_url}\", secret_env: {secret_env} }}\nresources:\n  \
          hot:\n    provider: hooks\n    max_duration: 1h\n    channel: C0HOT\n    approvers: [dba]\n    requesters: [{}]\n  \
          quick:\n    provider: hooks\n    max_duration: 1h\n    channel: C0QUICK\n    approvers: [dba]\n    \

@@ -66,6 +66,9 @@ pub(super) struct RawSettings {
     pub(super) request_ttl: Option<Spanned<String>>,
     pub(super) min_duration: Option<Spanned<String>>,
     pub(super) timezone: Option<Spanned<String>>,
+    pub(super) grant_deadline: Option<Spanned<String>>,
+    pub(super) admins: Option<Vec<Spanned<String>>>,
+    pub(super) max_open_per_user: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +124,24 @@ pub(super) struct RawResource {
 pub(super) struct RawAutoApprove {
     pub(super) requesters: Spanned<Vec<Spanned<String>>>,
     pub(super) max_duration: Spanned<String>,
+}
+
+/// Why an identity value names the provider's own admin or a built-in role, if it does:
+/// PostgreSQL's `postgres` and `pg_*` roles, the managed services' admin roles (`rds*` on AWS,
+/// `cloudsqlsuperuser` / `cloudsqladmin` on GCP, `azure_*` on Azure), and Kubernetes' `system:*`.
+pub fn builtin_identity(key: &str, value: &str) -> Option<&'static str> {
+    let lower = value.to_ascii_lowercase();
+    match key {
+        "postgres" if lower == "postgres" => Some("is PostgreSQL's bootstrap superuser"),
+        "postgres" if lower.starts_with("pg_") => Some("is a PostgreSQL built-in role"),
+        "postgres" if lower.starts_with("rds") => Some("is an Amazon RDS admin role"),
+        "postgres" if matches!(lower.as_str(), "cloudsqlsuperuser" | "cloudsqladmin") => {
+            Some("is a Cloud SQL admin role")
+        }
+        "postgres" if lower.starts_with("azure_") => Some("is an Azure admin role"),
+        "k8s_user" if lower.starts_with("system:") => Some("is a Kubernetes system identity"),
+        _ => None,
+    }
 }
 
 /// Provider kinds of the interface that this version does not implement yet.
@@ -265,7 +286,12 @@ impl Checker<'_> {
     }
 
     pub(super) fn compile(&mut self, raw: RawPolicy) -> Policy {
-        let settings = self.settings(raw.settings);
+        let admins = raw
+            .settings
+            .as_ref()
+            .and_then(|s| s.admins.clone())
+            .unwrap_or_default();
+        let mut settings = self.settings(raw.settings);
         if let Some(digest) = &raw.digest {
             self.error(
                 digest,
@@ -274,6 +300,7 @@ impl Checker<'_> {
             );
         }
         let groups = self.groups(raw.groups);
+        settings.admins = self.principals(&admins, "settings.admins", &groups);
         let identities = self.identities(raw.identities);
         let limits = self.provider_limits(&raw.providers);
         let providers = self.providers(raw.providers);
@@ -336,8 +363,30 @@ impl Checker<'_> {
                 .expect("constant is positive"),
             min_duration: GrantDuration::from_secs(DEFAULT_MIN_DURATION_SECS)
                 .expect("constant is positive"),
+            grant_deadline: GrantDuration::from_secs(DEFAULT_GRANT_DEADLINE_SECS)
+                .expect("constant is positive"),
+            admins: Vec::new(),
+            max_open_per_user: DEFAULT_MAX_OPEN_PER_USER,
         };
         let Some(raw) = raw else { return settings };
+        if let Some(deadline) = raw
+            .grant_deadline
+            .as_ref()
+            .and_then(|t| self.duration(t, "settings.grant_deadline"))
+        {
+            settings.grant_deadline = deadline;
+        }
+        if let Some(max) = &raw.max_open_per_user {
+            if **max == 0 {
+                self.error(
+                    max,
+                    "settings.max_open_per_user",
+                    "must be at least 1 (nobody could ask for anything)",
+                );
+            } else {
+                settings.max_open_per_user = **max;
+            }
+        }
         if let Some(ttl) = raw
             .request_ttl
             .as_ref()
@@ -435,7 +484,16 @@ impl Checker<'_> {
             }
             let mut known = BTreeMap::new();
             for (key, value) in fields {
-                if IDENTITY_KEYS.contains(&key.as_str()) {
+                if let Some(why) = builtin_identity(&key, value.as_str()) {
+                    self.error(
+                        &value,
+                        format!("{path}.{key}"),
+                        format!(
+                            "`{}` {why}: jitbot must never grant to or revoke from it",
+                            value.as_str()
+                        ),
+                    );
+                } else if IDENTITY_KEYS.contains(&key.as_str()) {
                     known.insert(key.to_string(), value.to_string());
                 } else {
                     self.error(
@@ -535,7 +593,9 @@ impl Checker<'_> {
             };
             if let Some(config) = config {
                 for var in config.env_vars() {
-                    if std::env::var_os(var).is_none() {
+                    if std::env::var_os(var).is_none()
+                        && std::env::var_os(format!("{var}_FILE")).is_none()
+                    {
                         self.warn(Key(&["providers", &name]), &path, format!("environment variable {var} is not set; `jitbot serve` will refuse to start without it"));
                     }
                 }

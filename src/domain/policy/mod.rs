@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::GrantDuration;
 use check::{Checker, RawPolicy, load_error};
+pub use live::LivePolicy;
 
 mod check;
+mod live;
 mod resource;
 #[cfg(test)]
 mod tests;
@@ -89,12 +91,23 @@ pub struct Settings {
     pub request_ttl: GrantDuration,
     /// Shortest grant anyone may ask for.
     pub min_duration: GrantDuration,
+    /// An approved grant the provider has not confirmed this long after its approval is
+    /// `grant_failed`: access never starts hours after the people who approved it expected.
+    pub grant_deadline: GrantDuration,
+    /// Group names and user IDs who may end any grant and see every pending request.
+    pub admins: Vec<String>,
+    /// Pending and active requests one person may hold at once.
+    pub max_open_per_user: u32,
 }
 
 /// Default `settings.request_ttl`: two hours is long enough for a reviewer in another meeting.
 const DEFAULT_REQUEST_TTL_SECS: u64 = 2 * 3_600;
 /// Default `settings.min_duration`.
 const DEFAULT_MIN_DURATION_SECS: u64 = 60;
+/// Default `settings.grant_deadline`.
+const DEFAULT_GRANT_DEADLINE_SECS: u64 = 10 * 60;
+/// Default `settings.max_open_per_user`.
+const DEFAULT_MAX_OPEN_PER_USER: u32 = 10;
 /// The duration of a request that names none, unless the resource's `max_duration` is shorter.
 pub const FALLBACK_DURATION_SECS: u64 = 3_600;
 
@@ -189,6 +202,49 @@ impl Policy {
             None => true,
             Some(entries) => self.names(entries, user),
         }
+    }
+
+    /// Why this policy would refuse a request stored under an earlier one, or `None` if it
+    /// still allows it: the requester may still ask, the duration is still within bounds, and
+    /// the requester still has an identity at the resource's provider.
+    pub fn no_longer_allows(
+        &self,
+        resource: &Resource,
+        requester: &str,
+        duration_secs: i64,
+    ) -> Option<String> {
+        if !self.may_request(resource, requester) {
+            return Some(format!(
+                "the requester may no longer request {}",
+                resource.name
+            ));
+        }
+        let secs = u64::try_from(duration_secs).unwrap_or(0);
+        if secs > resource.max_duration.secs() {
+            return Some(format!(
+                "its duration is over the maximum of {} for {} now",
+                resource.max_duration, resource.name
+            ));
+        }
+        if secs < resource.min_duration.secs() {
+            return Some(format!(
+                "its duration is under the minimum of {} for {} now",
+                resource.min_duration, resource.name
+            ));
+        }
+        let kind = self.providers.get(&resource.provider)?.kind();
+        if self.identity(requester, kind).is_none() {
+            return Some(format!(
+                "the requester no longer has a {kind} identity for {}",
+                resource.name
+            ));
+        }
+        None
+    }
+
+    /// Is `user` one of `settings.admins`?
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.names(&self.settings.admins, user)
     }
 
     /// Is `user` among the resource's approvers? (Self-approval is checked separately.)

@@ -25,6 +25,8 @@ pub const TEST_BODY_TIMEOUT_MS: &str = "TEST_BODY_TIMEOUT_MS";
 pub const TEST_POST_INTERVAL_MS: &str = "TEST_POST_INTERVAL_MS";
 pub const TEST_POST_BURST: &str = "TEST_POST_BURST";
 pub const TEST_JOB_RETENTION_MS: &str = "TEST_JOB_RETENTION_MS";
+/// Env key (in a test's env map) for `SLACK_TEAM_ID`.
+pub const TEST_TEAM_ID: &str = "TEST_TEAM_ID";
 
 pub const ALICE: &str = "U0ALICE";
 pub const BOB: &str = "U0BOB";
@@ -160,7 +162,10 @@ pub struct TestApp {
     pub store: Store,
     pub signing_secret: String,
     pub pg: Option<PgScratch>,
-    _dir: tempfile::TempDir,
+    /// The policy file `reload` reads.
+    pub policy_path: std::path::PathBuf,
+    /// Holds the store file and the policy file; removed when dropped.
+    pub dir: tempfile::TempDir,
 }
 
 /// Starts the real app with `policy` on a fresh store of `backend`; `env` supplies the variables
@@ -190,6 +195,8 @@ pub async fn spawn_with(
     pg: Option<PgScratch>,
     dir: tempfile::TempDir,
 ) -> TestApp {
+    let policy_path = dir.path().join("policy.yaml");
+    std::fs::write(&policy_path, policy).expect("policy file written");
     let (policy, _) =
         Policy::parse("test-policy.yaml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
     let signing_secret = format!("secret-{}", suffix());
@@ -198,6 +205,7 @@ pub async fn spawn_with(
         ..Tuning::default()
     };
     // Timings a test may shorten, named in its env map.
+    let team_id = env.remove(TEST_TEAM_ID);
     let mut take = |name: &str| {
         env.remove(name)
             .and_then(|v| v.parse::<u64>().ok())
@@ -223,11 +231,12 @@ pub async fn spawn_with(
     }
     let config = Config {
         database_url,
-        policy: "test-policy.yaml".into(),
+        policy: policy_path.clone(),
         listen: "127.0.0.1:0".into(),
         signing_secret: Secret::new(signing_secret.clone()),
         bot_token: Secret::new("xoxb-test"),
         slack_api_url: slack.base_url.clone(),
+        team_id,
         tuning,
     };
     let app = app::build(config, Env::with_overrides(env), policy)
@@ -242,11 +251,19 @@ pub async fn spawn_with(
         sender,
         signing_secret,
         pg,
-        _dir: dir,
+        policy_path,
+        dir,
     }
 }
 
 impl TestApp {
+    /// Writes `policy` to the app's policy file and reloads it, as `SIGHUP` does; the number of
+    /// pending requests it cancelled, or the refusal.
+    pub async fn reload(&self, policy: &str) -> anyhow::Result<u64> {
+        std::fs::write(&self.policy_path, policy)?;
+        self.running.reloader.reload().await
+    }
+
     pub async fn say(&self, user: &str, text: &str) -> String {
         self.sender
             .command_text(user, text)

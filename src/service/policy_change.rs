@@ -1,0 +1,94 @@
+//! When the policy changes (at start, and at each reload), requests still waiting for a decision
+//! are held to the policy in force now: a request whose resource left the policy, whose
+//! requester may no longer ask, or whose duration is now out of bounds ends `cancelled`
+//! ("policy changed"), with its card updated and its requester told.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{Service, ms};
+use crate::domain::{Job, Lane, Policy, State};
+use crate::metrics::Metrics;
+use crate::slack::blocks;
+use crate::store::{self, Transition};
+
+/// Pending requests read per query while walking them.
+const PAGE: u64 = 500;
+
+impl Service {
+    /// Ends every pending request the policy in force no longer allows; returns how many.
+    /// Walks all of them, a page at a time, however many wait.
+    pub async fn enforce_policy(&self, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        let policy = self.policy.now();
+        let mut after = 0;
+        let mut ended = 0;
+        loop {
+            let page = self.store.pending_after(after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for request in &page {
+                if let Some(why) = refusal(&policy, request)
+                    && self.cancel_for_policy(request, &why, now).await?
+                {
+                    ended += 1;
+                }
+            }
+            if page.len() < PAGE as usize {
+                break;
+            }
+        }
+        if ended > 0 {
+            self.woke(&[Lane::Messages]);
+            tracing::info!(
+                requests = ended,
+                "cancelled pending requests the policy no longer allows"
+            );
+        }
+        Ok(ended)
+    }
+
+    /// One request ends `cancelled` because of the policy: card, DM, audit. `false` when it was
+    /// no longer pending (decided meanwhile).
+    pub(super) async fn cancel_for_policy(
+        &self,
+        request: &store::Request,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let now_ms = ms(now);
+        let mut t = Transition::new(request.id, &[State::Pending], State::Cancelled, now_ms);
+        t.note = Some(format!("policy changed: {why}"));
+        t.jobs = vec![
+            Job::UpdateCard {
+                request_id: request.id,
+                channel: request.channel.clone(),
+            }
+            .at(now_ms),
+            Job::Dm {
+                user: request.requester.clone(),
+                text: blocks::dm_policy_cancelled(request.id, &request.resource, why),
+            }
+            .at(now_ms),
+        ];
+        t.audit = vec![store::audit(
+            "jitbot",
+            "cancelled",
+            json!({"reason": "policy changed", "why": why}),
+        )];
+        let done = self.store.transition(t).await?;
+        if done {
+            Metrics::inc(&self.metrics.policy_cancellations);
+        }
+        Ok(done)
+    }
+}
+
+/// Why `policy` would not let this stored request go on, if it would not.
+pub fn refusal(policy: &Policy, request: &store::Request) -> Option<String> {
+    match policy.resources.get(&request.resource) {
+        None => Some(format!("{} is no longer in the policy", request.resource)),
+        Some(resource) => {
+            policy.no_longer_allows(resource, &request.requester, request.duration_secs)
+        }
+    }
+}

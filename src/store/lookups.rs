@@ -1,0 +1,113 @@
+//! What the store answers without changing anything: one request, a person's requests, what
+//! waits for a decision. Reads go to the read pool; none of them holds a lock.
+
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::entities::{grant, request};
+use super::requests::open_key;
+use super::{Grant, Request, Store};
+use crate::domain::State;
+
+impl Store {
+    pub async fn find_open(
+        &self,
+        requester: &str,
+        resource: &str,
+    ) -> anyhow::Result<Option<Request>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::OpenKey.eq(open_key(requester, resource)))
+            .one(&self.read)
+            .await?)
+    }
+
+    pub async fn request(&self, id: i32) -> anyhow::Result<Option<Request>> {
+        Ok(request::Entity::find_by_id(id).one(&self.read).await?)
+    }
+
+    /// A request and its grant record (if it was approved), in one query.
+    pub async fn request_with_grant(
+        &self,
+        id: i32,
+    ) -> anyhow::Result<Option<(Request, Option<Grant>)>> {
+        Ok(request::Entity::find_by_id(id)
+            .find_also_related(grant::Entity)
+            .one(&self.read)
+            .await?)
+    }
+
+    /// A person's most recent requests, newest first.
+    pub async fn requests_of(&self, requester: &str, limit: u64) -> anyhow::Result<Vec<Request>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::Requester.eq(requester))
+            .order_by_desc(request::Column::Id)
+            .limit(limit)
+            .all(&self.read)
+            .await?)
+    }
+
+    pub async fn requests_in_state(
+        &self,
+        state: State,
+        limit: u64,
+    ) -> anyhow::Result<Vec<Request>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::State.eq(state.as_str()))
+            .order_by_asc(request::Column::Id)
+            .limit(limit)
+            .all(&self.read)
+            .await?)
+    }
+
+    /// Pending requests for any of `resources`, oldest first, after request `after`: one page of
+    /// a walk that lists every one however many there are (a partial index serves it).
+    pub async fn pending_for(
+        &self,
+        resources: &[String],
+        after: i32,
+        limit: u64,
+    ) -> anyhow::Result<Vec<Request>> {
+        if resources.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(request::Entity::find()
+            .filter(request::Column::State.eq(State::Pending.as_str()))
+            .filter(request::Column::Resource.is_in(resources.iter().cloned()))
+            .filter(request::Column::Id.gt(after))
+            .order_by_asc(request::Column::Id)
+            .limit(limit)
+            .all(&self.read)
+            .await?)
+    }
+
+    /// Every pending request, oldest first, after request `after` (one page).
+    pub async fn pending_after(&self, after: i32, limit: u64) -> anyhow::Result<Vec<Request>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::State.eq(State::Pending.as_str()))
+            .filter(request::Column::Id.gt(after))
+            .order_by_asc(request::Column::Id)
+            .limit(limit)
+            .all(&self.read)
+            .await?)
+    }
+
+    /// A person's requests that are not over yet (pending, approved, active, being revoked),
+    /// oldest first: all of them.
+    pub async fn open_of(&self, requester: &str) -> anyhow::Result<Vec<(Request, Option<Grant>)>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::Requester.eq(requester))
+            .filter(request::Column::State.is_in(State::OPEN.map(State::as_str)))
+            .find_also_related(grant::Entity)
+            .order_by_asc(request::Column::Id)
+            .all(&self.read)
+            .await?)
+    }
+
+    /// How many requests of this person are not over yet.
+    pub async fn count_open(&self, requester: &str) -> anyhow::Result<u64> {
+        Ok(request::Entity::find()
+            .filter(request::Column::Requester.eq(requester))
+            .filter(request::Column::State.is_in(State::OPEN.map(State::as_str)))
+            .count(&self.read)
+            .await?)
+    }
+}
