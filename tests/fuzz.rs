@@ -5,10 +5,11 @@
 //! CI runs proptest's default number of cases per target. For a long run:
 //! `PROPTEST_CASES=2000000 cargo test --release --test fuzz` (cases per target).
 
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use jitbot::domain::{Command, GrantDuration, Policy};
 use jitbot::slack::blocks::{cut, escape};
 use jitbot::slack::payload::{SlashCommand, parse_click};
-use jitbot::slack::verify::{sign, verify};
+use jitbot::slack::verify::{announced_length, sign, verify, verify_headers};
 use proptest::prelude::*;
 
 /// Strings that look like what people type after `/jit`.
@@ -60,6 +61,58 @@ proptest! {
             let accepted = verify(b"secret", Some(&ts), Some(&signed), &body, now).is_ok();
             prop_assert_eq!(accepted, now.abs_diff(t) <= 300);
         }
+    }
+
+    #[test]
+    fn arbitrary_headers_never_panic_and_only_a_good_signature_passes(
+        headers in prop::collection::vec(
+            (
+                prop_oneof![
+                    Just("x-slack-request-timestamp".to_string()),
+                    Just("x-slack-signature".to_string()),
+                    Just("content-length".to_string()),
+                    "[a-z-]{1,20}",
+                ],
+                prop::collection::vec(any::<u8>(), 0..64),
+            ),
+            0..8,
+        ),
+        body in prop::collection::vec(any::<u8>(), 0..200),
+        now in any::<i64>(),
+    ) {
+        let mut map = HeaderMap::new();
+        for (name, value) in &headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                map.append(name, value);
+            }
+        }
+        let _ = announced_length(&map);
+        let accepted = verify_headers(b"secret", &map, &body, now).is_ok();
+        // Accepted only when the first timestamp and signature headers sign this body within
+        // five minutes of now.
+        let first = |name: &str| map.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let expected = match (first("x-slack-request-timestamp"), first("x-slack-signature")) {
+            (Some(ts), Some(sig)) => ts.trim().parse::<i64>().is_ok_and(|t| now.abs_diff(t) <= 300)
+                && sig.trim() == sign(b"secret", &ts, &body),
+            _ => false,
+        };
+        prop_assert_eq!(accepted, expected);
+    }
+
+    #[test]
+    fn signed_headers_at_the_ends_of_time_are_refused(
+        ts in prop_oneof![Just(i64::MIN), Just(i64::MAX), Just(i64::MIN + 1), Just(i64::MAX - 1), any::<i64>()],
+        body in prop::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let now = 1_800_000_000_i64;
+        let ts_text = ts.to_string();
+        let mut map = HeaderMap::new();
+        map.insert("x-slack-request-timestamp", HeaderValue::from_str(&ts_text).unwrap());
+        map.insert("x-slack-signature", HeaderValue::from_str(&sign(b"secret", &ts_text, &body)).unwrap());
+        prop_assert_eq!(verify_headers(b"secret", &map, &body, now).is_ok(), now.abs_diff(ts) <= 300);
     }
 
     #[test]

@@ -59,10 +59,7 @@ impl FromRequest<AppState> for SignedBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let headers: HeaderMap = req.headers().clone();
-        let announced = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let announced = verify::announced_length(&headers);
         if announced.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response());
         }
@@ -82,11 +79,9 @@ impl FromRequest<AppState> for SignedBody {
                 );
             }
         };
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        match verify::verify(
+        match verify::verify_headers(
             state.signing_secret.expose().as_bytes(),
-            header("x-slack-request-timestamp"),
-            header("x-slack-signature"),
+            &headers,
             &body,
             Utc::now().timestamp(),
         ) {

@@ -58,6 +58,37 @@ pub fn verify(
     }
 }
 
+/// Header carrying the request's timestamp (Unix seconds).
+pub const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
+/// Header carrying `v0=<hex>`.
+pub const SIGNATURE_HEADER: &str = "x-slack-signature";
+
+/// Checks a request as it arrived: its headers (any bytes at all: a value that is not visible
+/// ASCII counts as missing) and its raw body.
+pub fn verify_headers(
+    secret: &[u8],
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<(), VerifyError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    verify(
+        secret,
+        header(TIMESTAMP_HEADER),
+        header(SIGNATURE_HEADER),
+        body,
+        now,
+    )
+}
+
+/// The body length a request announces, if it announces a readable one.
+pub fn announced_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,3 +319,101 @@ async fn a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after
     );
     app.finish().await;
 }
+
+/// The real binary: `SIGHUP` puts a changed policy in force (a pending request it no longer
+/// allows is cancelled) and a broken file is refused without stopping anything. The signing
+/// secret comes from a file, as Docker and Kubernetes secrets do.
+#[tokio::test]
+async fn sighup_reloads_the_policy_of_a_running_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_secret = format!("hook-{}", suffix());
+    let hook = jitbot::fakes::WebhookReceiver::start(&hook_secret)
+        .await
+        .unwrap();
+    let secret_env = format!("JIT_HOOK_{}", suffix().to_uppercase());
+    let policy_path = dir.path().join("policy.yaml");
+    let policy = |max: &str| {
+        format!(
+            "settings: {{ min_duration: 1s }}\ngroups:\n  dba: {{ members: [{BOB}] }}\n\
+             providers:\n  hooks: {{ kind: webhook, url: \"{}\", secret_env: {secret_env} }}\nresources:\n  app:\n    provider: hooks\n    grant: {{ app: x }}\n    \
+             max_duration: {max}\n    channel: C0REVIEW\n    approvers: [dba]\n",
+            hook.url
+        )
+    };
+    std::fs::write(&policy_path, policy("2h")).unwrap();
+    let signing_secret = format!("secret-{}", suffix());
+    let secret_file = dir.path().join("signing-secret");
+    std::fs::write(&secret_file, format!("{signing_secret}\n")).unwrap();
+    let slack = FakeSlack::start().await.unwrap();
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jitbot.db").display()
+    );
+    let env = vec![
+        (secret_env.clone(), hook_secret.clone()),
+        (
+            "SLACK_SIGNING_SECRET_FILE".to_string(),
+            secret_file.display().to_string(),
+        ),
+    ];
+    let mut server = serve(&db_url, &policy_path, &slack.base_url, "unused", &env);
+    let sender = jitbot::fakes::SlackSender::new(&server.url, &signing_secret);
+    let answer = sender
+        .command_text(ALICE, "request app 2h INC-1")
+        .await
+        .unwrap();
+    let id = TestApp::id_in(&answer);
+    let pid = server.child.id() as i32;
+    let hangup = || {
+        // SAFETY: sending a signal to our own child process.
+        let sent = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(sent, 0, "SIGHUP sent");
+    };
+
+    // A broken file: refused, the process keeps serving under the old policy.
+    std::fs::write(&policy_path, "resources: [").unwrap();
+    hangup();
+    let metrics_url = format!("{}/metrics", server.url);
+    let refused = eventually(WAIT, || async {
+        match reqwest::get(&metrics_url).await {
+            Ok(r) => r
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains("jitbot_policy_reload_failures_total 1"),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(refused, "the broken file was counted as refused");
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+
+    // The good file with a shorter maximum: the 2h request is cancelled.
+    std::fs::write(&policy_path, policy("1h")).unwrap();
+    hangup();
+    slack
+        .wait_until(WAIT, "the policy-changed DM", |calls| {
+            calls
+                .iter()
+                .any(|c| c.str("channel") == ALICE && c.str("text").contains("policy changed"))
+        })
+        .await
+        .unwrap();
+    let after = sender.command_text(ALICE, "list").await.unwrap();
+    assert!(
+        after.contains(&format!("#{id} *app* · cancelled")),
+        "{after}"
+    );
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("jitbot_policy_reloads_total 1"),
+        "{metrics}"
+    );
+    assert!(hook.events().is_empty());
+}
