@@ -56,7 +56,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Migrate => {
             init_tracing(&env, "info");
             let url = env
-                .get("JIT_DATABASE_URL")
+                .secret("JIT_DATABASE_URL")?
+                .map(|s| s.expose().to_string())
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
             let store = Store::connect(&url)
                 .await
@@ -74,6 +75,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok((policy, warnings)) => {
                     for w in &warnings {
                         eprintln!("warning: {w}");
+                    }
+                    // Where a postgres provider's admin URL is set here, ask it too: an identity
+                    // that is a superuser or jitbot's own login is refused now, not at deploy.
+                    if let Err(e) = jitbot::app::refuse_privileged_identities(&policy, &env).await {
+                        for line in format!("{e:#}").lines() {
+                            eprintln!("error: {}: {line}", path.display());
+                        }
+                        return Ok(ExitCode::from(1));
                     }
                     println!(
                         "{}: ok ({} resources, {} providers, {} groups)",

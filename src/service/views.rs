@@ -206,3 +206,23 @@ impl Service {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_is_split_whole_lines_and_nothing_is_lost() {
+        let lines: Vec<String> = (0..2_000).map(|i| format!("• #{i} line")).collect();
+        let messages = split_messages(lines.clone());
+        assert!(messages.len() > 1);
+        assert!(messages.iter().all(|m| m.chars().count() <= MESSAGE_CHARS));
+        let back: Vec<&str> = messages.iter().flat_map(|m| m.lines()).collect();
+        assert_eq!(back, lines.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(split_messages(vec!["one".into()]), vec!["one".to_string()]);
+        // One line over the limit is cut to fit, never dropped.
+        let huge = split_messages(vec!["x".repeat(MESSAGE_CHARS * 2)]);
+        assert_eq!(huge.len(), 1);
+        assert!(huge[0].chars().count() <= MESSAGE_CHARS);
+    }
+}

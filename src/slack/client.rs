@@ -465,6 +465,32 @@ mod tests {
     use slack_morphism::errors::{SlackClientApiError, SlackClientHttpError};
 
     #[test]
+    fn a_response_url_must_be_slacks_or_the_configured_apis() {
+        let metrics = Arc::new(Metrics::default());
+        let api = SlackApi::new(
+            "http://127.0.0.1:4567/api/",
+            "xoxb-test",
+            Duration::from_secs(1),
+            metrics,
+        )
+        .expect("client");
+        assert!(api.response_url_allowed("https://hooks.slack.com/commands/T1/2/x"));
+        assert!(api.response_url_allowed("http://127.0.0.1:4567/hooks/x"));
+        for bad in [
+            "http://hooks.slack.com/commands/T1/2/x",
+            "https://hooks.slack.com.evil.example/x",
+            "https://hooks.slack.com:8443/x",
+            "https://evil.example/?https://hooks.slack.com/",
+            "http://127.0.0.1:4568/hooks/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "not a url",
+            "",
+        ] {
+            assert!(!api.response_url_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn errors_that_retrying_cannot_fix_are_permanent() {
         for code in [
             "channel_not_found",

@@ -343,3 +343,28 @@ async fn secrets_come_from_files_and_never_from_both() {
     assert!(error.contains("cannot read"), "{error}");
     assert!(!error.contains("s3cret"), "no secret in errors: {error}");
 }
+
+#[tokio::test]
+async fn an_admin_sees_every_pending_request_and_a_stranger_sees_none() {
+    let ((app, _hook), _) = spawn_hook_app_with(Backend::Postgres, |p| {
+        p.replacen("settings: {", "settings: { admins: [U0DAVE],", 1)
+    })
+    .await;
+    let a = TestApp::id_in(&app.say(ALICE, "request billing-admin 1h a").await);
+    let b = TestApp::id_in(&app.say(ALICE, "request two-keys 1h b").await);
+    let admin = app.say("U0DAVE", "pending").await;
+    for id in [a, b] {
+        assert!(admin.contains(&format!("• #{id} ")), "{admin}");
+    }
+    assert!(admin.contains("not yours to decide"), "{admin}");
+    let bob = app.say(BOB, "pending").await;
+    assert!(
+        bob.contains(&format!("• #{a} ")) && !bob.contains("not yours"),
+        "{bob}"
+    );
+    assert_eq!(
+        app.say(MALLORY, "pending").await,
+        "Nothing is waiting for you."
+    );
+    app.finish().await;
+}

@@ -113,3 +113,73 @@ fn the_shipped_example_policy_passes() {
         panic!("manifest/policy.yaml: {e}");
     }
 }
+
+#[test]
+fn the_new_settings_compile_with_their_defaults() {
+    let (p, _) = Policy::parse("p.yaml", GOOD).expect("good policy");
+    assert_eq!(p.settings.grant_deadline.to_string(), "10m");
+    assert_eq!(p.settings.max_open_per_user, 10);
+    assert!(p.settings.admins.is_empty());
+    let text = GOOD.replace(
+        "  min_duration: 5m\n",
+        "  min_duration: 5m\n  grant_deadline: 2m\n  admins: [dba, U0LEAD]\n  max_open_per_user: 3\n",
+    );
+    let (p, _) = Policy::parse("p.yaml", &text).expect("good policy");
+    assert_eq!(p.settings.grant_deadline.to_string(), "2m");
+    assert_eq!(p.settings.max_open_per_user, 3);
+    assert!(p.is_admin("U0DBA2") && p.is_admin("U0LEAD") && !p.is_admin("U0ALICE"));
+}
+
+#[test]
+fn bad_new_settings_are_errors_with_their_line() {
+    let text = GOOD.replace(
+        "  min_duration: 5m\n",
+        "  min_duration: 5m\n  admins: [nobody]\n  max_open_per_user: 0\n  grant_deadline: soon\n",
+    );
+    let errors = errors(&text);
+    let paths: Vec<&str> = errors.iter().map(|d| d.path.as_str()).collect();
+    assert!(paths.contains(&"settings.admins[0]"), "{errors:?}");
+    assert!(paths.contains(&"settings.max_open_per_user"), "{errors:?}");
+    assert!(paths.contains(&"settings.grant_deadline"), "{errors:?}");
+    assert!(errors.iter().all(|d| d.line >= 4), "{errors:?}");
+}
+
+#[test]
+fn an_identity_that_is_a_built_in_role_is_refused() {
+    for login in [
+        "postgres",
+        "pg_read_all_data",
+        "rdsadmin",
+        "rds_superuser",
+        "cloudsqlsuperuser",
+    ] {
+        let text = GOOD.replace("postgres: alice", &format!("postgres: {login}"));
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{login}: {errors:?}");
+        assert_eq!(errors[0].path, "identities.U0ALICE.postgres");
+        assert!(errors[0].message.contains("never grant"), "{}", errors[0]);
+    }
+    let k8s = GOOD.replace("email: alice@example.com", "k8s_user: \"system:admin\"");
+    assert_eq!(errors(&k8s)[0].path, "identities.U0ALICE.k8s_user");
+}
+
+#[test]
+fn a_stored_request_is_held_to_the_policy_in_force() {
+    let (p, _) = Policy::parse("p.yaml", GOOD).expect("good policy");
+    let r = &p.resources["prod-db"];
+    assert_eq!(p.no_longer_allows(r, "U0ALICE", 3_600), None);
+    assert!(
+        p.no_longer_allows(r, "U0ALICE", 5 * 3_600).is_some(),
+        "over max"
+    );
+    assert!(p.no_longer_allows(r, "U0ALICE", 60).is_some(), "under min");
+    assert!(
+        p.no_longer_allows(r, "U0MALLORY", 3_600).is_some(),
+        "not a requester"
+    );
+    // A dba member may ask but has no postgres login.
+    assert!(
+        p.no_longer_allows(r, "U0DBA1", 3_600)
+            .is_some_and(|why| why.contains("identity"))
+    );
+}
