@@ -26,10 +26,18 @@ impl Service {
             let page = self.store.pending_after(after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.id;
-            for request in &page {
-                if let Some(why) = refusal(&policy, request)
-                    && self.cancel_for_policy(request, &why, now).await?
-                {
+            // A page's cancellations go to the writer together, so they commit in a few
+            // batches rather than one round trip each.
+            let mut cancels = tokio::task::JoinSet::new();
+            for request in page.iter().cloned() {
+                if let Some(why) = refusal(&policy, &request) {
+                    let service = self.clone();
+                    cancels
+                        .spawn(async move { service.cancel_for_policy(&request, &why, now).await });
+                }
+            }
+            while let Some(done) = cancels.join_next().await {
+                if done?? {
                     ended += 1;
                 }
             }

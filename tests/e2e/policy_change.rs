@@ -417,3 +417,24 @@ async fn sighup_reloads_the_policy_of_a_running_serve() {
     );
     assert!(hook.events().is_empty());
 }
+
+#[tokio::test]
+async fn a_grant_still_being_retried_when_the_policy_changes_is_not_granted() {
+    let (app, hook) = spawn_hook_app(Backend::Sqlite).await;
+    // The provider refuses the first attempts; meanwhile the maximum drops below the request.
+    hook.fail_next(3);
+    let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 2h INC-5").await);
+    app.click(BOB, APPROVE, id).await;
+    hook.wait_deliveries(1, WAIT).await.unwrap();
+    let policy = app.edited("max_duration: 2h", "max_duration: 1h");
+    // Nothing pending to cancel: the request is approved, its grant under way.
+    assert_eq!(app.reload(&policy).await.unwrap(), 0);
+    app.wait_state(id, "grant_failed").await;
+    app.wait_dm(ALICE, "policy changed").await;
+    assert!(
+        hook.events_of("grant").len() <= 3,
+        "no grant accepted after the change"
+    );
+    assert!(!app.audit_actions(id).await.contains(&"granted".to_string()));
+    app.finish().await;
+}
