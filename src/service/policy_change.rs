@@ -26,10 +26,11 @@ impl Service {
             let page = self.store.pending_after(after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.id;
+            let last_page = page.len() < PAGE as usize;
             // A page's cancellations go to the writer together, so they commit in a few
             // batches rather than one round trip each.
             let mut cancels = tokio::task::JoinSet::new();
-            for request in page.iter().cloned() {
+            for request in page {
                 if let Some(why) = refusal(&policy, &request) {
                     let service = self.clone();
                     cancels
@@ -41,7 +42,7 @@ impl Service {
                     ended += 1;
                 }
             }
-            if page.len() < PAGE as usize {
+            if last_page {
                 break;
             }
         }
