@@ -14,14 +14,58 @@ const PENDING_PAGE: u64 = 500;
 /// this leaves room and keeps each message readable.
 pub const MESSAGE_CHARS: usize = 12_000;
 
-/// Lines joined into as few messages as fit [`MESSAGE_CHARS`] each; a list is never cut.
+/// Messages one answer may have: the command's own answer, then `response_url`'s five uses.
+pub const MAX_MESSAGES: usize = 6;
+/// The longest a message may grow to when a list would otherwise need more than
+/// [`MAX_MESSAGES`] (Slack cuts a message's text at 40,000 characters).
+pub const MAX_MESSAGE_CHARS: usize = 39_000;
+
+/// Lines joined into as few messages as fit [`MESSAGE_CHARS`] each. A list too long for
+/// [`MAX_MESSAGES`] such messages uses longer ones; one too long even for that ends with a line
+/// that says how many lines were left out. Never cut silently.
 pub fn split_messages(lines: Vec<String>) -> Vec<String> {
+    let messages = pack(&lines, MESSAGE_CHARS);
+    if messages.len() <= MAX_MESSAGES {
+        return messages;
+    }
+    let messages = pack(&lines, MAX_MESSAGE_CHARS);
+    if messages.len() <= MAX_MESSAGES {
+        return messages;
+    }
+    // Keep whole messages, leaving room in the last for the note.
+    let mut kept = messages;
+    kept.truncate(MAX_MESSAGES);
+    let last = kept.pop().unwrap_or_default();
+    let mut last_lines: Vec<&str> = last.lines().collect();
+    let shown_before: usize = kept.iter().map(|m| m.lines().count()).sum();
+    loop {
+        let shown = shown_before + last_lines.len();
+        let note = format!(
+            "…and {} more not shown: Slack takes at most {MAX_MESSAGES} messages for one answer.",
+            lines.len() - shown
+        );
+        let body = last_lines.join("\n");
+        if last_lines.is_empty()
+            || body.chars().count() + 1 + note.chars().count() <= MAX_MESSAGE_CHARS
+        {
+            kept.push(if body.is_empty() {
+                note
+            } else {
+                format!("{body}\n{note}")
+            });
+            return kept;
+        }
+        last_lines.pop();
+    }
+}
+
+/// Lines joined into messages of at most `max` characters each.
+fn pack(lines: &[String], max: usize) -> Vec<String> {
     let mut messages = Vec::new();
     let mut current = String::new();
     for line in lines {
-        let line = crate::slack::blocks::cut(&line, MESSAGE_CHARS);
-        if !current.is_empty() && current.chars().count() + 1 + line.chars().count() > MESSAGE_CHARS
-        {
+        let line = crate::slack::blocks::cut(line, MESSAGE_CHARS);
+        if !current.is_empty() && current.chars().count() + 1 + line.chars().count() > max {
             messages.push(std::mem::take(&mut current));
         }
         if !current.is_empty() {
@@ -214,6 +258,7 @@ mod tests {
     #[test]
     fn a_long_list_is_split_whole_lines_and_nothing_is_lost() {
         let lines: Vec<String> = (0..2_000).map(|i| format!("• #{i} line")).collect();
+        // 2,000 short lines fit six messages of the usual size.
         let messages = split_messages(lines.clone());
         assert!(messages.len() > 1);
         assert!(messages.iter().all(|m| m.chars().count() <= MESSAGE_CHARS));
@@ -224,5 +269,40 @@ mod tests {
         let huge = split_messages(vec!["x".repeat(MESSAGE_CHARS * 2)]);
         assert_eq!(huge.len(), 1);
         assert!(huge[0].chars().count() <= MESSAGE_CHARS);
+    }
+
+    #[test]
+    fn a_list_too_long_for_six_messages_says_how_much_was_left_out() {
+        // 600 lines of 100 characters: too many for 6 × 12,000, fit in 6 × 39,000.
+        let medium: Vec<String> = (0..600).map(|i| format!("{i:>100}")).collect();
+        let messages = split_messages(medium.clone());
+        assert!(messages.len() <= MAX_MESSAGES);
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.chars().count() <= MAX_MESSAGE_CHARS)
+        );
+        assert_eq!(
+            messages.iter().map(|m| m.lines().count()).sum::<usize>(),
+            600
+        );
+        // 5,000 such lines cannot fit: the last message says how many were left out.
+        let long: Vec<String> = (0..5_000).map(|i| format!("{i:>100}")).collect();
+        let messages = split_messages(long);
+        assert_eq!(messages.len(), MAX_MESSAGES);
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.chars().count() <= MAX_MESSAGE_CHARS)
+        );
+        let shown: usize = messages.iter().map(|m| m.lines().count()).sum::<usize>() - 1;
+        let note = messages.last().and_then(|m| m.lines().last()).unwrap_or("");
+        assert_eq!(
+            note,
+            format!(
+                "…and {} more not shown: Slack takes at most 6 messages for one answer.",
+                5_000 - shown
+            )
+        );
     }
 }
