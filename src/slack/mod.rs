@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod client;
+pub mod error;
 pub mod gate;
 pub mod payload;
 pub mod verify;
