@@ -128,11 +128,10 @@ async fn a_reload_cancels_pending_requests_the_policy_no_longer_allows_on_postgr
     reload_cancels_what_the_policy_no_longer_allows(Backend::Postgres).await;
 }
 
-#[tokio::test]
-async fn a_click_under_a_changed_policy_cancels_instead_of_granting() {
+async fn a_click_under_a_changed_policy_cancels_instead_of_granting_on(backend: Backend) {
     // The policy file changes between the ask and the click, and the click comes before any
     // reload has run over the pending requests: the click itself holds the request to it.
-    let (app, hook) = spawn_hook_app(Backend::Sqlite).await;
+    let (app, hook) = spawn_hook_app(backend).await;
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 2h INC-9").await);
     let policy = app.edited("max_duration: 2h", "max_duration: 1h");
     let (changed, _) = jitbot::domain::Policy::parse("p.yaml", &policy).unwrap();
@@ -142,6 +141,16 @@ async fn a_click_under_a_changed_policy_cancels_instead_of_granting() {
     assert_eq!(app.state(id).await, "cancelled");
     assert!(hook.events().is_empty());
     app.finish().await;
+}
+
+#[tokio::test]
+async fn a_click_under_a_changed_policy_cancels_instead_of_granting_on_sqlite() {
+    a_click_under_a_changed_policy_cancels_instead_of_granting_on(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_click_under_a_changed_policy_cancels_instead_of_granting_on_postgres() {
+    a_click_under_a_changed_policy_cancels_instead_of_granting_on(Backend::Postgres).await;
 }
 
 #[tokio::test]
@@ -418,9 +427,8 @@ async fn sighup_reloads_the_policy_of_a_running_serve() {
     assert!(hook.events().is_empty());
 }
 
-#[tokio::test]
-async fn a_grant_still_being_retried_when_the_policy_changes_is_not_granted() {
-    let (app, hook) = spawn_hook_app(Backend::Sqlite).await;
+async fn a_grant_still_being_retried_when_the_policy_changes_is_not_granted_on(backend: Backend) {
+    let (app, hook) = spawn_hook_app(backend).await;
     // The provider refuses the first attempts; meanwhile the maximum drops below the request.
     hook.fail_next(3);
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 2h INC-5").await);
@@ -437,4 +445,14 @@ async fn a_grant_still_being_retried_when_the_policy_changes_is_not_granted() {
     );
     assert!(!app.audit_actions(id).await.contains(&"granted".to_string()));
     app.finish().await;
+}
+
+#[tokio::test]
+async fn a_grant_still_being_retried_when_the_policy_changes_is_not_granted_on_sqlite() {
+    a_grant_still_being_retried_when_the_policy_changes_is_not_granted_on(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_grant_still_being_retried_when_the_policy_changes_is_not_granted_on_postgres() {
+    a_grant_still_being_retried_when_the_policy_changes_is_not_granted_on(Backend::Postgres).await;
 }

@@ -179,9 +179,8 @@ async fn two_hundred_fifty_pending_requests_are_all_listed_on_postgres() {
     long_lists_are_complete(Backend::Postgres).await;
 }
 
-#[tokio::test]
-async fn one_person_holds_at_most_max_open_per_user_requests() {
-    let ((app, _hook), _) = spawn_hook_app_with(Backend::Sqlite, |p| {
+async fn one_person_holds_at_most_max_open_per_user_requests_on(backend: Backend) {
+    let ((app, _hook), _) = spawn_hook_app_with(backend, |p| {
         p.replacen("settings: {", "settings: { max_open_per_user: 2,", 1)
     })
     .await;
@@ -203,6 +202,16 @@ async fn one_person_holds_at_most_max_open_per_user_requests() {
     let again = app.say(ALICE, "request self-serve 1h c").await;
     TestApp::id_in(&again);
     app.finish().await;
+}
+
+#[tokio::test]
+async fn one_person_holds_at_most_max_open_per_user_requests_on_sqlite() {
+    one_person_holds_at_most_max_open_per_user_requests_on(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn one_person_holds_at_most_max_open_per_user_requests_on_postgres() {
+    one_person_holds_at_most_max_open_per_user_requests_on(Backend::Postgres).await;
 }
 
 #[tokio::test]
@@ -344,9 +353,8 @@ async fn secrets_come_from_files_and_never_from_both() {
     assert!(!error.contains("s3cret"), "no secret in errors: {error}");
 }
 
-#[tokio::test]
-async fn an_admin_sees_every_pending_request_and_a_stranger_sees_none() {
-    let ((app, _hook), _) = spawn_hook_app_with(Backend::Postgres, |p| {
+async fn an_admin_sees_every_pending_request_and_a_stranger_sees_none_on(backend: Backend) {
+    let ((app, _hook), _) = spawn_hook_app_with(backend, |p| {
         p.replacen("settings: {", "settings: { admins: [U0DAVE],", 1)
     })
     .await;
@@ -367,4 +375,14 @@ async fn an_admin_sees_every_pending_request_and_a_stranger_sees_none() {
         "Nothing is waiting for you."
     );
     app.finish().await;
+}
+
+#[tokio::test]
+async fn an_admin_sees_every_pending_request_and_a_stranger_sees_none_on_sqlite() {
+    an_admin_sees_every_pending_request_and_a_stranger_sees_none_on(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_admin_sees_every_pending_request_and_a_stranger_sees_none_on_postgres() {
+    an_admin_sees_every_pending_request_and_a_stranger_sees_none_on(Backend::Postgres).await;
 }
