@@ -321,7 +321,24 @@ fn id_in(text: &str) -> anyhow::Result<i64> {
         .parse()?)
 }
 
-async fn postgres_url() -> anyhow::Result<String> {
+/// A database of this run's own on the PostgreSQL server; its URL and a way to drop it.
+struct ScratchDb {
+    url: String,
+    name: String,
+    admin: sea_orm::DatabaseConnection,
+}
+
+impl ScratchDb {
+    /// Drops the database (whatever connections still hold it), whatever the run's outcome.
+    async fn drop_it(self) {
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        if let Err(e) = self.admin.execute_unprepared(&sql).await {
+            eprintln!("could not drop {}: {e}", self.name);
+        }
+    }
+}
+
+async fn postgres_db() -> anyhow::Result<ScratchDb> {
     let server = std::env::var("JIT_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let admin = Database::connect(&server).await.map_err(|e| {
@@ -341,7 +358,11 @@ async fn postgres_url() -> anyhow::Result<String> {
     } else {
         format!("?{query}")
     };
-    Ok(format!("{base}/{name}{query}"))
+    Ok(ScratchDb {
+        url: format!("{base}/{name}{query}"),
+        name,
+        admin,
+    })
 }
 
 fn ok(v: bool) -> &'static str {
@@ -372,7 +393,10 @@ async fn main() -> anyhow::Result<()> {
         results.push(run("SQLite", n, url).await?);
     }
     if which == "postgres" || which == "both" {
-        results.push(run("PostgreSQL", n, postgres_url().await?).await?);
+        let db = postgres_db().await?;
+        let outcome = run("PostgreSQL", n, db.url.clone()).await;
+        db.drop_it().await;
+        results.push(outcome?);
     }
     println!(
         "\n| store | grants | asked in | at the provider, p50 / max (≤ 30 s) | revoke lag p50 / p99 / max (max ≤ 10 s) | lone grant lag (≤ 1 s) | each revoked once | jitbot peak RSS |"
