@@ -263,7 +263,8 @@ async fn a_response_url_off_slack_is_never_called() {
 #[tokio::test]
 async fn serve_refuses_an_identity_that_is_a_superuser_of_its_provider() {
     let mut target = PgScratch::new().await;
-    let root = target.role("root_like", true).await;
+    // NOLOGIN: a superuser that nobody can log in as, should the test stop before its clean-up.
+    let root = target.role("root_like", false).await;
     exec(&target.admin, &format!("ALTER ROLE \"{root}\" SUPERUSER")).await;
     let role = target.role("prod_rw", false).await;
     let admin_env = format!("JIT_PG_ADMIN_{}", suffix().to_uppercase());
