@@ -153,9 +153,8 @@ async fn a_click_under_a_changed_policy_cancels_instead_of_granting_on_postgres(
     a_click_under_a_changed_policy_cancels_instead_of_granting_on(Backend::Postgres).await;
 }
 
-#[tokio::test]
-async fn a_policy_file_that_fails_check_is_refused_and_the_old_one_stays() {
-    let (app, _hook) = spawn_hook_app(Backend::Sqlite).await;
+async fn a_policy_file_that_fails_check_is_refused_and_the_old_one_stays_on(backend: Backend) {
+    let (app, _hook) = spawn_hook_app(backend).await;
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 1h x").await);
     let broken = app.edited("approvers: [dba]", "approvers: [nobody-knows]");
     let error = app.reload(&broken).await.unwrap_err();
@@ -181,6 +180,16 @@ async fn a_policy_file_that_fails_check_is_refused_and_the_old_one_stays() {
             .contains("jitbot_policy_reload_failures_total 2")
     );
     app.finish().await;
+}
+
+#[tokio::test]
+async fn a_policy_file_that_fails_check_is_refused_and_the_old_one_stays_on_sqlite() {
+    a_policy_file_that_fails_check_is_refused_and_the_old_one_stays_on(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_policy_file_that_fails_check_is_refused_and_the_old_one_stays_on_postgres() {
+    a_policy_file_that_fails_check_is_refused_and_the_old_one_stays_on(Backend::Postgres).await;
 }
 
 async fn start_cancels_what_the_policy_no_longer_allows(backend: Backend) {
@@ -308,9 +317,10 @@ async fn a_grant_confirmed_after_the_deadline_is_failed_and_taken_back_on_postgr
     a_late_grant_is_failed_not_started(Backend::Postgres).await;
 }
 
-#[tokio::test]
-async fn a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after_it() {
-    let ((app, hook), _) = spawn_hook_app_with(Backend::Sqlite, |p| {
+async fn a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after_it_on(
+    backend: Backend,
+) {
+    let ((app, hook), _) = spawn_hook_app_with(backend, |p| {
         p.replacen("settings: {", "settings: { grant_deadline: 2s,", 1)
     })
     .await;
@@ -327,6 +337,20 @@ async fn a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after
         "no grant accepted after grant_failed"
     );
     app.finish().await;
+}
+
+#[tokio::test]
+async fn a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after_it_on_sqlite() {
+    a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after_it_on(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test]
+async fn a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after_it_on_postgres() {
+    a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after_it_on(
+        Backend::Postgres,
+    )
+    .await;
 }
 
 /// The real binary: `SIGHUP` puts a changed policy in force (a pending request it no longer

@@ -214,9 +214,10 @@ async fn one_person_holds_at_most_max_open_per_user_requests_on_postgres() {
     one_person_holds_at_most_max_open_per_user_requests_on(Backend::Postgres).await;
 }
 
-#[tokio::test]
-async fn a_refused_click_outside_a_channel_is_answered_through_its_response_url() {
-    let (mut app, _hook) = spawn_hook_app(Backend::Sqlite).await;
+async fn a_refused_click_outside_a_channel_is_answered_through_its_response_url_on(
+    backend: Backend,
+) {
+    let (mut app, _hook) = spawn_hook_app(backend).await;
     app.sender.response_url = app.slack.response_url("actions/T0TEST/1/click");
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 1h x").await);
     let answer = app
@@ -242,6 +243,18 @@ async fn a_refused_click_outside_a_channel_is_answered_through_its_response_url(
     assert_eq!(answer.body["replace_original"], false, "the card stays");
     assert_eq!(app.state(id).await, "pending");
     app.finish().await;
+}
+
+#[tokio::test]
+async fn a_refused_click_outside_a_channel_is_answered_through_its_response_url_on_sqlite() {
+    a_refused_click_outside_a_channel_is_answered_through_its_response_url_on(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test]
+async fn a_refused_click_outside_a_channel_is_answered_through_its_response_url_on_postgres() {
+    a_refused_click_outside_a_channel_is_answered_through_its_response_url_on(Backend::Postgres)
+        .await;
 }
 
 #[tokio::test]
