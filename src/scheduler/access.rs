@@ -132,7 +132,7 @@ impl Scheduler {
             Some(format!("policy changed: {why}"))
         } else if ms(Utc::now()) >= deadline {
             Some(format!(
-                "not granted within {deadline_text} of the approval (grant_deadline)"
+                "not granted within {deadline_text} of the approval: the grant deadline has passed"
             ))
         } else {
             None
@@ -229,6 +229,14 @@ impl Scheduler {
                 if row.attempts < GRANT_ATTEMPTS && !past_deadline {
                     return Err(JobError::Retry(e));
                 }
+                // Say why it stops here when attempts were left: the deadline passed.
+                let error = if stop.is_none() && past_deadline && row.attempts < GRANT_ATTEMPTS {
+                    format!(
+                        "{error}; the grant deadline ({deadline_text} from the approval) has passed"
+                    )
+                } else {
+                    error
+                };
                 let mut t = Transition::new(id, &[State::Approved], State::GrantFailed, ms(now));
                 t.jobs = vec![
                     Job::UpdateCard {

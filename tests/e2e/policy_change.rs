@@ -321,14 +321,18 @@ async fn a_provider_down_past_the_deadline_gives_grant_failed_and_no_grant_after
     backend: Backend,
 ) {
     let ((app, hook), _) = spawn_hook_app_with(backend, |p| {
-        p.replacen("settings: {", "settings: { grant_deadline: 2s,", 1)
+        p.replacen("settings: {", "settings: { grant_deadline: 1s,", 1)
     })
     .await;
-    // Down for good until after the deadline.
+    // Down until after the deadline: each refusal takes 400 ms, so the deadline passes on the
+    // third attempt, before the five attempts are spent.
+    hook.set_delay(Duration::from_millis(400));
     hook.fail_next(1_000);
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 1h x").await);
     app.click(BOB, APPROVE, id).await;
     app.wait_state(id, "grant_failed").await;
+    app.wait_dm(ALICE, "grant deadline").await;
+    hook.set_delay(Duration::ZERO);
     hook.fail_next(0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(app.state(id).await, "grant_failed");
