@@ -221,13 +221,6 @@ impl Service {
                 provider.kind()
             )));
         };
-        let max_open = policy.settings.max_open_per_user;
-        let open = self.store.count_open(user).await?;
-        if open >= u64::from(max_open) {
-            return Ok(Err(format!(
-                "You already have {open} open requests, the most one person may hold at once ({max_open}). See `/jit list`, and `/jit cancel` what you no longer need."
-            )));
-        }
         // One open request per person and resource: the store's unique index answers, below.
         let auto = policy.auto_approves(resource, user, duration);
         let snapshot = NewGrant {
@@ -245,6 +238,7 @@ impl Service {
             approvals_needed: resource.approvals as i32,
             auto_approved: auto,
             channel: resource.channel.clone(),
+            max_open: Some(policy.settings.max_open_per_user),
         };
         let now_ms = ms(now);
         let ttl_end = now_ms + policy.settings.request_ttl.secs() as i64 * 1000;
@@ -297,8 +291,13 @@ impl Service {
             .await?;
         let request = match created {
             Ok(r) => r,
-            Err(store::AlreadyOpen(Some(open))) => return Ok(Err(already_open(&open))),
-            Err(store::AlreadyOpen(None)) => {
+            Err(store::NotCreated::TooMany { open, max_open }) => {
+                return Ok(Err(format!(
+                    "You already have {open} open requests, the most one person may hold at once ({max_open}). See `/jit list`, and `/jit cancel` what you no longer need."
+                )));
+            }
+            Err(store::NotCreated::AlreadyOpen(Some(open))) => return Ok(Err(already_open(&open))),
+            Err(store::NotCreated::AlreadyOpen(None)) => {
                 return Ok(Err(format!(
                     "You already have an open request for *{name}*. See `/jit list`."
                 )));

@@ -10,23 +10,58 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use super::Request;
 use super::entities::{grant, job, request};
 use super::queue::{insert_jobs, insert_new_jobs};
-use super::requests::{GrantChange, Transition, audit_rows, grant_row, open_key, request_row};
+use super::requests::{
+    Created, GrantChange, Transition, audit_rows, grant_row, open_counts, open_key, request_row,
+};
 use super::writer::Intake;
 use crate::domain::State;
 
 /// Inserts new requests (each for a different person and resource) with their grants, jobs and
-/// audit events; `None` for one whose person already has an open request for the resource.
+/// audit events; says for each whether it was stored, or why not: its person already has an open
+/// request for the resource, or holds `max_open` open requests (counted in this transaction, one
+/// query for the whole batch).
 pub(super) async fn create_batch<C: ConnectionTrait>(
     db: &C,
     intakes: &[Intake],
-) -> Result<Vec<Option<Request>>, DbErr> {
+) -> Result<Vec<Created>, DbErr> {
     if intakes.is_empty() {
         return Ok(Vec::new());
     }
+    let capped: Vec<&str> = intakes
+        .iter()
+        .filter(|i| i.new.max_open.is_some())
+        .map(|i| i.new.requester.as_str())
+        .collect();
+    let mut open = open_counts(db, &capped).await?;
+    // Earlier requests of the batch count against later ones of the same person.
+    let over: Vec<Option<(u64, u32)>> = intakes
+        .iter()
+        .map(|i| {
+            let max_open = i.new.max_open?;
+            let held = open.entry(i.new.requester.clone()).or_insert(0);
+            if *held >= u64::from(max_open) {
+                Some((*held, max_open))
+            } else {
+                *held += 1;
+                None
+            }
+        })
+        .collect();
     let rows: Vec<_> = intakes
         .iter()
-        .map(|i| request_row(&i.new, i.state, i.now))
+        .zip(&over)
+        .filter(|(_, over)| over.is_none())
+        .map(|(i, _)| request_row(&i.new, i.state, i.now))
         .collect();
+    if rows.is_empty() {
+        return Ok(over
+            .into_iter()
+            .map(|o| match o {
+                Some((open, max_open)) => Created::TooMany { open, max_open },
+                None => Created::AlreadyOpen,
+            })
+            .collect());
+    }
     let mut inserted: HashMap<String, Request> = match request::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([request::Column::OpenKey])
         .exec_with_returning_many(db)
@@ -42,10 +77,14 @@ pub(super) async fn create_batch<C: ConnectionTrait>(
     let mut grants = Vec::new();
     let mut jobs = Vec::new();
     let mut audits = Vec::new();
-    for intake in intakes {
+    for (intake, over) in intakes.iter().zip(over) {
+        if let Some((open, max_open)) = over {
+            created.push(Created::TooMany { open, max_open });
+            continue;
+        }
         let key = open_key(&intake.new.requester, &intake.new.resource);
         let Some(request) = inserted.remove(&key) else {
-            created.push(None);
+            created.push(Created::AlreadyOpen);
             continue;
         };
         if let Some(g) = &intake.grant {
@@ -57,7 +96,7 @@ pub(super) async fn create_batch<C: ConnectionTrait>(
             std::slice::from_ref(&intake.event),
             intake.now,
         ));
-        created.push(Some(request));
+        created.push(Created::Stored(Box::new(request)));
     }
     if !grants.is_empty() {
         grant::Entity::insert_many(grants)

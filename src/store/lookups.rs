@@ -1,7 +1,7 @@
 //! What the store answers without changing anything: one request, a person's requests, what
 //! waits for a decision. Reads go to the read pool; none of them holds a lock.
 
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{grant, request};
 use super::requests::open_key;
@@ -99,15 +99,6 @@ impl Store {
             .find_also_related(grant::Entity)
             .order_by_asc(request::Column::Id)
             .all(&self.read)
-            .await?)
-    }
-
-    /// How many requests of this person are not over yet.
-    pub async fn count_open(&self, requester: &str) -> anyhow::Result<u64> {
-        Ok(request::Entity::find()
-            .filter(request::Column::Requester.eq(requester))
-            .filter(request::Column::State.is_in(State::OPEN.map(State::as_str)))
-            .count(&self.read)
             .await?)
     }
 }

@@ -34,7 +34,7 @@ pub use entities::{
     job::Model as JobRow, request::Model as Request,
 };
 pub use queue::{Claim, LaneStats};
-pub use requests::{AlreadyOpen, GrantChange, NewAudit, NewGrant, NewRequest, Transition, audit};
+pub use requests::{GrantChange, NewAudit, NewGrant, NewRequest, NotCreated, Transition, audit};
 pub use writer::{TooSlow, WRITE_DEADLINE};
 
 /// SQLite waits this long for a lock held by another process (`jitbot migrate`) before failing.

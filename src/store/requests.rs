@@ -23,6 +23,9 @@ pub struct NewRequest {
     pub approvals_needed: i32,
     pub auto_approved: bool,
     pub channel: String,
+    /// The most open requests the person may hold, this one included (not stored: checked in
+    /// the transaction that stores it, so concurrent requests cannot slip past it).
+    pub max_open: Option<u32>,
 }
 
 /// The provider snapshot a grant keeps.
@@ -107,9 +110,47 @@ pub enum GrantChange {
     Ended(EndReason),
 }
 
-/// `create_request` found an open request for the same person and resource.
+/// Why `create_request` stored nothing.
 #[derive(Debug)]
-pub struct AlreadyOpen(pub Option<Request>);
+pub enum NotCreated {
+    /// The person already has an open request for the resource (this one, when it was found).
+    AlreadyOpen(Option<Box<Request>>),
+    /// The person already holds `max_open` open requests.
+    TooMany { open: u64, max_open: u32 },
+}
+
+/// What became of one new request inside its transaction.
+#[derive(Debug)]
+pub(super) enum Created {
+    Stored(Box<Request>),
+    AlreadyOpen,
+    TooMany { open: u64, max_open: u32 },
+}
+
+/// How many open requests each of `requesters` holds, in one query.
+pub(super) async fn open_counts<C: ConnectionTrait>(
+    db: &C,
+    requesters: &[&str],
+) -> Result<std::collections::HashMap<String, u64>, DbErr> {
+    use sea_orm::QuerySelect;
+    if requesters.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, i64)> = request::Entity::find()
+        .select_only()
+        .column(request::Column::Requester)
+        .column_as(request::Column::Id.count(), "open")
+        .filter(request::Column::Requester.is_in(requesters.iter().copied()))
+        .filter(request::Column::State.is_in(states(&State::OPEN)))
+        .group_by(request::Column::Requester)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(who, n)| (who, n.max(0) as u64))
+        .collect())
+}
 
 /// A new request's row, before it has an id.
 pub(super) fn request_row(new: &NewRequest, state: State, now: i64) -> request::ActiveModel {
@@ -137,8 +178,19 @@ pub(super) fn request_row(new: &NewRequest, state: State, now: i64) -> request::
 pub(super) async fn create_alone(
     db: &DatabaseConnection,
     intake: Intake,
-) -> Result<Option<Request>, DbErr> {
+) -> Result<Created, DbErr> {
     let txn = db.begin().await?;
+    if let Some(max_open) = intake.new.max_open {
+        let open = open_counts(&txn, &[intake.new.requester.as_str()])
+            .await?
+            .get(&intake.new.requester)
+            .copied()
+            .unwrap_or(0);
+        if open >= u64::from(max_open) {
+            txn.rollback().await?;
+            return Ok(Created::TooMany { open, max_open });
+        }
+    }
     let inserted = match request_row(&intake.new, intake.state, intake.now)
         .insert(&txn)
         .await
@@ -146,7 +198,7 @@ pub(super) async fn create_alone(
         Ok(r) => r,
         Err(e) if is_unique_violation(&e) => {
             txn.rollback().await?;
-            return Ok(None);
+            return Ok(Created::AlreadyOpen);
         }
         Err(e) => return Err(e),
     };
@@ -156,7 +208,7 @@ pub(super) async fn create_alone(
     insert_new_jobs(&txn, &(intake.jobs)(inserted.id), intake.now).await?;
     insert_audit(&txn, Some(inserted.id), &[intake.event], intake.now).await?;
     txn.commit().await?;
-    Ok(Some(inserted))
+    Ok(Created::Stored(Box::new(inserted)))
 }
 
 pub(super) fn open_key(requester: &str, resource: &str) -> String {
@@ -319,8 +371,9 @@ pub(super) async fn apply<C: ConnectionTrait>(db: &C, t: Transition) -> Result<b
 }
 
 impl Store {
-    /// Stores a new request with its jobs and audit event, or says which open request of the same
-    /// person for the same resource stands in the way. Committed with whatever else is being
+    /// Stores a new request with its jobs and audit event, or says why not: an open request of
+    /// the same person for the same resource stands in the way, or the person holds
+    /// `max_open` open requests already. Committed with whatever else is being
     /// written at the moment (see [`super::writer`]); answered once durable.
     pub async fn create_request(
         &self,
@@ -330,7 +383,7 @@ impl Store {
         jobs: impl Fn(i32) -> Vec<Scheduled> + Send + Sync + 'static,
         event: NewAudit,
         now: i64,
-    ) -> anyhow::Result<Result<Request, AlreadyOpen>> {
+    ) -> anyhow::Result<Result<Request, NotCreated>> {
         let (requester, resource) = (new.requester.clone(), new.resource.clone());
         let intake = Intake {
             new,
@@ -346,10 +399,11 @@ impl Store {
             .await
             .context("storing the request")?
         {
-            Some(request) => Ok(Ok(request)),
-            None => Ok(Err(AlreadyOpen(
-                self.find_open(&requester, &resource).await?,
+            Created::Stored(request) => Ok(Ok(*request)),
+            Created::AlreadyOpen => Ok(Err(NotCreated::AlreadyOpen(
+                self.find_open(&requester, &resource).await?.map(Box::new),
             ))),
+            Created::TooMany { open, max_open } => Ok(Err(NotCreated::TooMany { open, max_open })),
         }
     }
 

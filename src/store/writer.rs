@@ -17,9 +17,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
-use super::Request;
 use super::batch::{apply_batch, create_batch};
-use super::requests::{NewAudit, NewGrant, NewRequest, Transition, apply, create_alone, open_key};
+use super::requests::Created;
+use super::requests::{NewAudit, NewGrant, NewRequest, Transition, apply, create_alone};
 use crate::domain::{Scheduled, State};
 
 /// Most writes committed together.
@@ -42,7 +42,7 @@ pub(super) struct Intake {
 }
 
 enum Op {
-    Create(Intake, oneshot::Sender<Result<Option<Request>, String>>),
+    Create(Intake, oneshot::Sender<Result<Created, String>>),
     Change(Transition, oneshot::Sender<Result<bool, String>>),
 }
 
@@ -55,10 +55,12 @@ impl Op {
         }
     }
 
-    /// What a batch may carry only once.
+    /// What a batch may carry only once, and what waits while a batch carrying it commits: a
+    /// person's new requests go one batch at a time, so the cap on open requests, counted in each
+    /// batch's transaction, sees the ones before (batches commit in parallel on PostgreSQL).
     fn key(&self) -> String {
         match self {
-            Op::Create(i, _) => format!("new:{}", open_key(&i.new.requester, &i.new.resource)),
+            Op::Create(i, _) => format!("new:{}", i.new.requester),
             Op::Change(t, _) => format!("id:{}", t.id),
         }
     }
@@ -142,8 +144,8 @@ impl Writer {
         answer(rx.await)
     }
 
-    /// A new request; `None` if the person already has one open for the resource.
-    pub(super) async fn create(&self, intake: Intake) -> anyhow::Result<Option<Request>> {
+    /// A new request, or why it was not stored.
+    pub(super) async fn create(&self, intake: Intake) -> anyhow::Result<Created> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Create(intake, reply)).await?;
         answer(rx.await)

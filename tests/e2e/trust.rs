@@ -204,6 +204,50 @@ async fn one_person_holds_at_most_max_open_per_user_requests_on(backend: Backend
     app.finish().await;
 }
 
+async fn the_cap_holds_under_concurrent_requests_on(backend: Backend) {
+    // Six requests by one person at the same instant, for six resources, with a cap of two:
+    // the cap is counted in the transaction that stores them, so exactly two get through.
+    let ((app, _hook), _) = spawn_hook_app_with(backend, |p| {
+        p.replacen("settings: {", "settings: { max_open_per_user: 2,", 1)
+    })
+    .await;
+    let asks = [
+        "request billing-admin 1h a",
+        "request two-keys 1h b",
+        "request restricted 30m c",
+        "request self-serve 1h d",
+        "request ci-deploy 1h e",
+        "request prod-db 1h f",
+    ];
+    let mut sends = tokio::task::JoinSet::new();
+    for text in asks {
+        let sender = app.sender.clone();
+        sends.spawn(async move { sender.command_text(ALICE, text).await });
+    }
+    let answers = sends.join_all().await;
+    let stored = answers
+        .iter()
+        .filter(|a| a.as_ref().is_ok_and(|t| t.contains("Request #")))
+        .count();
+    let capped = answers
+        .iter()
+        .filter(|a| a.as_ref().is_ok_and(|t| t.contains("at once (2)")))
+        .count();
+    assert_eq!((stored, capped), (2, 4), "{answers:?}");
+    assert_eq!(app.store.count_requests().await.unwrap(), 2);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_cap_on_open_requests_holds_under_concurrent_requests_on_sqlite() {
+    the_cap_holds_under_concurrent_requests_on(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_cap_on_open_requests_holds_under_concurrent_requests_on_postgres() {
+    the_cap_holds_under_concurrent_requests_on(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn one_person_holds_at_most_max_open_per_user_requests_on_sqlite() {
     one_person_holds_at_most_max_open_per_user_requests_on(Backend::Sqlite).await;
