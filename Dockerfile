@@ -3,6 +3,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY migrations migrations
+# Cargo.toml declares the benches: cargo refuses a manifest whose targets are missing.
+COPY benches benches
 COPY src src
 RUN cargo build --release --locked --bin jitbot
 
