@@ -58,9 +58,12 @@ impl Running {
 
 /// Opens the store, checks that the policy's providers have what they need, and binds.
 pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<App> {
-    let store = Store::connect(&config.database_url)
-        .await
-        .map_err(|e| UserError(format!("{e:#}")))?;
+    let store = Store::connect(&config.database_url).await.map_err(|e| {
+        match e.downcast::<UserError>() {
+            Ok(clear) => clear,
+            Err(other) => UserError(format!("{other:#}")),
+        }
+    })?;
     store.migrate().await?;
     let single = store.single_process().await?;
     if single.is_some() {
@@ -211,14 +214,22 @@ impl App {
     }
 }
 
-/// What `serve` needs of a policy beyond `check`: every variable its providers name is set.
+/// What `serve` needs of a policy beyond `check`: every variable its providers name is set
+/// (all missing ones named at once).
 pub fn ready_to_serve(policy: &Policy, env: &Env) -> anyhow::Result<()> {
-    for provider in policy.providers.values() {
+    let mut problems = Vec::new();
+    for (name, provider) in &policy.providers {
         for var in provider.env_vars() {
-            env.require(var)?;
+            if let Err(e) = env.require(var) {
+                problems.push(format!("{e} (provider {name})"));
+            }
         }
     }
-    Ok(())
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(UserError(problems.join("\n")).into())
+    }
 }
 
 /// How long `serve` (or a reload) waits for a postgres provider to say who its superusers are.
@@ -386,6 +397,48 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+/// Everything `serve` needs that can be checked without the database: the configuration, the
+/// policy file, and the variables its providers name. Every problem is reported at once, one
+/// line each, so an operator fixes them in one go.
+pub fn prepare(env: &Env) -> anyhow::Result<(Config, Policy)> {
+    let mut problems = Vec::new();
+    if let Some(filter) = env.get("JIT_LOG")
+        && tracing_subscriber::EnvFilter::try_new(&filter).is_err()
+    {
+        problems.push(format!(
+            "JIT_LOG={filter:?} is not a log filter (examples: info, jitbot=debug,info)"
+        ));
+    }
+    let config = Config::from_env(env)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
+    let path: std::path::PathBuf = config
+        .as_ref()
+        .map(|c| c.policy.clone())
+        .unwrap_or_else(|| {
+            env.get("JIT_POLICY")
+                .unwrap_or_else(|| crate::config::DEFAULT_POLICY.into())
+                .into()
+        });
+    let policy = match Policy::load(&path) {
+        Ok((policy, _warnings)) => {
+            give_back_freed_memory();
+            if let Err(e) = ready_to_serve(&policy, env) {
+                problems.push(e.to_string());
+            }
+            Some(policy)
+        }
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    match (config, policy) {
+        (Some(config), Some(policy)) if problems.is_empty() => Ok((config, policy)),
+        _ => Err(UserError(problems.join("\n")).into()),
     }
 }
 

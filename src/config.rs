@@ -211,27 +211,123 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads and checks every setting `serve` needs, before anything touches the database; a
+    /// configuration with several problems names all of them (one line each).
     pub fn from_env(env: &Env) -> anyhow::Result<Config> {
-        Ok(Config {
-            database_url: env
-                .secret("JIT_DATABASE_URL")?
-                .map(|s| s.0)
-                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
-            policy: env
-                .get("JIT_POLICY")
-                .unwrap_or_else(|| DEFAULT_POLICY.into())
-                .into(),
-            listen: env
-                .get("JIT_LISTEN")
+        let mut problems: Vec<String> = Vec::new();
+        let take = |name: &str| match env.secret(name) {
+            Ok(value) => (value, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let mut secrets = Vec::new();
+        for name in [
+            "JIT_DATABASE_URL",
+            "SLACK_SIGNING_SECRET",
+            "SLACK_BOT_TOKEN",
+            "SLACK_APP_TOKEN",
+        ] {
+            let (value, problem) = take(name);
+            problems.extend(problem);
+            secrets.push(value);
+        }
+        let mut secrets = secrets.into_iter();
+        let database_url = secrets.next().flatten();
+        let signing_secret = secrets.next().flatten();
+        let bot_token = secrets.next().flatten();
+        if signing_secret.is_none() && !env.is_set("SLACK_SIGNING_SECRET") {
+            problems.push(
+                "environment variable SLACK_SIGNING_SECRET (or SLACK_SIGNING_SECRET_FILE) is not set: the Signing Secret from the Slack app's Basic Information".into(),
+            );
+        }
+        match &bot_token {
+            None if !env.is_set("SLACK_BOT_TOKEN") => problems.push(
+                "environment variable SLACK_BOT_TOKEN (or SLACK_BOT_TOKEN_FILE) is not set: the app's Bot User OAuth Token (xoxb-…)".into(),
+            ),
+            Some(token) if !token.expose().starts_with("xoxb-") => problems.push(
+                "SLACK_BOT_TOKEN is not a bot token: it must start with xoxb- (the Bot User OAuth Token, not a user or app token)".into(),
+            ),
+            _ => {}
+        }
+        let listen = listen_address(
+            &env.get("JIT_LISTEN")
                 .unwrap_or_else(|| DEFAULT_LISTEN.into()),
-            signing_secret: env.require("SLACK_SIGNING_SECRET")?,
-            bot_token: env.require("SLACK_BOT_TOKEN")?,
-            slack_api_url: env
-                .get("SLACK_API_URL")
-                .unwrap_or_else(|| DEFAULT_SLACK_API_URL.into()),
-            team_id: env.get("SLACK_TEAM_ID"),
-            tuning: Tuning::from_env(env)?,
-        })
+        )
+        .unwrap_or_else(|e| {
+            problems.push(e);
+            String::new()
+        });
+        let slack_api_url = env
+            .get("SLACK_API_URL")
+            .unwrap_or_else(|| DEFAULT_SLACK_API_URL.into());
+        match reqwest::Url::parse(&slack_api_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => problems.push(format!(
+                "SLACK_API_URL={slack_api_url:?} is not an http(s) URL (default {DEFAULT_SLACK_API_URL})"
+            )),
+        }
+        if let Err(e) = log_format(env) {
+            problems.push(e);
+        }
+        let tuning = Tuning::from_env(env).unwrap_or_else(|e| {
+            problems.push(e.to_string());
+            Tuning::default()
+        });
+        match (signing_secret, bot_token) {
+            (Some(signing_secret), Some(bot_token)) if problems.is_empty() => Ok(Config {
+                database_url: database_url
+                    .map(|s| s.0)
+                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+                policy: env
+                    .get("JIT_POLICY")
+                    .unwrap_or_else(|| DEFAULT_POLICY.into())
+                    .into(),
+                listen,
+                signing_secret,
+                bot_token,
+                slack_api_url,
+                team_id: env.get("SLACK_TEAM_ID"),
+                tuning,
+            }),
+            _ => Err(UserError(problems.join("\n")).into()),
+        }
+    }
+}
+
+/// `JIT_LOG_FORMAT`: `text` (the default) or `json`; anything else is a mistake to report.
+pub fn log_format(env: &Env) -> Result<LogFormat, String> {
+    match env.get("JIT_LOG_FORMAT").as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(format!(
+            "JIT_LOG_FORMAT={other:?} is not a log format: use text (the default) or json"
+        )),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `JIT_LISTEN` as an address to bind: `host:port`, `[v6]:port`, or `:port` for every interface
+/// (`:0` picks a free port, which the log names).
+pub fn listen_address(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    let port_ok = full
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if port_ok {
+        Ok(full)
+    } else {
+        Err(format!(
+            "JIT_LISTEN={text:?} is not an address to listen on: use host:port (127.0.0.1:3000), or :port for every interface"
+        ))
     }
 }
 
@@ -242,4 +338,44 @@ pub fn install_crypto_provider() {
     ONCE.call_once(|| {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listen_address_may_leave_out_the_host() {
+        assert_eq!(listen_address(":0").as_deref(), Ok("0.0.0.0:0"));
+        assert_eq!(listen_address(":3000").as_deref(), Ok("0.0.0.0:3000"));
+        assert_eq!(
+            listen_address("127.0.0.1:3000").as_deref(),
+            Ok("127.0.0.1:3000")
+        );
+        assert_eq!(listen_address("[::1]:3000").as_deref(), Ok("[::1]:3000"));
+        for bad in ["", "3000", "host:", "host:99999", ":port"] {
+            assert!(listen_address(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_file_loses_its_trailing_newline_and_both_forms_are_refused() {
+        let dir = std::env::temp_dir().join(format!("jit-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "xoxb-1\r\n").unwrap();
+        let env = Env::with_overrides(HashMap::from([(
+            "T_FILE".to_string(),
+            file.display().to_string(),
+        )]));
+        assert_eq!(env.secret("T").unwrap().unwrap().expose(), "xoxb-1");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(env.secret("T").is_err(), "an empty file is an error");
+        let both = Env::with_overrides(HashMap::from([
+            ("T".to_string(), "a".to_string()),
+            ("T_FILE".to_string(), file.display().to_string()),
+        ]));
+        assert!(both.secret("T").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use jitbot::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_POLICY, Env, UserError};
+use jitbot::config::{DEFAULT_DATABASE_URL, DEFAULT_POLICY, Env, UserError};
 use jitbot::domain::Policy;
 use jitbot::store::Store;
 
@@ -30,14 +30,19 @@ enum Cmd {
 }
 
 fn init_tracing(env: &Env, default: &str) {
+    // A filter that does not parse is reported by `serve` with the rest of the configuration.
     let filter = tracing_subscriber::EnvFilter::try_new(
         env.get("JIT_LOG").unwrap_or_else(|| default.into()),
     )
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: never into pipes, files or log collectors.
+    let ansi =
+        std::io::IsTerminal::is_terminal(&std::io::stderr()) && env.get("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    if env.get("JIT_LOG_FORMAT").as_deref() == Some("json") {
+    if jitbot::config::log_format(env) == Ok(jitbot::config::LogFormat::Json) {
         builder.json().init();
     } else {
         builder.init();
@@ -49,8 +54,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Serve => {
             init_tracing(&env, "info");
-            let config = Config::from_env(&env)?;
-            let app = jitbot::app::build_from_config(config, env).await?;
+            // Every problem of the configuration and the policy, at once, before the database.
+            let (config, policy) = jitbot::app::prepare(&env)?;
+            let app = jitbot::app::build(config, env, policy).await?;
             app.run_until_stopped().await?;
         }
         Cmd::Migrate => {
@@ -124,7 +130,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) if e.chain().any(|c| c.is::<UserError>()) => {
-            eprintln!("error: {e:#}");
+            for line in format!("{e:#}").lines() {
+                eprintln!("error: {line}");
+            }
             ExitCode::from(1)
         }
         Err(e) => {

@@ -164,10 +164,80 @@ pub fn loopback_without_tls(url: &str) -> String {
     format!("{url}{joiner}sslmode=disable")
 }
 
+/// How long the first connection may take before `connect` says the database is unreachable.
+const PROBE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The file of a `sqlite:` URL (`None` for an in-memory database or another scheme).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+}
+
+/// One direct connection attempt, so an unreachable database is reported at once with its real
+/// cause ("Connection refused", "password authentication failed", a missing directory), once,
+/// instead of after a pool's whole acquire timeout as "pool timed out".
+async fn probe(url: &str) -> anyhow::Result<()> {
+    use sea_orm::sqlx::Connection;
+    let unreachable = |cause: String| {
+        crate::config::UserError(format!(
+            "cannot open the database at {}: {cause}",
+            redact_url(url)
+        ))
+    };
+    if let Some(file) = sqlite_file(url) {
+        let creates = url.contains("mode=rwc");
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if creates && !dir.is_dir() {
+            return Err(unreachable(format!(
+                "the directory {} does not exist; create it (mkdir -p {}) or point JIT_DATABASE_URL at a file in an existing directory",
+                dir.display(),
+                dir.display()
+            ))
+            .into());
+        }
+        if !creates && !file.exists() {
+            return Err(unreachable(format!(
+                "{} does not exist; add ?mode=rwc to the URL to create it",
+                file.display()
+            ))
+            .into());
+        }
+        return Ok(());
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let options: sea_orm::sqlx::postgres::PgConnectOptions = url
+            .parse()
+            .map_err(|e| unreachable(format!("not a PostgreSQL URL ({e})")))?;
+        return match tokio::time::timeout(
+            PROBE_DEADLINE,
+            sea_orm::sqlx::PgConnection::connect_with(&options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(unreachable(e.to_string()).into()),
+            Err(_) => {
+                Err(unreachable(format!("no answer within {} s", PROBE_DEADLINE.as_secs())).into())
+            }
+        };
+    }
+    Err(unreachable("JIT_DATABASE_URL must start with sqlite: or postgres://".to_string()).into())
+}
+
 impl Store {
     /// Connects to `sqlite://…` or `postgres://…`. SQLite runs in WAL mode with a busy timeout.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let url = loopback_without_tls(url);
+        probe(&url).await?;
         if url.starts_with("sqlite:") {
             let db = open(&url, 1).await?;
             let read = if url.contains(":memory:") {

@@ -59,9 +59,99 @@ fn check_accepts_the_example_policy_and_names_line_and_column_of_errors() {
 
 #[test]
 fn serve_without_its_secrets_exits_1_with_one_line() {
-    let (code, _, stderr) = jitbot(&["serve"], &[]);
+    // One line per problem, each named, and nothing touched before they are fixed.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("never.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let (code, _, stderr) = jitbot(
+        &["serve"],
+        &[
+            ("JIT_DATABASE_URL", &url),
+            ("JIT_POLICY", "/nonexistent/policy.yaml"),
+        ],
+    );
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("SLACK_SIGNING_SECRET"), "{stderr}");
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines.iter().all(|l| l.starts_with("error: ")), "{stderr}");
+    for named in [
+        "SLACK_SIGNING_SECRET",
+        "SLACK_BOT_TOKEN",
+        "/nonexistent/policy.yaml",
+    ] {
+        assert!(stderr.contains(named), "{named} not named: {stderr}");
+    }
+    assert!(
+        !db.exists(),
+        "the database was touched before the configuration was right"
+    );
+}
+
+#[test]
+fn serve_names_every_bad_value_at_once() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/manifest/policy.yaml");
+    let (code, _, stderr) = jitbot(
+        &["serve"],
+        &[
+            ("JIT_POLICY", example),
+            ("SLACK_SIGNING_SECRET", "x"),
+            ("SLACK_BOT_TOKEN", "xoxp-a-user-token"),
+            ("JIT_LISTEN", "nonsense"),
+            ("JIT_LOG_FORMAT", "bogus"),
+            ("SLACK_API_URL", "notaurl"),
+            ("JIT_RETRY_BASE_MS", "abc"),
+            ("JIT_WEBHOOK_SECRET", "s"),
+            ("JIT_PG_ADMIN_URL", "postgres://x@127.0.0.1:1/x"),
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    for named in [
+        "xoxb-",
+        "JIT_LISTEN",
+        "JIT_LOG_FORMAT",
+        "SLACK_API_URL",
+        "JIT_RETRY_BASE_MS",
+    ] {
+        assert!(stderr.contains(named), "{named} not named: {stderr}");
+    }
+    assert_eq!(stderr.trim().lines().count(), 5, "{stderr}");
+    assert!(
+        !stderr.contains("\u{1b}["),
+        "no colour codes into a pipe: {stderr:?}"
+    );
+}
+
+#[test]
+fn a_database_that_cannot_be_reached_is_named_at_once_with_its_cause() {
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = jitbot(
+        &["migrate"],
+        &[(
+            "JIT_DATABASE_URL",
+            "postgres://nobody:hunter2@127.0.0.1:1/none",
+        )],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Connection refused").count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let (code, _, stderr) = jitbot(
+        &["migrate"],
+        &[(
+            "JIT_DATABASE_URL",
+            "sqlite:///nonexistent-dir/jitbot.db?mode=rwc",
+        )],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("mkdir -p /nonexistent-dir"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
