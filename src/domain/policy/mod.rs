@@ -30,7 +30,12 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        // A problem with the file as a whole (it cannot be read, it is empty) has no place in it.
+        if self.line == 0 {
+            write!(f, "{}: ", self.file)?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
@@ -282,6 +287,16 @@ impl Policy {
             .map(|(_, k)| k.as_str())
     }
 
+    /// The closest of `known` to `name`, for "did you mean".
+    pub fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+        known
+            .into_iter()
+            .map(|k| (edit_distance(name, k), k))
+            .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+            .min()
+            .map(|(_, k)| k)
+    }
+
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<(Policy, Warnings), PolicyErrors> {
         let file = path.display().to_string();
@@ -291,7 +306,7 @@ impl Policy {
                 line: 0,
                 column: 0,
                 path: String::new(),
-                message: format!("cannot read the policy file: {e}"),
+                message: format!("cannot read the policy file: {}", io_reason(&e)),
             }])
         })?;
         Self::parse(&file, &text)
@@ -306,6 +321,17 @@ impl Policy {
             path: path.to_string(),
             message,
         };
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
+        {
+            return Err(PolicyErrors(vec![diag(
+                0,
+                0,
+                "",
+                "the policy file is empty: it must name at least the resources people may request (see manifest/policy.yaml)".into(),
+            )]));
+        }
         let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
         let node = marked_yaml::parse_yaml_with_options(0, text, options)
             .map_err(|e| PolicyErrors(vec![load_error(file, e)]))?;
@@ -318,7 +344,7 @@ impl Policy {
                 line,
                 column,
                 e.path().unwrap_or(""),
-                (*e).to_string(),
+                check::plain_error(&(*e).to_string()),
             )])
         })?;
         let mut checker = Checker {
@@ -352,6 +378,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// Why a file could not be read, without the OS error number.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// `U…`/`W…` followed by capitals and digits.

@@ -183,3 +183,38 @@ fn a_stored_request_is_held_to_the_policy_in_force() {
             .is_some_and(|why| why.contains("identity"))
     );
 }
+
+#[test]
+fn check_speaks_plainly_about_empty_files_unknown_keys_and_types() {
+    for empty in ["", "\n", "# only a comment\n", "---\n"] {
+        let errors = errors(empty);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("empty"), "{}", errors[0]);
+        assert_eq!(
+            errors[0].to_string().split(':').count(),
+            3,
+            "no line 0: {}",
+            errors[0]
+        );
+    }
+    let typo = GOOD.replace("    provider: pg-main", "    providr: pg-main");
+    let message = &errors(&typo)[0].message;
+    assert!(message.contains("Did you mean `provider`?"), "{message}");
+    assert!(
+        !message.contains("escalation"),
+        "a key this version refuses is not offered: {message}"
+    );
+    let top = format!("{GOOD}bogus: 1\n");
+    assert!(!errors(&top)[0].message.contains("digest"));
+    let words = GOOD.replace(
+        "max_duration: 4h",
+        "max_duration: 4h\n    approvals: \"two\"",
+    );
+    let message = &errors(&words)[0].message;
+    assert!(message.contains("whole number"), "{message}");
+    let missing = Policy::load(std::path::Path::new("/nonexistent/p.yaml")).unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        "/nonexistent/p.yaml: cannot read the policy file: no such file"
+    );
+}
