@@ -1,6 +1,5 @@
 //! A webhook: one signed JSON POST per grant and per revoke; any 2xx answer means done.
 
-use anyhow::Context;
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
@@ -45,6 +44,35 @@ pub fn event_body(event: &str, spec: &GrantSpec) -> serde_json::Value {
     body
 }
 
+/// A transport failure in words for the people it is shown to (the channel, the requester):
+/// what went wrong, not the HTTP stack's chain of causes, which goes to the log.
+fn transport_error(e: &reqwest::Error, timeout: std::time::Duration) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", timeout.as_secs_f32());
+    }
+    let chain = {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text.to_ascii_lowercase()
+    };
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        "its host name could not be resolved".into()
+    } else if chain.contains("connection refused") {
+        "the connection was refused".into()
+    } else if chain.contains("certificate") || chain.contains("tls") {
+        "its TLS certificate was not accepted".into()
+    } else if e.is_connect() {
+        "it could not be reached".into()
+    } else {
+        "the call failed before an answer".into()
+    }
+}
+
 impl WebhookProvider {
     /// `http` must not follow redirects (see [`super::Providers`]).
     pub fn new(
@@ -75,9 +103,17 @@ impl WebhookProvider {
             .body(body)
             .send()
             .await
-            // the URL may carry a token: keep it out of errors and logs
-            .map_err(|e| e.without_url())
-            .with_context(|| format!("webhook {event}: no answer"))?;
+            .map_err(|e| {
+                // the URL may carry a token: keep it out of errors and logs
+                let e = e.without_url();
+                let plain = transport_error(&e, self.timeout);
+                tracing::warn!(
+                    event,
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "webhook call failed"
+                );
+                anyhow::anyhow!("webhook {event}: {plain}")
+            })?;
         let status = resp.status();
         if status.is_success() {
             Ok(())

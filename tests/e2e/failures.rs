@@ -211,3 +211,24 @@ async fn a_grant_is_revoked_as_granted_even_after_its_resource_leaves_the_policy
     );
     second.finish().await;
 }
+
+#[tokio::test]
+async fn a_grant_that_cannot_connect_says_so_in_words_not_a_transport_trace() {
+    let ((app, _hook), _) = spawn_hook_app_with(Backend::Sqlite, |p| {
+        // Nothing listens on port 1: every call is refused.
+        let start = p.find("url: \"").expect("a hook url") + "url: \"".len();
+        let end = start + p[start..].find('"').expect("the url's end");
+        format!("{}http://127.0.0.1:1/hook{}", &p[..start], &p[end..])
+    })
+    .await;
+    let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 1h x").await);
+    app.click(BOB, APPROVE, id).await;
+    app.wait_state(id, "grant_failed").await;
+    let note = app.wait_channel_note("failed").await;
+    let text = note.str("text");
+    assert!(text.contains("the connection was refused"), "{text}");
+    for trace in ["error sending request", "client error", "os error", "hyper"] {
+        assert!(!text.contains(trace), "{trace:?} in {text}");
+    }
+    app.finish().await;
+}
