@@ -58,6 +58,16 @@ impl Running {
 
 /// Opens the store, checks that the policy's providers have what they need, and binds.
 pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<App> {
+    let metrics = Arc::new(Metrics::default());
+    let slack = SlackApi::new(
+        &config.slack_api_url,
+        config.bot_token.expose(),
+        config.tuning.slack_timeout,
+        metrics.clone(),
+    )?;
+    // A token Slack refuses is found now, not at the first card; Slack being unreachable is not
+    // a reason to stay down (revokes do not need it).
+    let me = check_bot_token(&slack).await?;
     let store = Store::connect(&config.database_url).await.map_err(|e| {
         match e.downcast::<UserError>() {
             Ok(clear) => clear,
@@ -81,15 +91,8 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         );
     }
     let policy = Arc::new(LivePolicy::new(policy));
-    let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Wake::default());
     let tuning = config.tuning;
-    let slack = SlackApi::new(
-        &config.slack_api_url,
-        config.bot_token.expose(),
-        tuning.slack_timeout,
-        metrics.clone(),
-    )?;
     let providers = Arc::new(Providers::new(env.clone())?);
     let pacer = Arc::new(crate::scheduler::pace::Pacer::new(
         tuning.post_interval,
@@ -131,6 +134,9 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         config.team_id.clone(),
         slack.clone(),
     ));
+    if let Some(me) = &me {
+        workspace.learned_from(me);
+    }
     let router = http::router(AppState {
         workspace: workspace.clone(),
         service,
@@ -363,6 +369,34 @@ async fn reload_on_hangup(reloader: Arc<Reloader>) {
     }
     #[cfg(not(unix))]
     std::future::pending::<()>().await;
+}
+
+/// How long `serve` waits for `auth.test` at start before going on without it.
+const TOKEN_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `auth.test` at start: a token Slack refuses (`invalid_auth`, `token_revoked`, …) stops `serve`
+/// with one line; a Slack that does not answer is logged, and checked again in the background.
+async fn check_bot_token(
+    slack: &SlackApi,
+) -> anyhow::Result<Option<crate::slack::client::BotIdentity>> {
+    match tokio::time::timeout(TOKEN_CHECK_DEADLINE, slack.auth_test()).await {
+        Ok(Ok(me)) => Ok(Some(me)),
+        Ok(Err(e)) => match crate::slack::SlackError::find(&e) {
+            Some(error) if error.is_permanent() => Err(UserError(format!(
+                "Slack refuses SLACK_BOT_TOKEN ({}): copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page",
+                error.code()
+            ))
+            .into()),
+            _ => {
+                tracing::warn!(error = format!("{e:#}"), "cannot reach Slack to check the bot token; going on");
+                Ok(None)
+            }
+        },
+        Err(_) => {
+            tracing::warn!("Slack did not answer auth.test in time; going on");
+            Ok(None)
+        }
+    }
 }
 
 /// Asks Slack which workspace to serve (unless `SLACK_TEAM_ID` says) as soon as the app starts,

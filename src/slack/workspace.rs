@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use super::SlackApi;
+use super::client::BotIdentity;
 
 /// How long a payload may wait for `auth.test` when the workspace is not known yet.
 const LEARN_DEADLINE: Duration = Duration::from_secs(2);
@@ -48,16 +49,28 @@ impl Workspace {
             .learned
             .get_or_try_init(|| async {
                 let me = self.slack.auth_test().await?;
-                let team = match me.enterprise_id {
-                    Some(org) if me.is_enterprise_install => org,
-                    _ => me.team_id,
-                };
+                let team = Self::team_of(&me);
                 anyhow::ensure!(!team.is_empty(), "auth.test named no team");
                 tracing::info!(team = %team, "serving the workspace auth.test names");
                 Ok(team)
             })
             .await?;
         Ok(team)
+    }
+
+    /// What `auth.test` answered at start, so payloads need not wait for it.
+    pub fn learned_from(&self, me: &BotIdentity) {
+        let team = Self::team_of(me);
+        if self.configured.is_none() && !team.is_empty() && self.learned.set(team.clone()).is_ok() {
+            tracing::info!(team = %team, "serving the workspace auth.test names");
+        }
+    }
+
+    fn team_of(me: &BotIdentity) -> String {
+        match &me.enterprise_id {
+            Some(org) if me.is_enterprise_install => org.clone(),
+            _ => me.team_id.clone(),
+        }
     }
 
     /// Is a payload from `team_id` (in org `enterprise_id`) ours?

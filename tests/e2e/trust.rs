@@ -444,3 +444,37 @@ async fn an_admin_sees_every_pending_request_and_a_stranger_sees_none_on_sqlite(
 async fn an_admin_sees_every_pending_request_and_a_stranger_sees_none_on_postgres() {
     an_admin_sees_every_pending_request_and_a_stranger_sees_none_on(Backend::Postgres).await;
 }
+
+#[tokio::test]
+async fn serve_refuses_a_bot_token_that_slack_refuses_before_touching_the_database() {
+    let slack = FakeSlack::start().await.unwrap();
+    slack.fault(
+        "auth.test",
+        None,
+        jitbot::fakes::SlackFault::Error("invalid_auth".into()),
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jitbot.db");
+    let config = jitbot::config::Config {
+        database_url: format!("sqlite://{}?mode=rwc", db.display()),
+        policy: dir.path().join("policy.yaml"),
+        listen: "127.0.0.1:0".into(),
+        signing_secret: jitbot::config::Secret::new("s"),
+        bot_token: jitbot::config::Secret::new("xoxb-revoked"),
+        slack_api_url: slack.base_url.clone(),
+        team_id: None,
+        tuning: jitbot::config::Tuning::default(),
+    };
+    let (policy, _) = jitbot::domain::Policy::parse("p.yaml", "resources: {}\n").unwrap();
+    let error = match jitbot::app::build(config, jitbot::config::Env::default(), policy).await {
+        Ok(_) => panic!("a refused token must stop serve"),
+        Err(e) => e,
+    };
+    assert!(
+        error.is::<jitbot::config::UserError>(),
+        "exit 1, not an internal error: {error:#}"
+    );
+    assert!(format!("{error}").contains("invalid_auth"), "{error}");
+    assert!(!db.exists(), "the database was touched");
+}
