@@ -56,11 +56,29 @@ pub enum Command {
     },
 }
 
+/// The commands, for "did you mean".
+const VERBS: [&str; 11] = [
+    "request",
+    "list",
+    "pending",
+    "approve",
+    "deny",
+    "cancel",
+    "revoke",
+    "extend",
+    "resources",
+    "explain",
+    "help",
+];
+
 /// A command that could not be understood; `Display` is the one-line answer with a hint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    #[error("Unknown command `{0}`. Try `/jit help`.")]
-    Unknown(String),
+    #[error("Unknown command `{word}`.{} Try `/jit help`.", suggestion.map(|s| format!(" Did you mean `/jit {s}`?")).unwrap_or_default())]
+    Unknown {
+        word: String,
+        suggestion: Option<&'static str>,
+    },
     #[error("Usage: `{0}`")]
     Usage(&'static str),
     #[error("`{0}` is not a request number. Use the number shown on the card, like `42` or `#42`.")]
@@ -142,7 +160,13 @@ impl Command {
                 let duration = GrantDuration::parse(duration).map_err(CommandError::BadDuration)?;
                 Ok(Command::Extend { id, duration })
             }
-            other => Err(CommandError::Unknown(other.chars().take(40).collect())),
+            other => Err(CommandError::Unknown {
+                word: other.chars().take(40).collect(),
+                suggestion: crate::domain::Policy::closest(
+                    &other.to_lowercase(),
+                    VERBS.iter().copied(),
+                ),
+            }),
         }
     }
 }
@@ -207,8 +231,22 @@ mod tests {
         ));
         assert!(matches!(
             Command::parse("frobnicate"),
-            Err(CommandError::Unknown(_))
+            Err(CommandError::Unknown {
+                suggestion: None,
+                ..
+            })
         ));
+        let typo = Command::parse("reqest prod-db 1h").unwrap_err();
+        assert_eq!(
+            typo.to_string(),
+            "Unknown command `reqest`. Did you mean `/jit request`? Try `/jit help`."
+        );
+        assert!(
+            Command::parse("pendng")
+                .unwrap_err()
+                .to_string()
+                .contains("`/jit pending`")
+        );
         assert_eq!(Command::parse("").unwrap(), Command::Help);
     }
 

@@ -103,7 +103,7 @@ impl Service {
             Command::List => return self.list(user).await,
             Command::Pending => return self.pending(user).await,
             Command::Resources => Ok(self.resources(user)),
-            Command::Explain { resource } => self.explain(&resource),
+            Command::Explain { resource } => self.explain(user, &resource),
             Command::Approve { id } => self.decide_by_command(user, id, Decision::Approve, None, now).await?,
             Command::Deny { id, reason } => self.decide_by_command(user, id, Decision::Deny, reason, now).await?,
             Command::Cancel { id } => self.cancel(user, id, now).await?,
@@ -208,6 +208,14 @@ impl Service {
         if resource.reason_required && reason.is_empty() {
             return Ok(Err(format!(
                 "*{name}* needs a reason. Try `/jit request {name} {duration} INC-4312 debugging`."
+            )));
+        }
+        if let Some(pattern) = &resource.reason_pattern
+            && !pattern.is_match(&reason)
+        {
+            return Ok(Err(format!(
+                "The reason for *{name}* must match `{}` (a ticket id, usually). Try `/jit request {name} {duration} INC-4312 debugging`.",
+                pattern.as_str()
             )));
         }
         let Some(provider) = policy.providers.get(&resource.provider) else {

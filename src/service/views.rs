@@ -206,7 +206,10 @@ impl Service {
         }
     }
 
-    pub(super) fn explain(&self, name: &str) -> Result<String, String> {
+    /// A resource's terms, answered for the person who asks: may they request it, who approves
+    /// and how many must, the durations, the reason asked for, and whether their request would be
+    /// auto-approved (and up to how long).
+    pub(super) fn explain(&self, user: &str, name: &str) -> Result<String, String> {
         let policy = self.policy.now();
         let r = Self::resource(&policy, name)?;
         let approvers: Vec<String> = policy
@@ -223,17 +226,35 @@ impl Service {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        Ok(format!(
-            "*{}*{}\n• durations {} to {} (default {})\n• approvers: {} ({} needed{})\n• may request: {}\n• reason {}",
+        let mut lines = vec![format!(
+            "*{}*{}",
             r.name,
             if r.description.is_empty() {
                 String::new()
             } else {
                 format!(": {}", r.description)
-            },
-            r.min_duration,
-            r.max_duration,
-            r.default_duration,
+            }
+        )];
+        let may = policy.may_request(r, user);
+        let identity = policy
+            .providers
+            .get(&r.provider)
+            .is_some_and(|p| policy.identity(user, p.kind()).is_some());
+        lines.push(match (may, identity) {
+            (true, true) => "• *you may request it*".to_string(),
+            (true, false) => format!(
+                "• you may request it, but you have no {} identity yet: ask an admin to add your login under `identities`",
+                policy.providers.get(&r.provider).map(|p| p.kind()).unwrap_or("provider")
+            ),
+            (false, _) => "• *you may not request it*".to_string(),
+        });
+        lines.push(format!("• who may request it: {requesters}"));
+        lines.push(format!(
+            "• durations {} to {} (default {})",
+            r.min_duration, r.max_duration, r.default_duration
+        ));
+        lines.push(format!(
+            "• approvers: {} ({} needed{}{})",
             approvers.join(", "),
             r.approvals,
             if r.self_approval {
@@ -241,13 +262,35 @@ impl Service {
             } else {
                 ""
             },
-            requesters,
-            if r.reason_required {
-                "required"
+            if policy.is_approver(r, user) {
+                "; you are one of them"
             } else {
-                "optional"
+                ""
             }
-        ))
+        ));
+        lines.push(match &r.reason_pattern {
+            Some(p) => format!("• reason required, matching `{}`", p.as_str()),
+            None if r.reason_required => "• reason required".to_string(),
+            None => "• reason optional".to_string(),
+        });
+        // The longest duration an auto-approve rule naming this person covers, if any.
+        let auto = r
+            .auto_approve
+            .iter()
+            .filter(|rule| policy.names(&rule.requesters, user))
+            .map(|rule| rule.max_duration)
+            .max();
+        if may {
+            lines.push(match auto {
+                Some(max) => format!(
+                    "• your request is *auto-approved* up to {max}; longer goes to the approvers"
+                ),
+                None => {
+                    "• your request goes to the approvers (no auto-approve rule names you)".into()
+                }
+            });
+        }
+        Ok(lines.join("\n"))
     }
 }
 

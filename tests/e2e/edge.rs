@@ -209,6 +209,64 @@ async fn help_resources_list_and_explain_answer_ephemerally() {
         explain.contains("2 needed") && explain.contains(&format!("<@{BOB}>")),
         "{explain}"
     );
+    // Answered for the asker: Alice may ask for ci-deploy and is auto-approved up to 30m;
+    // Mallory may not ask for restricted; Bob approves it.
+    let alice = app.say(ALICE, "explain ci-deploy").await;
+    assert!(
+        alice.contains("you may request it") && alice.contains("auto-approved* up to 30m"),
+        "{alice}"
+    );
+    let mallory = app.say(MALLORY, "explain restricted").await;
+    assert!(mallory.contains("you may not request it"), "{mallory}");
+    let bob = app.say(BOB, "explain restricted").await;
+    assert!(bob.contains("you are one of them"), "{bob}");
+    let typo = app.say(ALICE, "explian ci-deploy").await;
+    assert!(typo.contains("Did you mean `/jit explain`?"), "{typo}");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_reason_must_match_the_resources_pattern() {
+    let ((app, _hook), _) = spawn_hook_app_with(Backend::Sqlite, |p| {
+        p.replacen(
+            "    reason_required: true
+",
+            "    reason_required: true
+    reason_pattern: '^(INC|CHG)-[0-9]+'
+",
+            1,
+        )
+    })
+    .await;
+    for bad in [".", "fixing things", "inc-12", "see INC-12"] {
+        let answer = app
+            .say(ALICE, &format!("request restricted 30m {bad}"))
+            .await;
+        assert!(answer.contains("must match"), "{bad:?}: {answer}");
+    }
+    assert_eq!(
+        app.store.count_requests().await.unwrap(),
+        0,
+        "nothing stored"
+    );
+    let ok = app
+        .say(ALICE, "request restricted 30m INC-4312 db locks")
+        .await;
+    TestApp::id_in(&ok);
+    let explain = app.say(ALICE, "explain restricted").await;
+    assert!(
+        explain.contains("matching `^(INC|CHG)-[0-9]+`"),
+        "{explain}"
+    );
+    // A pattern that does not compile is a check error with its line.
+    let policy = app.edited("'^(INC|CHG)-[0-9]+'", "'^(INC'");
+    let errors = jitbot::domain::Policy::parse("p.yaml", &policy)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("reason_pattern: not a valid pattern"),
+        "{errors}"
+    );
     app.finish().await;
 }
 

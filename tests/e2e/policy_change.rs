@@ -12,20 +12,6 @@ use crate::support::*;
 
 const DAVE: &str = "U0DAVE";
 
-impl TestApp {
-    /// The policy file as it stands.
-    pub fn policy_text(&self) -> String {
-        std::fs::read_to_string(&self.policy_path).expect("policy file")
-    }
-
-    /// The policy with `from` replaced by `to` (which must be there).
-    pub fn edited(&self, from: &str, to: &str) -> String {
-        let text = self.policy_text();
-        assert!(text.contains(from), "{from:?} not in the policy");
-        text.replacen(from, to, 1)
-    }
-}
-
 async fn removed_approvers_stop_counting(backend: Backend) {
     let (app, hook) = spawn_hook_app(backend).await;
     let id = TestApp::id_in(&app.say(ALICE, "request two-keys 1h rotation").await);

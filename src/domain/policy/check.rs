@@ -114,6 +114,7 @@ pub(super) struct RawResource {
     pub(super) approvals: Option<Spanned<u32>>,
     pub(super) self_approval: Option<bool>,
     pub(super) reason_required: Option<bool>,
+    pub(super) reason_pattern: Option<Spanned<String>>,
     pub(super) requesters: Option<Vec<Spanned<String>>>,
     pub(super) escalation: Option<Spanned<IgnoredAny>>,
     pub(super) auto_approve: Option<Vec<RawAutoApprove>>,

@@ -109,6 +109,10 @@ pub struct Settings {
 const DEFAULT_REQUEST_TTL_SECS: u64 = 2 * 3_600;
 /// Default `settings.min_duration`.
 const DEFAULT_MIN_DURATION_SECS: u64 = 60;
+/// The most memory one `reason_pattern` may compile to: a pattern is written by people, checked
+/// against every reason, and must not cost more than a moment.
+const REASON_PATTERN_BYTES: usize = 256 * 1024;
+
 /// Default `settings.grant_deadline`.
 const DEFAULT_GRANT_DEADLINE_SECS: u64 = 10 * 60;
 /// Default `settings.max_open_per_user`.
@@ -163,6 +167,8 @@ pub struct Resource {
     pub approvals: u32,
     pub self_approval: bool,
     pub reason_required: bool,
+    /// A reason must match this (`reason_pattern`), e.g. a ticket id.
+    pub reason_pattern: Option<regex::Regex>,
     /// `None`: anyone may ask.
     pub requesters: Option<Vec<String>>,
     pub auto_approve: Vec<AutoApprove>,

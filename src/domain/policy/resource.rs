@@ -162,6 +162,24 @@ impl Checker<'_> {
                 });
             }
         }
+        let reason_pattern = raw.reason_pattern.as_ref().and_then(|p| {
+            match regex::RegexBuilder::new(p.as_str())
+                .size_limit(REASON_PATTERN_BYTES)
+                .build()
+            {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    let why = e.to_string();
+                    let why = why.lines().last().unwrap_or("not a valid pattern").trim();
+                    self.error(
+                        p,
+                        format!("{path}.reason_pattern"),
+                        format!("not a valid pattern: {why}"),
+                    );
+                    None
+                }
+            }
+        });
         if self.errors.len() != before {
             return None;
         }
@@ -177,7 +195,9 @@ impl Checker<'_> {
             approvers,
             approvals,
             self_approval: raw.self_approval.unwrap_or(false),
-            reason_required: raw.reason_required.unwrap_or(false),
+            // A pattern implies a reason: an empty one never names a ticket.
+            reason_required: raw.reason_required.unwrap_or(false) || reason_pattern.is_some(),
+            reason_pattern,
             requesters,
             auto_approve,
         })

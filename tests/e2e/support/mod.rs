@@ -257,6 +257,18 @@ pub async fn spawn_with(
 }
 
 impl TestApp {
+    /// The policy file as it stands.
+    pub fn policy_text(&self) -> String {
+        std::fs::read_to_string(&self.policy_path).expect("policy file")
+    }
+
+    /// The policy with `from` replaced by `to` (which must be there).
+    pub fn edited(&self, from: &str, to: &str) -> String {
+        let text = self.policy_text();
+        assert!(text.contains(from), "{from:?} not in the policy");
+        text.replacen(from, to, 1)
+    }
+
     /// Writes `policy` to the app's policy file and reloads it, as `SIGHUP` does; the number of
     /// pending requests it cancelled, or the refusal.
     pub async fn reload(&self, policy: &str) -> anyhow::Result<u64> {
