@@ -38,6 +38,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// Puts the policy file in force again (what `SIGHUP` does).
     pub reloader: Arc<Reloader>,
+    /// This process's name on the jobs it holds.
+    pub worker: String,
     tasks: Vec<JoinHandle<()>>,
     _single: Option<SingleProcess>,
 }
@@ -53,6 +55,31 @@ impl Drop for Running {
 impl Running {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Stops at once and hands back the jobs this process held, so another replica (or the next
+    /// start) runs them now rather than after their lease runs out. A job cut off mid-way runs
+    /// again from the start: every job is idempotent.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let released = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.store.release_leases_of(&self.worker),
+        )
+        .await;
+        match released {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(jobs = n, "handed back the jobs this process held"),
+            Ok(Err(e)) => tracing::warn!(
+                error = format!("{e:#}"),
+                "could not hand back this process's jobs; their leases run out in seconds"
+            ),
+            Err(_) => tracing::warn!(
+                "the store did not answer in time to hand back this process's jobs; their leases run out in seconds"
+            ),
+        }
     }
 }
 
@@ -184,6 +211,7 @@ impl App {
     /// Serves HTTP and runs the scheduler in background tasks.
     pub fn spawn(self) -> Running {
         let http = tokio::spawn(http::serve::serve(self.listener, self.router, self.edge));
+        let worker = self.runner.worker().to_string();
         let sched = tokio::spawn(self.runner.run());
         let learn = tokio::spawn(learn_workspace(self.workspace));
         // Requests stored under an earlier policy are held to this one from the start.
@@ -201,6 +229,7 @@ impl App {
             store: self.store,
             metrics: self.metrics,
             reloader: self.reloader,
+            worker,
             tasks: vec![http, sched, learn, enforce],
             _single: self.single,
         }
@@ -215,7 +244,7 @@ impl App {
         shutdown_signal().await;
         reloads.abort();
         tracing::info!("stopping");
-        drop(running);
+        running.stop().await;
         Ok(())
     }
 }

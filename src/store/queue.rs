@@ -377,6 +377,19 @@ impl Store {
         Ok(result.rows_affected)
     }
 
+    /// Hands back the unfinished jobs `worker` holds (it is stopping): any worker may claim them
+    /// at once.
+    pub async fn release_leases_of(&self, worker: &str) -> anyhow::Result<u64> {
+        let result = job::Entity::update_many()
+            .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
+            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+            .filter(job::Column::DoneAt.is_null())
+            .filter(job::Column::LockedBy.eq(worker))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
     /// Is the job with this dedupe key still unfinished (queued, or running somewhere)?
     pub async fn job_unfinished(&self, dedupe_key: &str) -> anyhow::Result<bool> {
         Ok(job::Entity::find()

@@ -239,3 +239,69 @@ async fn a_second_serve_on_the_same_sqlite_file_refuses_to_start() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     drop(first);
 }
+
+/// SIGTERM (a deploy, a scale-down): the process stops at once and hands back the jobs it held,
+/// so the next process runs them now instead of after their lease runs out.
+#[tokio::test]
+async fn sigterm_hands_back_the_jobs_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_secret = format!("hook-{}", suffix());
+    let hook = jitbot::fakes::WebhookReceiver::start(&hook_secret)
+        .await
+        .unwrap();
+    // The receiver takes 30 s to answer: the grant is in flight when the signal comes.
+    hook.set_delay(Duration::from_secs(30));
+    let secret_env = format!("JIT_HOOK_{}", suffix().to_uppercase());
+    let policy = hook_policy_file(dir.path(), &hook.url, &secret_env);
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jitbot.db").display()
+    );
+    let slack = FakeSlack::start().await.unwrap();
+    let secret = format!("secret-{}", suffix());
+    let env = vec![(secret_env, hook_secret)];
+    let mut server = serve(&db_url, &policy, &slack.base_url, &secret, &env);
+    let sender = SlackSender::new(&server.url, &secret);
+    let id = TestApp::id_in(
+        &sender
+            .command_text(ALICE, "request app 1h deploy")
+            .await
+            .unwrap(),
+    );
+    hook.wait_deliveries(1, WAIT).await.unwrap();
+    let store = jitbot::store::Store::connect(&db_url).await.unwrap();
+    let held = |jobs: &[jitbot::store::JobRow]| {
+        jobs.iter()
+            .any(|j| j.kind == "grant" && j.locked_by.is_some())
+    };
+    assert!(
+        held(&store.jobs_of(id).await.unwrap()),
+        "the grant is held while in flight"
+    );
+    let started = Instant::now();
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let exited = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.is_some(), "jitbot stops within seconds of SIGTERM");
+    let jobs = store.jobs_of(id).await.unwrap();
+    let grant = jobs
+        .iter()
+        .find(|j| j.kind == "grant")
+        .expect("the grant job");
+    assert!(grant.done_at.is_none(), "it was not finished");
+    assert!(
+        grant.locked_by.is_none() && grant.locked_until.is_none(),
+        "handed back for the next process: {grant:?}"
+    );
+}
