@@ -344,6 +344,7 @@ impl Checker<'_> {
                 resources.insert(name.to_string(), resource);
             }
         }
+        self.same_access_twice(&resources);
         Policy {
             settings,
             groups,
@@ -351,6 +352,41 @@ impl Checker<'_> {
             providers,
             limits,
             resources,
+        }
+    }
+
+    /// Two resources that grant the same access (same provider, same grant) under different
+    /// rules: whoever may use the looser one gets it on its terms.
+    fn same_access_twice(&mut self, resources: &BTreeMap<String, Resource>) {
+        let mut seen: BTreeMap<(String, String), &Resource> = BTreeMap::new();
+        for r in resources.values() {
+            let key = (
+                r.provider.clone(),
+                serde_json::Value::Object(r.grant.clone()).to_string(),
+            );
+            match seen.get(&key) {
+                Some(first) => {
+                    let same_rules = first.approvers == r.approvers
+                        && first.approvals == r.approvals
+                        && first.max_duration == r.max_duration
+                        && first.requesters == r.requesters
+                        && first.self_approval == r.self_approval
+                        && first.auto_approve.len() == r.auto_approve.len();
+                    if !same_rules {
+                        self.warn(
+                            Key(&["resources", &r.name]),
+                            format!("resources.{}", r.name),
+                            format!(
+                                "grants the same access as `{}` (provider {}, same grant) under different rules: the looser one decides",
+                                first.name, r.provider
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    seen.insert(key, r);
+                }
+            }
         }
     }
 

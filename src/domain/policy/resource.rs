@@ -135,6 +135,13 @@ impl Checker<'_> {
             .requesters
             .as_ref()
             .map(|r| self.principals(r, &format!("{path}.requesters"), groups));
+        if raw.self_approval == Some(true) && approvals == 1 {
+            self.warn(
+                Key(&["resources", name, "self_approval"]),
+                format!("{path}.self_approval"),
+                "self_approval with approvals: 1 lets an approver grant themselves access with nobody else looking; consider approvals: 2 or auto_approve with a short max_duration",
+            );
+        }
         if let Some(esc) = &raw.escalation {
             self.error(
                 esc,
@@ -155,6 +162,17 @@ impl Checker<'_> {
                 );
             }
             let rule_max = self.duration(&rule.max_duration, &format!("{rule_path}.max_duration"));
+            if let (Some(rule_max), Some(max)) = (rule_max, max_duration)
+                && rule_max > max
+            {
+                self.warn(
+                    &rule.max_duration,
+                    format!("{rule_path}.max_duration"),
+                    format!(
+                        "the rule allows {rule_max} but the resource's max_duration is {max}: nothing over {max} can be asked for at all"
+                    ),
+                );
+            }
             if let Some(rule_max) = rule_max {
                 auto_approve.push(AutoApprove {
                     requesters,

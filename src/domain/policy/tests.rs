@@ -218,3 +218,52 @@ fn check_speaks_plainly_about_empty_files_unknown_keys_and_types() {
         "/nonexistent/p.yaml: cannot read the policy file: no such file"
     );
 }
+
+#[test]
+fn check_warns_about_footguns_with_their_line() {
+    let warnings = |text: &str| {
+        Policy::parse("p.yaml", text)
+            .expect("loads")
+            .1
+            .into_iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+    };
+    let wide = GOOD.replace("max_duration: 30m", "max_duration: 8h");
+    let w = warnings(&wide);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("auto_approve[0].max_duration") && w.contains("8h")),
+        "{w:?}"
+    );
+    let lonely = GOOD.replace(
+        "    approvers: [dba]\n",
+        "    approvers: [dba]\n    self_approval: true\n",
+    );
+    let w = warnings(&lonely);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("self_approval") && w.contains("nobody else")),
+        "{w:?}"
+    );
+    let twice = format!(
+        "{GOOD}  prod-db-easy:\n    provider: pg-main\n    grant: {{ role: prod_rw }}\n    max_duration: 8h\n    channel: C0REVIEW\n    approvers: [dba]\n"
+    );
+    let w = warnings(&twice);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("same access as `prod-db`") && w.contains(":2")),
+        "{w:?}"
+    );
+    // The example policy has none of these.
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifest/policy.yaml"))
+            .unwrap();
+    assert!(
+        warnings(&example)
+            .iter()
+            .all(|w| w.contains("environment variable")),
+        "{:?}",
+        warnings(&example)
+    );
+}
