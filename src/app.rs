@@ -214,6 +214,7 @@ impl App {
         let worker = self.runner.worker().to_string();
         let sched = tokio::spawn(self.runner.run());
         let learn = tokio::spawn(learn_workspace(self.workspace));
+        let seal = tokio::spawn(seal_audit_trail(self.store.clone()));
         // Requests stored under an earlier policy are held to this one from the start.
         let service = self.reloader.service.clone();
         let enforce = tokio::spawn(async move {
@@ -230,7 +231,7 @@ impl App {
             metrics: self.metrics,
             reloader: self.reloader,
             worker,
-            tasks: vec![http, sched, learn, enforce],
+            tasks: vec![http, sched, learn, enforce, seal],
             _single: self.single,
         }
     }
@@ -425,6 +426,25 @@ async fn check_bot_token(
             tracing::warn!("Slack did not answer auth.test in time; going on");
             Ok(None)
         }
+    }
+}
+
+/// Links new audit events into the hash chain, within a second or so of their writing; with
+/// several replicas, whichever holds the chain head's lock does it.
+async fn seal_audit_trail(store: Store) {
+    loop {
+        let wait = match store.seal_audit().await {
+            Ok(n) if n >= crate::store::audit::SEAL_BATCH => std::time::Duration::ZERO,
+            Ok(_) => std::time::Duration::from_secs(1),
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not seal the audit trail; trying again"
+                );
+                std::time::Duration::from_secs(5)
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 

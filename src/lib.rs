@@ -13,6 +13,7 @@
 //! - [`demo`]: `jitbot demo`.
 
 pub mod app;
+pub mod audit_export;
 pub mod config;
 pub mod demo;
 pub mod domain;

@@ -27,6 +27,26 @@ enum Cmd {
     },
     /// Show the whole life of a request on this machine: no Slack workspace, no cloud account.
     Demo,
+    /// The audit trail: verify its hash chain, or export it with its hashes.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Walk the hash chain; name the first broken link and exit 1, else exit 0.
+    Verify,
+    /// Print the audit trail with its hashes, oldest first.
+    Export {
+        /// json (an array) or csv.
+        #[arg(long, default_value = "json")]
+        format: jitbot::audit_export::Format,
+        /// Only events at or after this time (RFC 3339, or a date such as 2026-11-30).
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 fn init_tracing(env: &Env, default: &str) {
@@ -107,12 +127,69 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Cmd::Audit { command } => {
+            init_tracing(&env, "warn");
+            let url = env
+                .secret("JIT_DATABASE_URL")?
+                .map(|s| s.expose().to_string())
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+            let store = Store::connect(&url)
+                .await
+                .map_err(|e| UserError(format!("{e:#}")))?;
+            match command {
+                AuditCmd::Verify => {
+                    let report = store.verify_audit().await.map_err(not_migrated)?;
+                    match &report.broken {
+                        None => {
+                            println!(
+                                "the audit chain holds: {} links, head {}{}",
+                                report.sealed,
+                                report.head_hash,
+                                if report.unsealed > 0 {
+                                    format!(" ({} newer events not linked yet)", report.unsealed)
+                                } else {
+                                    String::new()
+                                }
+                            );
+                        }
+                        Some(broken) => {
+                            eprintln!("error: the audit chain is broken: {broken}");
+                            return Ok(ExitCode::from(1));
+                        }
+                    }
+                }
+                AuditCmd::Export { format, since } => {
+                    let since = match since.as_deref() {
+                        None => 0,
+                        Some(text) => jitbot::audit_export::parse_time(text)
+                            .map_err(|e| UserError(format!("--since {text:?}: {e}")))?,
+                    };
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    jitbot::audit_export::export(&store, format, since, &mut out)
+                        .await
+                        .map_err(not_migrated)?;
+                }
+            }
+        }
         Cmd::Demo => {
             init_tracing(&env, "error");
             jitbot::demo::run().await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A store from before the audit chain answers with an unknown column: say what to do.
+fn not_migrated(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("seq") || text.contains("audit_head") {
+        UserError(format!(
+            "the database has no audit chain yet: run `jitbot migrate` (or start `jitbot serve`) first ({text})"
+        ))
+        .into()
+    } else {
+        e
+    }
 }
 
 fn main() -> ExitCode {

@@ -9,6 +9,7 @@ mod m20261124_000001_create_tables;
 mod m20261129_000002_job_lanes;
 mod m20261129_000003_hot_path_indexes;
 mod m20261204_000004_policy_at_every_step;
+mod m20261204_000005_audit_chain;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_job_lanes::Migration),
             Box::new(m20261129_000003_hot_path_indexes::Migration),
             Box::new(m20261204_000004_policy_at_every_step::Migration),
+            Box::new(m20261204_000005_audit_chain::Migration),
         ]
     }
 }

@@ -146,6 +146,29 @@ pub mod audit {
         pub actor: String,
         pub action: String,
         pub detail: String,
+        /// Place in the hash chain, once sealed.
+        pub seq: Option<i64>,
+        /// SHA-256 (hex) of the previous link's hash and this event, once sealed.
+        pub hash: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_head {
+    use sea_orm::entity::prelude::*;
+
+    /// The last link of the audit chain (one row, id 1).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_head")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub last_seq: i64,
+        pub last_hash: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

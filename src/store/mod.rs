@@ -7,6 +7,7 @@
 //! - [`queue`]: the durable job queue: lanes, claims, leases, retries.
 //! - `writer`: group commit: concurrent transitions applied together in one transaction.
 
+pub mod audit;
 mod batch;
 pub mod decisions;
 pub mod entities;

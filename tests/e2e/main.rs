@@ -2,6 +2,7 @@
 //! and real PostgreSQL stores, real PostgreSQL roles and a real webhook receiver.
 
 mod approvals;
+mod audit;
 mod cli;
 mod edge;
 mod failures;

@@ -1,0 +1,261 @@
+//! The audit trail as a hash chain. Events are written with what they record, in the same
+//! transaction; a sealer then links them, in the order it seals them: each sealed event gets the
+//! next `seq` and `hash` = SHA-256 of the previous link's hash and of every field of the event
+//! (each length-prefixed, so no two events encode alike). `audit_head` holds the last link, and
+//! whoever seals holds its row lock, so several replicas never fork the chain. An edited,
+//! deleted or reordered event no longer matches its link: [`Store::verify_audit`] names the
+//! first one.
+
+use anyhow::Context;
+use sea_orm::sea_query::{CaseStatement, Expr};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sha2::{Digest, Sha256};
+
+use super::entities::{audit, audit_head};
+use super::{AuditEvent, Store};
+
+/// The hash before the first link.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Events sealed per transaction.
+pub const SEAL_BATCH: u64 = 1_000;
+/// Sealed events read per query while verifying.
+const VERIFY_PAGE: u64 = 5_000;
+
+/// The link of one event: SHA-256 over the previous hash and the event's fields.
+pub fn link(previous: &str, seq: i64, event: &AuditEvent) -> String {
+    let mut hash = Sha256::new();
+    let request = event.request_id.map(|r| r.to_string()).unwrap_or_default();
+    let fields: [&[u8]; 8] = [
+        previous.as_bytes(),
+        &seq.to_be_bytes(),
+        &event.id.to_be_bytes(),
+        &event.at.to_be_bytes(),
+        request.as_bytes(),
+        event.actor.as_bytes(),
+        event.action.as_bytes(),
+        event.detail.as_bytes(),
+    ];
+    for field in fields {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    hex::encode(hash.finalize())
+}
+
+/// Where the chain first fails to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Break {
+    /// The event at `seq` does not match its link: edited, or its link was.
+    Altered { seq: i64, id: i32 },
+    /// Links are missing between `after` and `next` (events deleted).
+    Missing { after: i64, next: i64 },
+    /// The chain ends before its head says it does (the newest events deleted).
+    Truncated { last: i64, head: i64 },
+}
+
+impl std::fmt::Display for Break {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Break::Altered { seq, id } => write!(
+                f,
+                "link {seq} (audit event {id}) does not match: the event or its hash was changed"
+            ),
+            Break::Missing { after, next } => write!(
+                f,
+                "links {} to {} are missing after link {after}: events were deleted",
+                after + 1,
+                next - 1
+            ),
+            Break::Truncated { last, head } => write!(
+                f,
+                "the chain ends at link {last} but its head is at {head}: the newest events were deleted"
+            ),
+        }
+    }
+}
+
+/// What walking the chain found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Links checked.
+    pub sealed: u64,
+    /// Events written but not linked yet (the sealer links them within seconds).
+    pub unsealed: u64,
+    /// The last link's hash, to compare with a copy kept elsewhere.
+    pub head_hash: String,
+    pub broken: Option<Break>,
+}
+
+impl Store {
+    /// Links up to [`SEAL_BATCH`] unsealed events into the chain, oldest first; how many.
+    pub async fn seal_audit(&self) -> anyhow::Result<u64> {
+        let txn = self.db.begin().await?;
+        let head = audit_head::Entity::find_by_id(1)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .context("the audit chain's head row is missing (run jitbot migrate)")?;
+        let events = audit::Entity::find()
+            .filter(audit::Column::Seq.is_null())
+            .order_by_asc(audit::Column::Id)
+            .limit(SEAL_BATCH)
+            .all(&txn)
+            .await?;
+        if events.is_empty() {
+            txn.rollback().await?;
+            return Ok(0);
+        }
+        let (mut seq, mut hash) = (head.last_seq, head.last_hash);
+        let mut seqs = CaseStatement::new();
+        let mut hashes = CaseStatement::new();
+        for event in &events {
+            seq += 1;
+            hash = link(&hash, seq, event);
+            seqs = seqs.case(audit::Column::Id.eq(event.id), Expr::value(seq));
+            hashes = hashes.case(audit::Column::Id.eq(event.id), Expr::value(hash.clone()));
+        }
+        audit::Entity::update_many()
+            .col_expr(audit::Column::Seq, seqs.into())
+            .col_expr(audit::Column::Hash, hashes.into())
+            .filter(audit::Column::Id.is_in(events.iter().map(|e| e.id)))
+            .filter(audit::Column::Seq.is_null())
+            .exec(&txn)
+            .await?;
+        audit_head::Entity::update_many()
+            .col_expr(audit_head::Column::LastSeq, Expr::value(seq))
+            .col_expr(audit_head::Column::LastHash, Expr::value(hash))
+            .filter(audit_head::Column::Id.eq(1))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(events.len() as u64)
+    }
+
+    /// Walks the whole chain from its first link and names the first place it does not hold.
+    /// Reads only.
+    pub async fn verify_audit(&self) -> anyhow::Result<ChainReport> {
+        let head = audit_head::Entity::find_by_id(1)
+            .one(&self.read)
+            .await?
+            .context("the audit chain's head row is missing (run jitbot migrate)")?;
+        let mut previous = GENESIS.to_string();
+        let mut last = 0_i64;
+        let mut sealed = 0_u64;
+        let mut broken = None;
+        'walk: loop {
+            let page = audit::Entity::find()
+                .filter(audit::Column::Seq.gt(last))
+                .order_by_asc(audit::Column::Seq)
+                .limit(VERIFY_PAGE)
+                .all(&self.read)
+                .await?;
+            for event in &page {
+                let seq = event.seq.unwrap_or_default();
+                if seq != last + 1 {
+                    broken = Some(Break::Missing {
+                        after: last,
+                        next: seq,
+                    });
+                    break 'walk;
+                }
+                let expected = link(&previous, seq, event);
+                if event.hash.as_deref() != Some(expected.as_str()) {
+                    broken = Some(Break::Altered { seq, id: event.id });
+                    break 'walk;
+                }
+                previous = expected;
+                last = seq;
+                sealed += 1;
+            }
+            if page.len() < VERIFY_PAGE as usize {
+                break;
+            }
+        }
+        if broken.is_none() {
+            if last < head.last_seq {
+                broken = Some(Break::Truncated {
+                    last,
+                    head: head.last_seq,
+                });
+            } else if last > 0 && previous != head.last_hash {
+                broken = Some(Break::Altered { seq: last, id: -1 });
+            }
+        }
+        let unsealed = audit::Entity::find()
+            .filter(audit::Column::Seq.is_null())
+            .select_only()
+            .column_as(audit::Column::Id.count(), "n")
+            .into_tuple::<i64>()
+            .one(&self.read)
+            .await?
+            .unwrap_or(0)
+            .max(0) as u64;
+        Ok(ChainReport {
+            sealed,
+            unsealed,
+            head_hash: previous,
+            broken,
+        })
+    }
+
+    /// Audit events at or after `since` (epoch ms), in chain order (sealed first, by link; then
+    /// the unsealed, by id), a page at a time: `after` is the last `(seq, id)` of the page before.
+    pub async fn audit_page(
+        &self,
+        since: i64,
+        after_seq: i64,
+        limit: u64,
+    ) -> anyhow::Result<Vec<AuditEvent>> {
+        Ok(audit::Entity::find()
+            .filter(audit::Column::Seq.gt(after_seq))
+            .filter(audit::Column::At.gte(since))
+            .order_by_asc(audit::Column::Seq)
+            .limit(limit)
+            .all(&self.read)
+            .await?)
+    }
+
+    /// The events not sealed yet, oldest first.
+    pub async fn audit_unsealed(&self, since: i64) -> anyhow::Result<Vec<AuditEvent>> {
+        Ok(audit::Entity::find()
+            .filter(audit::Column::Seq.is_null())
+            .filter(audit::Column::At.gte(since))
+            .order_by_asc(audit::Column::Id)
+            .all(&self.read)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: i32, detail: &str) -> AuditEvent {
+        AuditEvent {
+            id,
+            at: 1_700_000_000_000,
+            request_id: Some(7),
+            actor: "U0BOB".into(),
+            action: "approved".into(),
+            detail: detail.into(),
+            seq: None,
+            hash: None,
+        }
+    }
+
+    #[test]
+    fn a_link_depends_on_every_field_and_on_the_one_before() {
+        let base = link(GENESIS, 1, &event(1, "{}"));
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, link(GENESIS, 1, &event(1, "{}")), "deterministic");
+        assert_ne!(base, link(GENESIS, 2, &event(1, "{}")));
+        assert_ne!(base, link(GENESIS, 1, &event(2, "{}")));
+        assert_ne!(base, link(GENESIS, 1, &event(1, "{ }")));
+        assert_ne!(base, link(&base, 1, &event(1, "{}")));
+        // Length prefixes: moving a character from one field to the next changes the link.
+        let mut a = event(1, "{}");
+        a.actor = "U0BO".into();
+        a.action = "Bapproved".into();
+        assert_ne!(base, link(GENESIS, 1, &a));
+    }
+}
