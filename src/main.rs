@@ -24,6 +24,9 @@ enum Cmd {
     Check {
         /// The policy file (default: $JIT_POLICY, else manifest/policy.yaml).
         policy: Option<PathBuf>,
+        /// Also print every resource as expanded from templates.
+        #[arg(long)]
+        list: bool,
     },
     /// Show the whole life of a request on this machine: no Slack workspace, no cloud account.
     Demo,
@@ -91,7 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             println!("migrations applied");
         }
-        Cmd::Check { policy } => {
+        Cmd::Check { policy, list } => {
             let path = policy.unwrap_or_else(|| {
                 env.get("JIT_POLICY")
                     .unwrap_or_else(|| DEFAULT_POLICY.into())
@@ -117,6 +120,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         policy.providers.len(),
                         policy.groups.len()
                     );
+                    if list {
+                        for r in policy.resources.values() {
+                            println!(
+                                "{}\tprovider {}\tgrant {}\tup to {}\tapprovers {} ({} needed)",
+                                r.name,
+                                r.provider,
+                                serde_json::Value::Object(r.grant.clone()),
+                                r.max_duration,
+                                r.approvers.join(","),
+                                r.approvals
+                            );
+                        }
+                    }
                 }
                 Err(errors) => {
                     for e in &errors.0 {

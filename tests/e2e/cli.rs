@@ -217,3 +217,29 @@ fn serve_refuses_a_broken_policy_with_exit_1() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("policy.yaml:"), "{stderr}");
 }
+
+#[test]
+fn check_list_prints_the_resources_a_template_stands_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "groups:\n  dba: { members: [U0DBA1] }\nproviders:\n  hooks: { kind: webhook, url: \"https://h.example.com/\", secret_env: JIT_HOOK }\n\
+         resources:\n  db-{env}:\n    for: { env: [prod, staging] }\n    vars: { host: { prod: db1, staging: db2 } }\n    provider: hooks\n    grant: { host: \"{host}\" }\n    max_duration: 1h\n    channel: C0REVIEW\n    approvers: [dba]\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = jitbot(
+        &["check", "--list", file.to_str().unwrap()],
+        &[("JIT_HOOK", "x")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok (2 resources"), "{stdout}");
+    assert!(
+        stdout.contains("db-prod\tprovider hooks\tgrant {\"host\":\"db1\"}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("db-staging\tprovider hooks\tgrant {\"host\":\"db2\"}"),
+        "{stdout}"
+    );
+}

@@ -457,3 +457,28 @@ async fn a_store_that_does_not_answer_gets_a_try_again_within_slacks_deadline() 
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_resource_from_a_template_is_requested_and_granted_with_its_values() {
+    let ((app, hook), _) = spawn_hook_app_with(Backend::Sqlite, |p| {
+        p.replacen(
+            "resources:\n",
+            "resources:\n  app-{tier}:\n    for: { tier: [gold, silver] }\n    vars: { quota: { gold: \"100\", silver: \"10\" } }\n    provider: hooks\n    grant: { app: \"app-{tier}\", quota: \"{quota}\" }\n    max_duration: 1h\n    channel: C0REVIEW\n    approvers: [dba]\n",
+            1,
+        )
+    })
+    .await;
+    let resources = app.say(ALICE, "resources").await;
+    assert!(
+        resources.contains("app-gold") && resources.contains("app-silver"),
+        "{resources}"
+    );
+    let id = TestApp::id_in(&app.say(ALICE, "request app-silver 1h x").await);
+    app.click(BOB, APPROVE, id).await;
+    let grant = hook.wait_for("grant", 1, WAIT).await.unwrap();
+    assert_eq!(
+        grant[0].body["grant"],
+        serde_json::json!({"app": "app-silver", "quota": "10"})
+    );
+    app.finish().await;
+}

@@ -14,6 +14,7 @@ pub use live::LivePolicy;
 mod check;
 mod live;
 mod resource;
+mod template;
 #[cfg(test)]
 mod tests;
 
@@ -339,8 +340,13 @@ impl Policy {
             )]));
         }
         let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
-        let node = marked_yaml::parse_yaml_with_options(0, text, options)
+        let mut node = marked_yaml::parse_yaml_with_options(0, text, options)
             .map_err(|e| PolicyErrors(vec![load_error(file, e)]))?;
+        let mut template_errors = template::expand(&mut node, file);
+        if !template_errors.is_empty() {
+            template_errors.sort_by_key(|d| (d.line, d.column));
+            return Err(PolicyErrors(template_errors));
+        }
         let raw: RawPolicy = marked_yaml::from_node(&node).map_err(|e| {
             let (line, column) = e
                 .start_mark()
