@@ -401,8 +401,9 @@ async fn reload_on_hangup(reloader: Arc<Reloader>) {
     std::future::pending::<()>().await;
 }
 
-/// How long `serve` waits for `auth.test` at start before going on without it.
-const TOKEN_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long `serve` waits for `auth.test` at start before going on without it: short, since a
+/// restart while Slack is slow must not hold back the revokes that fell due meanwhile.
+const TOKEN_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `auth.test` at start: a token Slack refuses (`invalid_auth`, `token_revoked`, …) stops `serve`
 /// with one line; a Slack that does not answer is logged, and checked again in the background.

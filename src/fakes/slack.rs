@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 /// The workspace the fake Slack is, unless a test says otherwise.
 pub const TEAM_ID: &str = "T0TEST";
@@ -166,12 +165,15 @@ fn block_kit_error(body: &Value) -> Option<&'static str> {
 pub struct FakeSlack {
     pub base_url: String,
     state: Arc<SlackState>,
-    task: JoinHandle<()>,
+    /// Stops the fake's own thread.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for FakeSlack {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -429,15 +431,32 @@ impl FakeSlack {
             .route("/api/{method}", any(slack_method))
             .route("/hooks/{*rest}", axum::routing::post(response_url))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // The fake answers from a thread and runtime of its own, so it keeps answering while
+        // the code under test (or a test waiting on a child process) blocks the caller's runtime.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("fake-slack".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = axum::serve(listener, app) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })?;
         Ok(FakeSlack {
             base_url: format!("http://{addr}/api/"),
             state,
-            task,
+            stop: Some(stop),
         })
     }
 
