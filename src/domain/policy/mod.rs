@@ -11,8 +11,10 @@ use super::duration::GrantDuration;
 use check::{Checker, RawPolicy, load_error};
 pub use live::LivePolicy;
 
+mod advice;
 mod check;
 mod live;
+mod providers;
 mod resource;
 mod template;
 #[cfg(test)]
@@ -356,7 +358,7 @@ impl Policy {
                 line,
                 column,
                 e.path().unwrap_or(""),
-                check::plain_error(&(*e).to_string()),
+                advice::plain_error(&(*e).to_string()),
             )])
         })?;
         let mut checker = Checker {

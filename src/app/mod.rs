@@ -18,6 +18,14 @@ use crate::service::Service;
 use crate::slack::SlackApi;
 use crate::store::{SingleProcess, Store};
 
+mod checks;
+mod reload;
+
+use checks::check_bot_token;
+pub use checks::{prepare, ready_to_serve, refuse_privileged_identities};
+pub use reload::Reloader;
+use reload::reload_on_hangup;
+
 pub struct App {
     pub addr: SocketAddr,
     pub store: Store,
@@ -250,186 +258,6 @@ impl App {
     }
 }
 
-/// What `serve` needs of a policy beyond `check`: every variable its providers name is set
-/// (all missing ones named at once).
-pub fn ready_to_serve(policy: &Policy, env: &Env) -> anyhow::Result<()> {
-    let mut problems = Vec::new();
-    for (name, provider) in &policy.providers {
-        for var in provider.env_vars() {
-            if let Err(e) = env.require(var) {
-                problems.push(format!("{e} (provider {name})"));
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(UserError(problems.join("\n")).into())
-    }
-}
-
-/// How long `serve` (or a reload) waits for a postgres provider to say who its superusers are.
-const PRIVILEGE_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Refuses a policy that maps a person to a provider's superuser or to the login jitbot itself
-/// connects as (`check` refuses the built-in names; this asks each postgres provider). A provider
-/// that cannot be reached now is logged: its grants check again and refuse such a login.
-pub async fn refuse_privileged_identities(policy: &Policy, env: &Env) -> anyhow::Result<()> {
-    let mut found = Vec::new();
-    for (name, config) in &policy.providers {
-        let crate::domain::ProviderConfig::Postgres { url_env } = config else {
-            continue;
-        };
-        let people: Vec<(&String, &String)> = policy
-            .identities
-            .iter()
-            .filter_map(|(user, ids)| ids.get("postgres").map(|login| (user, login)))
-            .collect();
-        if people.is_empty() {
-            continue;
-        }
-        // Unset: `serve` refuses that on its own; `check` only warns.
-        let Some(url) = env.secret(url_env)? else {
-            continue;
-        };
-        let logins: Vec<String> = people.iter().map(|(_, l)| (*l).clone()).collect();
-        let check = crate::providers::postgres::privileged_logins(url.expose(), &logins);
-        match tokio::time::timeout(PRIVILEGE_CHECK_DEADLINE, check).await {
-            Ok(Ok(privileged)) => {
-                for (login, why) in privileged {
-                    for (user, _) in people.iter().filter(|(_, l)| **l == login) {
-                        found.push(format!(
-                            "identities.{user}.postgres: `{login}` {why} at provider {name}; jitbot must never grant to or revoke from it"
-                        ));
-                    }
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(provider = %name, error = format!("{e:#}"), "could not check the postgres identities for superusers; each grant checks again")
-            }
-            Err(_) => {
-                tracing::warn!(provider = %name, "the postgres provider did not answer in time to check identities for superusers; each grant checks again")
-            }
-        }
-    }
-    if found.is_empty() {
-        Ok(())
-    } else {
-        Err(UserError(found.join("\n")).into())
-    }
-}
-
-/// Reloads the policy file on demand (`SIGHUP`): the new file must pass `check` and what `serve`
-/// needs, or the policy in force stays and the refusal is logged and counted.
-pub struct Reloader {
-    path: std::path::PathBuf,
-    env: Env,
-    policy: Arc<LivePolicy>,
-    service: Service,
-    metrics: Arc<Metrics>,
-}
-
-impl Reloader {
-    /// The policy in force, as every decision reads it.
-    pub fn policy(&self) -> &Arc<LivePolicy> {
-        &self.policy
-    }
-
-    /// Loads, checks and puts the file in force, then holds pending requests to it. Returns how
-    /// many were cancelled; an error (the old policy still in force) when the file was refused.
-    pub async fn reload(&self) -> anyhow::Result<u64> {
-        let loaded = Policy::load(&self.path)
-            .map_err(anyhow::Error::from)
-            .and_then(|(policy, _warnings)| {
-                ready_to_serve(&policy, &self.env)?;
-                Ok(policy)
-            });
-        let loaded = match loaded {
-            Ok(policy) => refuse_privileged_identities(&policy, &self.env)
-                .await
-                .map(|()| policy),
-            Err(e) => Err(e),
-        };
-        let policy = match loaded {
-            Ok(policy) => policy,
-            Err(e) => {
-                crate::metrics::Metrics::inc(&self.metrics.policy_reload_failures);
-                tracing::error!(
-                    file = %self.path.display(),
-                    error = format!("{e:#}"),
-                    "policy reload refused; the policy in force stays"
-                );
-                return Err(e);
-            }
-        };
-        give_back_freed_memory();
-        tracing::info!(
-            file = %self.path.display(),
-            resources = policy.resources.len(),
-            "policy reloaded"
-        );
-        self.policy.replace(policy);
-        crate::metrics::Metrics::inc(&self.metrics.policy_reloads);
-        self.service.enforce_policy(chrono::Utc::now()).await
-    }
-}
-
-/// Each `SIGHUP` reloads the policy (a refused file is logged and counted by [`Reloader`]).
-async fn reload_on_hangup(reloader: Arc<Reloader>) {
-    #[cfg(unix)]
-    {
-        let mut hangups = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::hangup(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; the policy cannot be reloaded");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the policy");
-            if let Err(e) = reloader.reload().await
-                && !e.is::<crate::domain::policy::PolicyErrors>()
-                && !e.is::<UserError>()
-            {
-                tracing::error!(error = format!("{e:#}"), "after reloading the policy");
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    std::future::pending::<()>().await;
-}
-
-/// How long `serve` waits for `auth.test` at start before going on without it: short, since a
-/// restart while Slack is slow must not hold back the revokes that fell due meanwhile.
-const TOKEN_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// `auth.test` at start: a token Slack refuses (`invalid_auth`, `token_revoked`, …) stops `serve`
-/// with one line; a Slack that does not answer is logged, and checked again in the background.
-async fn check_bot_token(
-    slack: &SlackApi,
-) -> anyhow::Result<Option<crate::slack::client::BotIdentity>> {
-    match tokio::time::timeout(TOKEN_CHECK_DEADLINE, slack.auth_test()).await {
-        Ok(Ok(me)) => Ok(Some(me)),
-        Ok(Err(e)) => match crate::slack::SlackError::find(&e) {
-            Some(error) if error.is_permanent() => Err(UserError(format!(
-                "Slack refuses SLACK_BOT_TOKEN ({}): copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page",
-                error.code()
-            ))
-            .into()),
-            _ => {
-                tracing::warn!(error = format!("{e:#}"), "cannot reach Slack to check the bot token; going on");
-                Ok(None)
-            }
-        },
-        Err(_) => {
-            tracing::warn!("Slack did not answer auth.test in time; going on");
-            Ok(None)
-        }
-    }
-}
-
 /// Links new audit events into the hash chain, within a second or so of their writing; with
 /// several replicas, whichever holds the chain head's lock does it.
 async fn seal_audit_trail(store: Store) {
@@ -481,48 +309,6 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
-    }
-}
-
-/// Everything `serve` needs that can be checked without the database: the configuration, the
-/// policy file, and the variables its providers name. Every problem is reported at once, one
-/// line each, so an operator fixes them in one go.
-pub fn prepare(env: &Env) -> anyhow::Result<(Config, Policy)> {
-    let mut problems = Vec::new();
-    if let Some(filter) = env.get("JIT_LOG")
-        && tracing_subscriber::EnvFilter::try_new(&filter).is_err()
-    {
-        problems.push(format!(
-            "JIT_LOG={filter:?} is not a log filter (examples: info, jitbot=debug,info)"
-        ));
-    }
-    let config = Config::from_env(env)
-        .map_err(|e| problems.push(e.to_string()))
-        .ok();
-    let path: std::path::PathBuf = config
-        .as_ref()
-        .map(|c| c.policy.clone())
-        .unwrap_or_else(|| {
-            env.get("JIT_POLICY")
-                .unwrap_or_else(|| crate::config::DEFAULT_POLICY.into())
-                .into()
-        });
-    let policy = match Policy::load(&path) {
-        Ok((policy, _warnings)) => {
-            give_back_freed_memory();
-            if let Err(e) = ready_to_serve(&policy, env) {
-                problems.push(e.to_string());
-            }
-            Some(policy)
-        }
-        Err(e) => {
-            problems.push(e.to_string());
-            None
-        }
-    };
-    match (config, policy) {
-        (Some(config), Some(policy)) if problems.is_empty() => Ok((config, policy)),
-        _ => Err(UserError(problems.join("\n")).into()),
     }
 }
 

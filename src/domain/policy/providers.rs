@@ -1,0 +1,159 @@
+//! The providers of the policy, checked: each kind's fields, the variables they name, and how
+//! hard jitbot may push each one (`concurrency`, `timeout`).
+
+use std::collections::BTreeMap;
+
+use marked_yaml::Spanned;
+
+use super::check::{Checker, Key, LATER_PROVIDER_KINDS, Map, RawProvider};
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn provider_limits(
+        &mut self,
+        raw: &Map<RawProvider>,
+    ) -> BTreeMap<String, ProviderLimits> {
+        let mut out = BTreeMap::new();
+        for (name, p) in raw {
+            let path = format!("providers.{name}");
+            let mut limits = ProviderLimits::default();
+            if let Some(c) = &p.concurrency {
+                if (1..=MAX_PROVIDER_CONCURRENCY).contains(&**c) {
+                    limits.concurrency = **c;
+                } else {
+                    self.error(
+                        c,
+                        format!("{path}.concurrency"),
+                        format!("concurrency is between 1 and {MAX_PROVIDER_CONCURRENCY}"),
+                    );
+                }
+            }
+            if let Some(t) = &p.timeout
+                && let Some(d) = self.duration(t, &format!("{path}.timeout"))
+            {
+                if d.secs() > 300 {
+                    self.error(
+                        t,
+                        format!("{path}.timeout"),
+                        "a provider call may take at most 5m; a revoke must not wait longer",
+                    );
+                } else {
+                    limits.timeout = d;
+                }
+            }
+            out.insert(name.to_string(), limits);
+        }
+        out
+    }
+
+    pub(super) fn providers(&mut self, raw: Map<RawProvider>) -> BTreeMap<String, ProviderConfig> {
+        let mut out = BTreeMap::new();
+        for (name, p) in raw {
+            let path = format!("providers.{name}");
+            let kind = p.kind.as_str();
+            let config = match kind {
+                "postgres" => {
+                    self.refuse_fields(
+                        &path,
+                        kind,
+                        [
+                            ("url", &p.url),
+                            ("secret_env", &p.secret_env),
+                            ("region", &p.region),
+                            ("endpoint_url", &p.endpoint_url),
+                        ],
+                    );
+                    match &p.url_env {
+                        Some(url_env) => Some(ProviderConfig::Postgres {
+                            url_env: url_env.to_string(),
+                        }),
+                        None => {
+                            self.error(&p.kind, &path, "a postgres provider needs `url_env`, the name of the variable holding its admin URL");
+                            None
+                        }
+                    }
+                }
+                "webhook" => {
+                    self.refuse_fields(
+                        &path,
+                        kind,
+                        [
+                            ("url_env", &p.url_env),
+                            ("region", &p.region),
+                            ("endpoint_url", &p.endpoint_url),
+                        ],
+                    );
+                    match (&p.url, &p.secret_env) {
+                        (Some(url), Some(secret_env)) => {
+                            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                                self.error(
+                                    url,
+                                    format!("{path}.url"),
+                                    "a webhook URL starts with https:// or http://",
+                                );
+                            }
+                            Some(ProviderConfig::Webhook {
+                                url: url.to_string(),
+                                secret_env: secret_env.to_string(),
+                            })
+                        }
+                        _ => {
+                            self.error(
+                                &p.kind,
+                                &path,
+                                "a webhook provider needs `url` and `secret_env`",
+                            );
+                            None
+                        }
+                    }
+                }
+                k if LATER_PROVIDER_KINDS.contains(&k) => {
+                    self.error(
+                        &p.kind,
+                        format!("{path}.kind"),
+                        format!(
+                            "provider kind `{k}` is not supported by this version of jitbot yet"
+                        ),
+                    );
+                    None
+                }
+                k => {
+                    self.error(
+                        &p.kind,
+                        format!("{path}.kind"),
+                        format!("unknown provider kind `{k}`; expected postgres or webhook"),
+                    );
+                    None
+                }
+            };
+            if let Some(config) = config {
+                for var in config.env_vars() {
+                    if std::env::var_os(var).is_none()
+                        && std::env::var_os(format!("{var}_FILE")).is_none()
+                    {
+                        self.warn(Key(&["providers", &name]), &path, format!("environment variable {var} is not set; `jitbot serve` will refuse to start without it"));
+                    }
+                }
+                out.insert(name.to_string(), config);
+            }
+        }
+        out
+    }
+
+    pub(super) fn refuse_fields<const N: usize>(
+        &mut self,
+        path: &str,
+        kind: &str,
+        fields: [(&str, &Option<Spanned<String>>); N],
+    ) {
+        for (key, value) in fields {
+            if let Some(value) = value {
+                self.error(
+                    value,
+                    format!("{path}.{key}"),
+                    format!("`{key}` does not apply to a {kind} provider"),
+                );
+            }
+        }
+    }
+}
