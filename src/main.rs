@@ -30,6 +30,12 @@ enum Cmd {
     },
     /// Show the whole life of a request on this machine: no Slack workspace, no cloud account.
     Demo,
+    /// Ask a running `jitbot serve` whether it is healthy (for container health checks): exit 0
+    /// when its /healthz answers 200 within 2 s, else 1.
+    Health {
+        /// The server's base URL (default: from JIT_LISTEN, http://127.0.0.1:3000).
+        url: Option<String>,
+    },
     /// The audit trail: verify its hash chain, or export it with its hashes.
     Audit {
         #[command(subcommand)]
@@ -142,6 +148,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             }
+        }
+        Cmd::Health { url } => {
+            let base = url.unwrap_or_else(|| {
+                let listen = env
+                    .get("JIT_LISTEN")
+                    .and_then(|l| jitbot::config::listen_address(&l).ok())
+                    .unwrap_or_else(|| jitbot::config::DEFAULT_LISTEN.into());
+                // Every interface includes this one.
+                format!("http://{}", listen.replacen("0.0.0.0:", "127.0.0.1:", 1))
+            });
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            let url = format!("{}/healthz", base.trim_end_matches('/'));
+            return Ok(match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => {
+                    println!("healthy");
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!("unhealthy: {url} answered HTTP {}", r.status().as_u16());
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "unhealthy: no answer from {url} ({})",
+                        if e.is_timeout() {
+                            "timed out"
+                        } else {
+                            "cannot connect"
+                        }
+                    );
+                    ExitCode::from(1)
+                }
+            });
         }
         Cmd::Audit { command } => {
             init_tracing(&env, "warn");

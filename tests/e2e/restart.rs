@@ -305,3 +305,38 @@ async fn sigterm_hands_back_the_jobs_in_flight() {
         "handed back for the next process: {grant:?}"
     );
 }
+
+/// `jitbot health`, the container's health check: 0 while serve answers, 1 once it is gone.
+#[tokio::test]
+async fn the_health_command_follows_a_running_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_secret = format!("hook-{}", suffix());
+    let secret_env = format!("JIT_HOOK_{}", suffix().to_uppercase());
+    let policy = hook_policy_file(dir.path(), "http://127.0.0.1:9/hook", &secret_env);
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jitbot.db").display()
+    );
+    let slack = FakeSlack::start().await.unwrap();
+    let server = serve(
+        &db_url,
+        &policy,
+        &slack.base_url,
+        "s",
+        &[(secret_env, hook_secret)],
+    );
+    let health = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jitbot"))
+            .args(["health", url])
+            .output()
+            .expect("jitbot runs")
+    };
+    let out = health(&server.url);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "healthy");
+    let url = server.url.clone();
+    drop(server);
+    let out = health(&url);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy"));
+}
