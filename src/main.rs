@@ -90,13 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Migrate => {
             init_tracing(&env, "info");
-            let url = env
-                .secret("JIT_DATABASE_URL")?
-                .map(|s| s.expose().to_string())
-                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-            let store = Store::connect(&url)
-                .await
-                .map_err(|e| UserError(format!("{e:#}")))?;
+            let store = open_store(&env).await?;
             store.migrate().await?;
             println!("migrations applied");
         }
@@ -187,13 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Audit { command } => {
             init_tracing(&env, "warn");
-            let url = env
-                .secret("JIT_DATABASE_URL")?
-                .map(|s| s.expose().to_string())
-                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-            let store = Store::connect(&url)
-                .await
-                .map_err(|e| UserError(format!("{e:#}")))?;
+            let store = open_store(&env).await?;
             match command {
                 AuditCmd::Verify => {
                     let report = store.verify_audit().await.map_err(not_migrated)?;
@@ -235,6 +223,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store `JIT_DATABASE_URL` (or its `_FILE`) names, for the commands that only need it.
+async fn open_store(env: &Env) -> anyhow::Result<Store> {
+    let url = env
+        .secret("JIT_DATABASE_URL")?
+        .map(|s| s.expose().to_string())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    Store::connect(&url)
+        .await
+        .map_err(|e| UserError(format!("{e:#}")).into())
 }
 
 /// A store from before the audit chain answers with an unknown column: say what to do.

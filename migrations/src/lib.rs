@@ -13,6 +13,14 @@ mod m20261204_000005_audit_chain;
 
 pub struct Migrator;
 
+/// Runs raw statements in order: the migrations that are a list of SQL each way.
+pub(crate) async fn run_all(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    for sql in statements {
+        manager.get_connection().execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
