@@ -12,6 +12,7 @@
 //! - [`fakes`]: recording stand-ins for the Slack Web API and a webhook receiver (demo, tests).
 //! - [`demo`]: `jitbot demo`.
 
+pub mod api;
 pub mod app;
 pub mod audit_export;
 pub mod config;

@@ -36,6 +36,20 @@ enum Cmd {
         /// The server's base URL (default: from JIT_LISTEN, http://127.0.0.1:3000).
         url: Option<String>,
     },
+    /// Ask for access over the HTTP API ($JIT_API_URL, $JIT_API_TOKEN or $JIT_API_TOKEN_FILE)
+    /// and wait: exit 0 once access is active, 1 if refused, denied, failed or still waiting at
+    /// --timeout, 2 if jitbot answers with an error of its own. The request goes to stdout as JSON.
+    Request {
+        /// The resource (`prod-db`).
+        resource: String,
+        /// How long, such as 30m or 1h30m.
+        duration: String,
+        /// Why; some resources require a reason or a ticket id.
+        reason: Vec<String>,
+        /// Stop waiting after this long (the request stays open).
+        #[arg(long, default_value = "1h")]
+        timeout: String,
+    },
     /// The audit trail: verify its hash chain, or export it with its hashes.
     Audit {
         #[command(subcommand)]
@@ -216,6 +230,54 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .map_err(not_migrated)?;
                 }
             }
+        }
+        Cmd::Request {
+            resource,
+            duration,
+            reason,
+            timeout,
+        } => {
+            init_tracing(&env, "warn");
+            let url = env.get("JIT_API_URL").ok_or_else(|| {
+                UserError("JIT_API_URL is not set: the base URL of jitbot serve, such as https://jitbot.internal".into())
+            })?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(UserError(format!(
+                    "JIT_API_URL must start with http:// or https:// (it is {url:?})"
+                ))
+                .into());
+            }
+            let token = env
+                .secret("JIT_API_TOKEN")?
+                .ok_or_else(|| {
+                    UserError(
+                        "JIT_API_TOKEN (or JIT_API_TOKEN_FILE) is not set: the token of a client in the policy's `clients:`".into(),
+                    )
+                })?;
+            let timeout = jitbot::domain::GrantDuration::parse(&timeout)
+                .map_err(|e| UserError(format!("--timeout {timeout:?}: {e}")))?;
+            let resources: Vec<String> = resource
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(String::from)
+                .collect();
+            if resources.is_empty() {
+                return Err(UserError(
+                    "name a resource, such as `jitbot request prod-db 30m deploy 1234`".into(),
+                )
+                .into());
+            }
+            let outcome = jitbot::api::cli::run(jitbot::api::cli::Ask {
+                url,
+                token: token.expose().to_string(),
+                resources,
+                duration,
+                reason: reason.join(" "),
+                timeout: timeout.std(),
+            })
+            .await?;
+            return Ok(ExitCode::from(outcome.exit_code()));
         }
         Cmd::Demo => {
             init_tracing(&env, "error");

@@ -148,6 +148,12 @@ pub struct Metrics {
     pub policy_reload_failures: AtomicU64,
     /// Requests ended because the policy in force no longer allowed them.
     pub policy_cancellations: AtomicU64,
+    /// API calls answered, by client and HTTP status (never by token).
+    pub api_calls: LabelledCounters,
+    /// API calls refused for a missing or unknown bearer token.
+    pub api_unauthorized: AtomicU64,
+    /// API calls refused because their client was over its rate.
+    pub api_rate_limited: AtomicU64,
     /// Jobs given up for good (a Slack error retrying cannot fix), by job kind and error.
     pub permanent_failures: LabelledCounters,
     /// From a grant's `expires_at` to its revoke confirmed by the provider.
@@ -180,7 +186,7 @@ impl Metrics {
     /// The text format; `queue` is the store's view of the lanes (absent when it did not answer
     /// in time), `now` in epoch milliseconds.
     pub fn render(&self, queue: Option<&[LaneStats]>, now: i64) -> String {
-        let rows: [(&str, &str, &AtomicU64); 15] = [
+        let rows: [(&str, &str, &AtomicU64); 17] = [
             (
                 "jitbot_slack_requests_total",
                 "Signed requests received from Slack.",
@@ -256,6 +262,16 @@ impl Metrics {
                 "Requests ended because the policy in force no longer allowed them.",
                 &self.policy_cancellations,
             ),
+            (
+                "jitbot_api_unauthorized_total",
+                "API calls refused for a missing or unknown bearer token.",
+                &self.api_unauthorized,
+            ),
+            (
+                "jitbot_api_rate_limited_total",
+                "API calls refused because their client was over its rate.",
+                &self.api_rate_limited,
+            ),
         ];
         let mut out = String::new();
         for (name, help, value) in rows {
@@ -268,6 +284,8 @@ impl Metrics {
         out.push_str("# HELP jitbot_permanent_failures_total Jobs given up for good because retrying cannot help (each also an audit event).\n# TYPE jitbot_permanent_failures_total counter\n");
         self.permanent_failures
             .render(&mut out, "jitbot_permanent_failures_total");
+        out.push_str("# HELP jitbot_api_calls_total API calls answered, by client and HTTP status.\n# TYPE jitbot_api_calls_total counter\n");
+        self.api_calls.render(&mut out, "jitbot_api_calls_total");
         out.push_str("# HELP jitbot_revoke_lag_seconds From a grant's expires_at to the provider confirming its revoke.\n# TYPE jitbot_revoke_lag_seconds histogram\n");
         self.revoke_lag
             .render(&mut out, "jitbot_revoke_lag_seconds", "");

@@ -1,4 +1,4 @@
-//! The HTTP edge: Slack's two routes, health and metrics. A Slack request is verified before
+//! The HTTP edge: Slack's two routes, health, metrics, and the machines' API ([`crate::api`]). A Slack request is verified before
 //! anything in it is read; the answer never waits on a provider or on Slack. [`serve`] is the
 //! accept loop with deadlines on slow clients.
 
@@ -42,12 +42,19 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let api = crate::api::router(crate::api::ApiState {
+        service: state.service.clone(),
+        metrics: state.metrics.clone(),
+        limiter: Arc::new(crate::api::auth::Limiter::default()),
+        body_timeout: state.body_timeout,
+    });
     Router::new()
         .route("/slack/commands", post(command))
         .route("/slack/interactions", post(interaction))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(api)
 }
 
 /// A request body that carried a valid Slack signature; the only way to get one is to pass

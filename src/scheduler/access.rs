@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{GRANT_ATTEMPTS, JobError, JobResult, Scheduler, ms};
 use crate::domain::policy::ProviderLimits;
+use crate::domain::policy::is_slack_user;
 use crate::domain::{EndReason, GrantDuration, Job, Lane, ProviderConfig, State};
 use crate::metrics::{Metrics, label};
 use crate::providers::GrantSpec;
@@ -143,6 +144,7 @@ impl Scheduler {
             }
             let provider = self.providers.get(&config, limits.timeout.std())?;
             if config.uses_email()
+                && is_slack_user(&request.requester)
                 && !spec.identity.contains_key("email")
                 && grant.already_held.is_none()
             {

@@ -8,6 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{JobError, JobResult, Scheduler, ms, time};
+use crate::domain::policy::is_slack_user;
 use crate::domain::{GrantDuration, Job, State};
 use crate::metrics::label;
 use crate::slack::SlackError;
@@ -19,6 +20,8 @@ impl Scheduler {
         let sent = match job {
             Job::PostCard { request_id, .. } => self.post_card(*request_id).await,
             Job::UpdateCard { request_id, .. } => self.update_card(*request_id).await,
+            // An API client has no Slack account: it follows its request through the API.
+            Job::Dm { user, .. } if !is_slack_user(user) => Ok(()),
             Job::Dm { user, text } => self.slack.post_text(user, text, None).await.map(|_| ()),
             Job::ChannelNote {
                 request_id, text, ..

@@ -198,3 +198,21 @@ impl Service {
         }
     }
 }
+
+impl Service {
+    /// Ends a request early, whatever stage it is at: a pending one is cancelled, an approved or
+    /// active one revoked (the API's `DELETE`).
+    pub async fn end_early(
+        &self,
+        user: &str,
+        request: &store::Request,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Result<String, String>> {
+        let id = RequestId(i64::from(request.id));
+        if request.state == State::Pending.as_str() {
+            self.cancel(user, id, now).await
+        } else {
+            self.revoke(user, id, now).await
+        }
+    }
+}

@@ -1,28 +1,31 @@
 //! What a command or a click does. Everything here answers at once: it reads and writes the store
 //! and queues jobs; provider and Slack calls happen later in the scheduler.
 //!
-//! - this file: the command dispatcher and `/jit request`;
+//! - this file: the command dispatcher;
+//! - [`create`]: a new request, from `/jit request` or the API;
 //! - [`decide`]: approve and deny, by button or command;
 //! - [`ends`]: cancel and early revoke, including a grant still under way;
 //! - [`views`]: list, pending, resources, explain;
 //! - [`policy_change`]: pending requests held to the policy in force after it changes.
 
+mod create;
 mod decide;
 mod ends;
 pub mod policy_change;
+
+pub use create::{Created, Refusal};
 mod views;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use crate::domain::command::HELP;
 use crate::domain::{Command, GrantDuration, Job, Lane, LivePolicy, Policy, Resource, State};
 use crate::metrics::Metrics;
 use crate::scheduler::Wake;
-use crate::scheduler::pace::{Pacer, Turn};
-use crate::store::{self, NewGrant, NewRequest, Store};
+use crate::scheduler::pace::Pacer;
+use crate::store::{self, Store};
 
 /// Longest reason `/jit request` takes: the card shows it whole, well within Slack's limits.
 pub const MAX_REASON_CHARS: usize = 1_000;
@@ -164,170 +167,6 @@ impl Service {
                     "Unknown resource `{name}`. See `/jit resources` for what you can ask for."
                 ),
             })
-    }
-
-    async fn request(
-        &self,
-        user: &str,
-        name: &str,
-        duration: Option<GrantDuration>,
-        reason: Option<String>,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<Result<String, String>> {
-        let policy = self.policy.now();
-        let resource = match Self::resource(&policy, name) {
-            Ok(r) => r,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let name = resource.name.as_str();
-        if !policy.may_request(resource, user) {
-            return Ok(Err(format!(
-                "You may not request *{name}*. See `/jit explain {name}` for who may."
-            )));
-        }
-        let duration = duration.unwrap_or(resource.default_duration);
-        if duration < resource.min_duration {
-            return Ok(Err(format!(
-                "{duration} is shorter than the minimum of {} for *{name}*. Try `/jit request {name} {}`.",
-                resource.min_duration, resource.min_duration
-            )));
-        }
-        if duration > resource.max_duration {
-            return Ok(Err(format!(
-                "{duration} is longer than the maximum of {} for *{name}*. Try `/jit request {name} {}`.",
-                resource.max_duration, resource.max_duration
-            )));
-        }
-        let reason = reason.unwrap_or_default();
-        let reason_chars = reason.chars().count();
-        if reason_chars > MAX_REASON_CHARS {
-            return Ok(Err(format!(
-                "That reason is {reason_chars} characters; keep it under {MAX_REASON_CHARS} and link to the ticket for the details."
-            )));
-        }
-        if resource.reason_required && reason.is_empty() {
-            return Ok(Err(format!(
-                "*{name}* needs a reason. Try `/jit request {name} {duration} INC-4312 debugging`."
-            )));
-        }
-        if let Some(pattern) = &resource.reason_pattern
-            && !pattern.is_match(&reason)
-        {
-            return Ok(Err(format!(
-                "The reason for *{name}* must match `{}` (a ticket id, usually). Try `/jit request {name} {duration} INC-4312 debugging`.",
-                pattern.as_str()
-            )));
-        }
-        let Some(provider) = policy.providers.get(&resource.provider) else {
-            return Ok(Err(format!(
-                "*{name}* has no provider configured. Tell the jitbot admins."
-            )));
-        };
-        let Some(identity) = policy.identity(user, provider.kind()) else {
-            return Ok(Err(format!(
-                "You have no {} identity for *{name}*. Ask an admin to add your login under `identities` in the policy.",
-                provider.kind()
-            )));
-        };
-        // One open request per person and resource: the store's unique index answers, below.
-        let auto = policy.auto_approves(resource, user, duration);
-        let snapshot = NewGrant {
-            provider_name: resource.provider.clone(),
-            provider: serde_json::to_value(provider)?,
-            grant_shape: serde_json::Value::Object(resource.grant.clone()),
-            identity: serde_json::to_value(&identity)?,
-            approved_by: Vec::new(),
-        };
-        let new = NewRequest {
-            resource: name.to_string(),
-            requester: user.to_string(),
-            duration_secs: duration.secs() as i64,
-            reason: reason.clone(),
-            approvals_needed: resource.approvals as i32,
-            auto_approved: auto,
-            channel: resource.channel.clone(),
-            max_open: Some(policy.settings.max_open_per_user),
-        };
-        let now_ms = ms(now);
-        let ttl_end = now_ms + policy.settings.request_ttl.secs() as i64 * 1000;
-        let event = store::audit(
-            user,
-            "requested",
-            json!({"resource": name, "duration": duration.to_string(), "reason": reason, "auto_approved": auto}),
-        );
-        let (channel, provider_name) = (resource.channel.clone(), resource.provider.clone());
-        // A turn booked for a request that is then not stored (already open, store too slow) is
-        // a gap in the channel's pace: the next card waits a second longer, nothing else.
-        let card_turn = match self.pacer.book(&channel, now_ms) {
-            Turn::Now => now_ms,
-            Turn::At(slot) => slot,
-        };
-        let created = self
-            .store
-            .create_request(
-                new,
-                if auto {
-                    State::Approved
-                } else {
-                    State::Pending
-                },
-                auto.then_some(snapshot),
-                move |id| {
-                    let mut jobs = vec![
-                        Job::PostCard {
-                            request_id: id,
-                            channel: channel.clone(),
-                        }
-                        .in_turn(card_turn),
-                    ];
-                    if auto {
-                        jobs.push(
-                            Job::Grant {
-                                request_id: id,
-                                provider: provider_name.clone(),
-                            }
-                            .at(now_ms),
-                        );
-                    } else {
-                        jobs.push(Job::Timeout { request_id: id }.at(ttl_end));
-                    }
-                    jobs
-                },
-                event,
-                now_ms,
-            )
-            .await?;
-        let request = match created {
-            Ok(r) => r,
-            Err(store::NotCreated::TooMany { open, max_open }) => {
-                return Ok(Err(format!(
-                    "You already have {open} open requests, the most one person may hold at once ({max_open}). See `/jit list`, and `/jit cancel` what you no longer need."
-                )));
-            }
-            Err(store::NotCreated::AlreadyOpen(Some(open))) => return Ok(Err(already_open(&open))),
-            Err(store::NotCreated::AlreadyOpen(None)) => {
-                return Ok(Err(format!(
-                    "You already have an open request for *{name}*. See `/jit list`."
-                )));
-            }
-        };
-        Metrics::inc(&self.metrics.requests_created);
-        if auto {
-            self.woke(&[Lane::Messages, Lane::Grants]);
-        } else {
-            self.woke(&[Lane::Messages]);
-        }
-        Ok(Ok(if auto {
-            format!(
-                "Request #{} for *{name}* ({duration}) is auto-approved by policy; access is being granted.",
-                request.id
-            )
-        } else {
-            format!(
-                "Request #{} for *{name}* ({duration}) is waiting for approval in <#{}>.",
-                request.id, resource.channel
-            )
-        }))
     }
 }
 

@@ -86,8 +86,13 @@ fn note_suffix(v: &CardView) -> String {
         .unwrap_or_default()
 }
 
+/// A Slack user as a mention; an API client (a requester that is not a Slack user) by name.
 pub fn mention(user: &str) -> String {
-    format!("<@{user}>")
+    if crate::domain::policy::is_slack_user(user) {
+        format!("<@{user}>")
+    } else {
+        format!("`{user}` (API client)")
+    }
 }
 
 fn mentions(users: &[String]) -> String {

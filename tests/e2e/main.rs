@@ -1,6 +1,7 @@
 //! End-to-end tests: the real app on port 0, a recording fake Slack on 127.0.0.1, real SQLite
 //! and real PostgreSQL stores, real PostgreSQL roles and a real webhook receiver.
 
+mod api;
 mod approvals;
 mod audit;
 mod cli;

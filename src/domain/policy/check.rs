@@ -58,6 +58,8 @@ pub(super) struct RawPolicy {
     pub(super) providers: Map<RawProvider>,
     #[serde(default)]
     pub(super) resources: Map<RawResource>,
+    #[serde(default)]
+    pub(super) clients: Map<super::clients::RawClient>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +163,8 @@ pub(super) struct Checker<'a> {
     pub(super) file: &'a str,
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
+    /// Names of the API clients, once `clients` is checked: requesters may name them.
+    pub(super) client_names: std::collections::BTreeSet<String>,
 }
 
 /// Something with a place in the file: a spanned value, or a key given by its path.
@@ -273,6 +277,15 @@ impl Checker<'_> {
         for (i, entry) in list.iter().enumerate() {
             if groups.contains_key(entry.as_str()) || is_user_id(entry) {
                 out.push(entry.to_string());
+            } else if self.client_names.contains(entry.as_str()) {
+                self.error(
+                    entry,
+                    format!("{path}[{i}]"),
+                    format!(
+                        "`{}` is an API client: clients may request, never approve or administer",
+                        entry.as_str()
+                    ),
+                );
             } else {
                 self.error(
                     entry,
@@ -284,6 +297,22 @@ impl Checker<'_> {
                 );
             }
         }
+        out
+    }
+
+    /// Who may ask: group names, user IDs and API clients; an unknown name is an error.
+    pub(super) fn requesters(
+        &mut self,
+        list: &[Spanned<String>],
+        path: &str,
+        groups: &BTreeMap<String, Vec<String>>,
+    ) -> Vec<String> {
+        let (clients, people): (Vec<_>, Vec<_>) = list
+            .iter()
+            .cloned()
+            .partition(|entry| self.client_names.contains(entry.as_str()));
+        let mut out = self.principals(&people, path, groups);
+        out.extend(clients.iter().map(|c| c.to_string()));
         out
     }
 
@@ -302,6 +331,7 @@ impl Checker<'_> {
             );
         }
         let groups = self.groups(raw.groups);
+        let clients = self.clients(raw.clients, &groups);
         settings.admins = self.principals(&admins, "settings.admins", &groups);
         let identities = self.identities(raw.identities);
         let limits = self.provider_limits(&raw.providers);
@@ -320,6 +350,7 @@ impl Checker<'_> {
             providers,
             limits,
             resources,
+            clients,
         }
     }
 
@@ -440,11 +471,11 @@ impl Checker<'_> {
         let mut out = BTreeMap::new();
         for (user, fields) in raw {
             let path = format!("identities.{user}");
-            if !is_user_id(&user) {
+            if !is_user_id(&user) && !self.client_names.contains(&user) {
                 self.error(
                     Key(&["identities", &user]),
                     &path,
-                    "identities are keyed by Slack user ID (U… or W…)",
+                    "identities are keyed by Slack user ID (U… or W…) or API client name",
                 );
                 continue;
             }

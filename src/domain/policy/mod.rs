@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::GrantDuration;
 use check::{Checker, RawPolicy, load_error};
+pub use clients::{Client, DEFAULT_CLIENT_RATE, token_sha256};
 pub use live::LivePolicy;
 
 mod advice;
 mod check;
+mod clients;
 mod live;
 mod providers;
 mod resource;
@@ -66,6 +68,8 @@ pub struct Policy {
     /// How hard jitbot may push each provider (by name); see [`ProviderLimits`].
     pub limits: BTreeMap<String, ProviderLimits>,
     pub resources: BTreeMap<String, Resource>,
+    /// Machines that use the HTTP API, by name.
+    pub clients: BTreeMap<String, Client>,
 }
 
 /// How hard jitbot may push one provider: calls in flight at once and how long one may take.
@@ -366,6 +370,7 @@ impl Policy {
             file,
             errors: Vec::new(),
             warnings: Vec::new(),
+            client_names: BTreeSet::new(),
         };
         let policy = checker.compile(raw);
         if checker.errors.is_empty() {
@@ -408,6 +413,15 @@ pub fn is_user_id(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some('U' | 'W'))
         && s.len() >= 3
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// Does `s` look like a Slack user (`U…`/`W…`, capitals and digits)? Everything else a request
+/// may name as its requester is an API client, whose names never look like this.
+pub fn is_slack_user(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('U' | 'W'))
+        && s.len() >= 2
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 

@@ -134,7 +134,7 @@ impl Checker<'_> {
         let requesters = raw
             .requesters
             .as_ref()
-            .map(|r| self.principals(r, &format!("{path}.requesters"), groups));
+            .map(|r| self.requesters(r, &format!("{path}.requesters"), groups));
         if raw.self_approval == Some(true) && approvals == 1 {
             self.warn(
                 Key(&["resources", name, "self_approval"]),
@@ -153,7 +153,7 @@ impl Checker<'_> {
         for (i, rule) in raw.auto_approve.iter().flatten().enumerate() {
             let rule_path = format!("{path}.auto_approve[{i}]");
             let requesters =
-                self.principals(&rule.requesters, &format!("{rule_path}.requesters"), groups);
+                self.requesters(&rule.requesters, &format!("{rule_path}.requesters"), groups);
             if rule.requesters.is_empty() {
                 self.error(
                     &rule.requesters,

@@ -8,6 +8,8 @@ use std::time::Duration;
 pub struct Serve {
     pub child: Child,
     pub url: String,
+    /// Every line it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Serve {
@@ -47,8 +49,14 @@ pub fn serve(
         .expect("jitbot serve starts");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            lines
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.clone());
             if let Some(addr) = line.split("addr=").nth(1) {
                 let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
             }
@@ -60,6 +68,7 @@ pub fn serve(
     Serve {
         child,
         url: format!("http://{addr}"),
+        log,
     }
 }
 
