@@ -10,6 +10,7 @@ mod m20261129_000002_job_lanes;
 mod m20261129_000003_hot_path_indexes;
 mod m20261204_000004_policy_at_every_step;
 mod m20261204_000005_audit_chain;
+mod m20261204_000006_bundles;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_hot_path_indexes::Migration),
             Box::new(m20261204_000004_policy_at_every_step::Migration),
             Box::new(m20261204_000005_audit_chain::Migration),
+            Box::new(m20261204_000006_bundles::Migration),
         ]
     }
 }

@@ -123,21 +123,42 @@ pub async fn run(ask: Ask) -> anyhow::Result<Outcome> {
     let mut transient = 0;
     loop {
         let state = request["state"].as_str().unwrap_or("").to_string();
-        if state == "active" {
-            eprintln!(
-                "access is active until {}",
-                request["expires_at"].as_str().unwrap_or("?")
-            );
+        let resources = request["resources"].as_array().cloned().unwrap_or_default();
+        if request["active"].as_bool() == Some(true) {
+            for r in &resources {
+                eprintln!(
+                    "access to {} is active until {}",
+                    r["resource"].as_str().unwrap_or("?"),
+                    r["expires_at"].as_str().unwrap_or("?")
+                );
+            }
             println!("{request}");
             return Ok(Outcome::Active);
         }
-        if request["final"].as_bool() == Some(true) {
-            let why = request["error"]
+        // Settled: decided, and every grant done one way or the other.
+        let settled = !resources.is_empty()
+            && resources
+                .iter()
+                .all(|r| !matches!(r["state"].as_str(), Some("pending" | "approved")));
+        if settled || (resources.is_empty() && request["final"].as_bool() == Some(true)) {
+            let why = request["note"]
                 .as_str()
-                .or(request["note"].as_str())
                 .map(|w| format!(": {w}"))
                 .unwrap_or_default();
-            eprintln!("request #{id} ended {state}{why}");
+            eprintln!("request #{id} is {state}{why}; access is not active:");
+            for r in &resources {
+                eprintln!(
+                    "  {}: {}{}",
+                    r["resource"].as_str().unwrap_or("?"),
+                    r["state"]
+                        .as_str()
+                        .unwrap_or("left out (already open in another request)"),
+                    r["error"]
+                        .as_str()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+            }
             println!("{request}");
             return Ok(Outcome::NotGranted);
         }

@@ -251,13 +251,9 @@ async fn create_for(state: &ApiState, client: &Client, req: Request) -> Result<R
     })?;
     let resource = match (ask.resource, ask.resources) {
         (Some(r), None) => r,
-        (None, Some(mut list)) if list.len() == 1 => list.remove(0),
-        (None, Some(list)) if list.len() > 1 => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "several_resources",
-                "this version of jitbot grants one resource per request; ask once per resource",
-            ));
+        // Several resources: one request, one card, one decision, one grant each.
+        (None, Some(list)) if !list.is_empty() && list.iter().all(|r| !r.contains(',')) => {
+            list.join(",")
         }
         (Some(_), Some(_)) => {
             return Err(ApiError::new(
@@ -270,7 +266,7 @@ async fn create_for(state: &ApiState, client: &Client, req: Request) -> Result<R
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
-                "name the resource: {\"resource\": \"prod-db\", \"duration\": \"30m\", \"reason\": \"deploy 1234\"}",
+                "name the resource: {\"resource\": \"prod-db\", \"duration\": \"30m\", \"reason\": \"deploy 1234\"} (or \"resources\": [..] for several)",
             ));
         }
     };
@@ -293,20 +289,21 @@ async fn create_for(state: &ApiState, client: &Client, req: Request) -> Result<R
         .map_err(ApiError::refused)?;
     tracing::info!(client = %client.name, request = created.id, resource = %created.resource, auto = created.auto_approved, "API request stored");
     let wait = wait_for(ask.wait);
-    let (status, from) = if created.auto_approved {
-        // Approved at once: with `wait`, answer once the grant is done (or has failed).
-        (
-            StatusCode::CREATED,
-            Some(crate::domain::State::Approved.as_str()),
-        )
-    } else {
-        (StatusCode::ACCEPTED, None)
-    };
-    let view = match from {
-        Some(from) => watch(state, created.id, from, wait).await?,
-        None => watch(state, created.id, "", Duration::ZERO).await?,
-    };
-    Ok((status, Json(view)).into_response())
+    if !created.auto_approved {
+        let view = watch(state, created.id, "", Duration::ZERO).await?;
+        return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
+    }
+    // Approved at once: with `wait`, answer once every grant is done (or has failed).
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let current = watch(state, created.id, "", Duration::ZERO).await?;
+        let granting = view::fingerprint(&current);
+        if !granting.split(',').any(|s| s == "approved") || left.is_zero() {
+            return Ok((StatusCode::CREATED, Json(current)).into_response());
+        }
+        watch(state, created.id, &granting, left).await?;
+    }
 }
 
 fn wait_for(secs: Option<u64>) -> Duration {
@@ -326,8 +323,19 @@ async fn watch(state: &ApiState, id: i32, from: &str, wait: Duration) -> Result<
         else {
             return Err(ApiError::not_found(&id.to_string()));
         };
-        if request.state != from || tokio::time::Instant::now() >= deadline {
-            return Ok(view::request(&request, grant.as_ref()));
+        let members = if request.bundle.is_some() {
+            state
+                .service
+                .store
+                .bundle_members_with_grants(id)
+                .await
+                .map_err(ApiError::internal)?
+        } else {
+            Vec::new()
+        };
+        let shown = view::request(&request, grant.as_ref(), &members);
+        if view::fingerprint(&shown) != from || tokio::time::Instant::now() >= deadline {
+            return Ok(shown);
         }
         tokio::time::sleep(POLL_EVERY.min(deadline - tokio::time::Instant::now())).await;
     }
@@ -375,7 +383,11 @@ async fn show(
         };
         let request = own(&state, &client, &id).await?;
         let wait = wait_for(query.wait);
-        let view = watch(&state, request.id, &request.state, wait).await?;
+        let now = watch(&state, request.id, "", Duration::ZERO).await?;
+        if wait.is_zero() {
+            return Ok(Json(now).into_response());
+        }
+        let view = watch(&state, request.id, &view::fingerprint(&now), wait).await?;
         Ok(Json(view).into_response())
     }
     .await;

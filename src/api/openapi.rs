@@ -66,7 +66,7 @@ pub fn document() -> Value {
                         "403": error("The policy does not let this client ask for it (`not_allowed`, `no_identity`)."),
                         "409": error("This client already has an open request for it (`already_open`, with its `id`), or too many open requests (`too_many_open`)."),
                         "413": error("The body is too large (`body_too_large`)."),
-                        "422": error("Refused by the policy: `unknown_resource`, `duration_too_short`, `duration_too_long`, `reason_required`, `reason_pattern`, `reason_too_long`, `several_resources`."),
+                        "422": error("Refused by the policy: `unknown_resource`, `duration_too_short`, `duration_too_long`, `reason_required`, `reason_pattern`, `reason_too_long`."),
                         "429": error("Over the client's `requests_per_minute` (`rate_limited`); `Retry-After` says when to try again."),
                         "503": error("jitbot's database is slow or unreachable (`unavailable`).")
                     }
@@ -125,20 +125,23 @@ pub fn document() -> Value {
                     "type": "object",
                     "additionalProperties": false,
                     "properties": {
-                        "resource": {"type": "string", "description": "The resource, as in `/jit request`."},
-                        "resources": {"type": "array", "items": {"type": "string"}, "description": "Instead of `resource`: a list (this version takes one)."},
+                        "resource": {"type": "string", "description": "The resource, or a bundle of the policy, as in `/jit request`."},
+                        "resources": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 10, "description": "Instead of `resource`: several resources, in one request with one decision and one grant each."},
                         "duration": {"type": "string", "description": "Such as `30m` or `1h30m`; default: the resource's `default_duration`."},
                         "reason": {"type": "string", "description": "Shown on the card; some resources require one."},
-                        "wait": {"type": "integer", "minimum": 0, "description": "For an auto-approved request: wait up to this many seconds (at most 60) for the grant to be done."}
+                        "wait": {"type": "integer", "minimum": 0, "description": "For an auto-approved request: wait up to this many seconds (at most 60) for every grant to be done."}
                     }
                 },
                 "Request": {
                     "type": "object",
-                    "required": ["id", "resource", "state", "final", "requester", "duration", "duration_secs", "reason", "auto_approved", "approvals_needed", "approved_by", "decided_by", "note", "created_at", "decided_at", "granted_at", "expires_at", "ended_at", "error"],
+                    "required": ["id", "resource", "bundle", "resources", "active", "state", "final", "requester", "duration", "duration_secs", "reason", "auto_approved", "approvals_needed", "approved_by", "decided_by", "note", "created_at", "decided_at", "granted_at", "expires_at", "ended_at", "error"],
                     "properties": {
                         "id": {"type": "integer"},
-                        "resource": {"type": "string"},
-                        "state": {"type": "string", "enum": ["pending", "approved", "active", "revoking", "revoke_failed", "expired", "revoked", "denied", "cancelled", "timed_out", "grant_failed"], "description": "`active`: access is in place until `expires_at`."},
+                        "resource": {"type": "string", "description": "The first (or only) resource."},
+                        "bundle": {"type": ["string", "null"], "description": "The policy's bundle name, when one was asked for."},
+                        "resources": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}, "description": "Every resource asked for, with how its grant stands (one, unless several were asked for)."},
+                        "active": {"type": "boolean", "description": "Access to every resource is in place."},
+                        "state": {"$ref": "#/components/schemas/State"},
                         "final": {"type": "boolean", "description": "Nothing more will happen to this request."},
                         "requester": {"type": "string", "description": "The client's name."},
                         "duration": {"type": "string"},
@@ -155,6 +158,18 @@ pub fn document() -> Value {
                         "expires_at": time("When access ends (counted from the grant)."),
                         "ended_at": time("When access was taken back."),
                         "error": {"type": ["string", "null"], "description": "Why the grant failed, or is failing."}
+                    }
+                },
+                "State": {"type": "string", "enum": ["pending", "approved", "active", "revoking", "revoke_failed", "expired", "revoked", "denied", "cancelled", "timed_out", "grant_failed"], "description": "`approved`: being granted; `active`: access is in place until `expires_at`."},
+                "Resource": {
+                    "type": "object",
+                    "required": ["id", "resource", "state", "expires_at", "error"],
+                    "properties": {
+                        "id": {"type": ["integer", "null"], "description": "The request that holds this resource's grant (the request itself for the first); null if it was left out at the approval because another request of the same client was open for it."},
+                        "resource": {"type": "string"},
+                        "state": {"type": ["string", "null"], "enum": ["pending", "approved", "active", "revoking", "revoke_failed", "expired", "revoked", "denied", "cancelled", "timed_out", "grant_failed", null], "description": "As the request's `state`; null if it was left out."},
+                        "expires_at": time("When access to it ends."),
+                        "error": {"type": ["string", "null"], "description": "Why its grant failed, or is failing."}
                     }
                 },
                 "Error": {

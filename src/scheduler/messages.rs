@@ -12,7 +12,7 @@ use crate::domain::policy::is_slack_user;
 use crate::domain::{GrantDuration, Job, State};
 use crate::metrics::label;
 use crate::slack::SlackError;
-use crate::slack::blocks::{self, CardView};
+use crate::slack::blocks::{self, CardView, Part};
 use crate::store::{self, JobRow};
 
 impl Scheduler {
@@ -117,18 +117,63 @@ impl Scheduler {
 
     /// The card as the request stands now.
     async fn card(&self, id: i32) -> anyhow::Result<(store::Request, CardView)> {
-        let (request, grant) = self
+        let (mut request, mut grant) = self
             .store
             .request_with_grant(id)
             .await?
             .with_context(|| format!("request #{id} is gone"))?;
+        // A bundle's other resources show on their lead's card.
+        if let Some(lead) = request.bundle_of {
+            (request, grant) = self
+                .store
+                .request_with_grant(lead)
+                .await?
+                .with_context(|| format!("request #{lead}, the lead of #{id}, is gone"))?;
+        }
         // An auto-approved request has no decisions to show.
         let decisions = if request.auto_approved {
             Vec::new()
         } else {
             self.store.decisions(request.id).await?
         };
-        let view = self.card_view(&request, grant, &decisions)?;
+        let lead_error = grant.as_ref().and_then(|g| g.last_error.clone());
+        let mut view = self.card_view(&request, grant, &decisions)?;
+        if let Some(spec) = store::BundleSpec::of(&request) {
+            view.resource = spec.label();
+            view.description = String::new();
+            let members = self.store.bundle_members_with_grants(request.id).await?;
+            view.parts = spec
+                .resources
+                .iter()
+                .map(|name| {
+                    if *name == request.resource {
+                        return Part {
+                            id: Some(request.id),
+                            resource: name.clone(),
+                            state: Some(view.state),
+                            expires_at: view.expires_at,
+                            error: lead_error.clone(),
+                        };
+                    }
+                    match members.iter().find(|(m, _)| m.resource == *name) {
+                        Some((m, g)) => Part {
+                            id: Some(m.id),
+                            resource: name.clone(),
+                            state: State::parse(&m.state),
+                            expires_at: time(g.as_ref().and_then(|g| g.expires_at)),
+                            error: g.as_ref().and_then(|g| g.last_error.clone()),
+                        },
+                        None => Part {
+                            id: None,
+                            resource: name.clone(),
+                            state: None,
+                            expires_at: None,
+                            error: None,
+                        },
+                    }
+                })
+                .collect();
+        }
         Ok((request, view))
     }
 
@@ -200,6 +245,7 @@ impl Scheduler {
             ended_at: time(grant.as_ref().and_then(|g| g.ended_at)),
             auto_approved: request.auto_approved,
             note,
+            parts: Vec::new(),
         })
     }
 
@@ -232,7 +278,11 @@ impl Scheduler {
     }
 
     async fn channel_note(&self, id: i32, text: &str) -> anyhow::Result<()> {
-        let request = self.request(id).await?;
+        let mut request = self.request(id).await?;
+        // A note about a bundle's other resource goes under the lead's card.
+        if let Some(lead) = request.bundle_of {
+            request = self.request(lead).await?;
+        }
         self.slack
             .post_text(
                 &request.channel,

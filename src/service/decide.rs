@@ -4,11 +4,11 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Decided, Decision, Service, label, ms, refuse};
-use crate::domain::{Job, Lane, Policy, RequestId, Resource, State};
+use crate::domain::{GrantDuration, Job, Lane, Policy, RequestId, Resource, State};
 use crate::metrics::Metrics;
 use crate::slack::blocks;
 use crate::slack::payload::{Click, ClickAction};
-use crate::store::{self, GrantChange, NewGrant, Transition, Verdict};
+use crate::store::{self, BundleSpec, GrantChange, NewGrant, Transition, Verdict};
 
 impl Service {
     pub(super) async fn decide_by_command(
@@ -97,7 +97,7 @@ impl Service {
         let now_ms = ms(now);
         let verb = decision.verb();
         let policy = self.policy.now();
-        let (request, resource) = match self.judge(&policy, user, id, decision).await? {
+        let (request, resources) = match self.judge(&policy, user, id, decision).await? {
             Ok(pair) => pair,
             Err(reason) => {
                 let known = !reason.starts_with("There is no request");
@@ -109,8 +109,9 @@ impl Service {
         // A request the policy in force no longer allows ends here rather than being approved
         // (a reload cancels the rest of them).
         if decision == Decision::Approve
-            && let Some(why) =
+            && let Some(why) = resources.iter().find_map(|resource| {
                 policy.no_longer_allows(resource, &request.requester, request.duration_secs)
+            })
         {
             self.cancel_for_policy(&request, &why, now).await?;
             self.woke(&[Lane::Messages]);
@@ -124,34 +125,40 @@ impl Service {
                 )
                 .await;
         }
-        // The policy in force now says how many approvals it takes and whose count.
-        let needed = resource.approvals as i32;
-        let snapshot = match decision {
+        // The policy in force now says how many approvals it takes and whose count: every
+        // resource's rule must be met.
+        let needed = resources.iter().map(|r| r.approvals).max().unwrap_or(1) as i32;
+        let grants = match decision {
             Decision::Deny => None,
             Decision::Approve => {
-                let Some(provider) = policy.providers.get(&resource.provider) else {
-                    return Ok(refuse(format!(
-                        "*{}* has no provider configured. Tell the jitbot admins.",
-                        resource.name
-                    )));
-                };
-                let identity = policy
-                    .identity(&request.requester, provider.kind())
-                    .unwrap_or_default();
-                Some(NewGrant {
-                    provider_name: resource.provider.clone(),
-                    provider: serde_json::to_value(provider)?,
-                    grant_shape: serde_json::Value::Object(resource.grant.clone()),
-                    identity: serde_json::to_value(&identity)?,
-                    approved_by: Vec::new(),
-                })
+                let mut grants = Vec::with_capacity(resources.len());
+                for resource in &resources {
+                    let Some(provider) = policy.providers.get(&resource.provider) else {
+                        return Ok(refuse(format!(
+                            "*{}* has no provider configured. Tell the jitbot admins.",
+                            resource.name
+                        )));
+                    };
+                    let identity = policy
+                        .identity(&request.requester, provider.kind())
+                        .unwrap_or_default();
+                    grants.push(NewGrant {
+                        provider_name: resource.provider.clone(),
+                        provider: serde_json::to_value(provider)?,
+                        grant_shape: serde_json::Value::Object(resource.grant.clone()),
+                        identity: serde_json::to_value(&identity)?,
+                        approved_by: Vec::new(),
+                    });
+                }
+                Some(grants)
             }
         };
         let decider = user.to_string();
+        let owned: Vec<Resource> = resources.iter().map(|r| (*r).clone()).collect();
         let counts = {
-            let (policy, resource) = (policy.clone(), resource.clone());
-            move |requester: &str, approvers: &[String]| -> Vec<String> {
-                counting(&policy, &resource, requester, approvers)
+            let (policy, resources) = (policy.clone(), owned.clone());
+            move |requester: &str, approvers: &[String]| -> Tally {
+                tally(&policy, &resources, requester, approvers)
             }
         };
         let counts_in_txn = counts.clone();
@@ -159,13 +166,14 @@ impl Service {
             .store
             .decide(id, user, verb, now_ms, move |req, recorded| {
                 // Approvals recorded by people who may no longer approve stop counting.
-                let approvers = counts_in_txn(&req.requester, recorded);
+                let tally = counts_in_txn(&req.requester, recorded);
+                let approvers = tally.anyone.clone();
                 let card = Job::UpdateCard {
                     request_id: id,
                     channel: req.channel.clone(),
                 }
                 .at(now_ms);
-                let t = match snapshot {
+                let t = match grants {
                     None => {
                         let mut t = Transition::new(id, &[State::Pending], State::Denied, now_ms);
                         t.decided_by = Some(decider.clone());
@@ -186,7 +194,7 @@ impl Service {
                         t.audit = vec![store::audit(&decider, "denied", json!({"reason": note}))];
                         t
                     }
-                    Some(_) if (approvers.len() as i32) < needed => {
+                    Some(_) if !tally.met => {
                         let mut t = Transition::new(id, &[State::Pending], State::Pending, now_ms);
                         t.jobs = vec![card];
                         t.audit = vec![store::audit(
@@ -196,12 +204,33 @@ impl Service {
                         )];
                         t
                     }
-                    Some(mut grant) => {
-                        grant.approved_by = approvers.clone();
+                    Some(grants) => {
+                        let mut grants = grants.into_iter().zip(&tally.per_resource);
+                        let Some((mut grant, lead_approvers)) = grants.next() else {
+                            anyhow::bail!("an approval with no resource to grant");
+                        };
+                        grant.approved_by = lead_approvers.clone();
+                        let shared = super::create::Shared {
+                            user: &req.requester,
+                            channel: &req.channel,
+                            duration: GrantDuration::from_secs(req.duration_secs.max(1) as u64)
+                                .unwrap_or(owned[0].default_duration),
+                            reason: &req.reason,
+                            auto: false,
+                            now_ms,
+                        };
+                        let members = grants
+                            .zip(owned.iter().skip(1))
+                            .map(|((mut grant, counted), resource)| {
+                                grant.approved_by = counted.clone();
+                                super::create::member(&shared, resource, grant)
+                            })
+                            .collect();
                         let provider = grant.provider_name.clone();
                         let mut t = Transition::new(id, &[State::Pending], State::Approved, now_ms);
                         t.decided_by = Some(approvers.join(","));
                         t.grant = Some(GrantChange::Create(grant));
+                        t.members = members;
                         t.jobs = vec![
                             card,
                             Job::Grant {
@@ -250,13 +279,20 @@ impl Service {
                 self.refused(user, Some(id), verb, reason, now_ms).await
             }
             Verdict::Counted { approvers } => {
-                let approvers = counts(&request.requester, &approvers);
+                let tally = counts(&request.requester, &approvers);
                 self.woke(&[Lane::Messages, Lane::Grants]);
                 Ok(Decided::Accepted(match decision {
                     Decision::Deny => format!("You denied request #{id}."),
-                    Decision::Approve if (approvers.len() as i32) < needed => format!(
-                        "Your approval of #{id} is recorded ({} of {needed}).",
-                        approvers.len()
+                    Decision::Approve if !tally.met && (tally.anyone.len() as i32) < needed => {
+                        format!(
+                            "Your approval of #{id} is recorded ({} of {needed}).",
+                            tally.anyone.len()
+                        )
+                    }
+                    // A bundle: enough people, but not yet for every resource.
+                    Decision::Approve if !tally.met => format!(
+                        "Your approval of #{id} is recorded; it still needs approval for *{}* by its approvers.",
+                        tally.missing.join(", ")
                     ),
                     Decision::Approve => {
                         format!("You approved request #{id}; access is being granted.")
@@ -289,31 +325,38 @@ impl Service {
         Ok(refuse(reason))
     }
 
-    /// May `user` decide request `id` now? The requester's own click is refused unless the
-    /// resource allows self-approval.
+    /// May `user` decide request `id` now, and on which resources (a bundle's every one)? The
+    /// requester's own click is refused unless a resource allows self-approval; an approver of
+    /// any of the resources may decide.
     pub(super) async fn judge<'p>(
         &self,
         policy: &'p Policy,
         user: &str,
         id: i32,
         decision: Decision,
-    ) -> anyhow::Result<Result<(store::Request, &'p Resource), String>> {
+    ) -> anyhow::Result<Result<(store::Request, Vec<&'p Resource>), String>> {
         let Some(request) = self.store.request(id).await? else {
             return Ok(Err(format!("There is no request #{id}.")));
         };
-        let Some(resource) = policy.resources.get(&request.resource) else {
-            return Ok(Err(format!(
-                "*{}* is no longer in the policy; request #{id} cannot be decided.",
-                request.resource
-            )));
-        };
+        let names = BundleSpec::of(&request)
+            .map(|b| b.resources)
+            .unwrap_or_else(|| vec![request.resource.clone()]);
+        let mut resources = Vec::with_capacity(names.len());
+        for name in &names {
+            let Some(resource) = policy.resources.get(name) else {
+                return Ok(Err(format!(
+                    "*{name}* is no longer in the policy; request #{id} cannot be decided."
+                )));
+            };
+            resources.push(resource);
+        }
         if request.state != State::Pending.as_str() {
             return Ok(Err(format!(
                 "Request #{id} is already {}.",
                 label(&request.state)
             )));
         }
-        if request.requester == user && !resource.self_approval {
+        if request.requester == user && !resources.iter().any(|r| r.self_approval) {
             let verb = if decision == Decision::Approve {
                 "approve"
             } else {
@@ -323,14 +366,57 @@ impl Service {
                 "You cannot {verb} your own request #{id}; someone else must decide it. (Use `/jit cancel {id}` to withdraw it.)"
             )));
         }
-        if !policy.is_approver(resource, user) {
+        if !resources.iter().any(|r| policy.is_approver(r, user)) {
+            let name = &resources[0].name;
+            let what = if resources.len() > 1 {
+                format!("any of {}", names.join(", "))
+            } else {
+                format!("*{name}*")
+            };
             return Ok(Err(format!(
-                "You are not an approver of *{}*. See `/jit explain {}`.",
-                resource.name, resource.name
+                "You are not an approver of {what}. See `/jit explain {name}`."
             )));
         }
 
-        Ok(Ok((request, resource)))
+        Ok(Ok((request, resources)))
+    }
+}
+
+/// Whose approvals count, under the policy in force, for each resource of a request.
+#[derive(Clone, Debug)]
+struct Tally {
+    /// Per resource (the lead's first): approvers of it, and not the requester unless it allows
+    /// self-approval.
+    per_resource: Vec<Vec<String>>,
+    /// Everyone whose approval counts for at least one resource.
+    anyone: Vec<String>,
+    /// Every resource has the approvals it needs.
+    met: bool,
+    /// The resources that do not, yet.
+    missing: Vec<String>,
+}
+
+fn tally(policy: &Policy, resources: &[Resource], requester: &str, approvers: &[String]) -> Tally {
+    let per_resource: Vec<Vec<String>> = resources
+        .iter()
+        .map(|r| counting(policy, r, requester, approvers))
+        .collect();
+    let anyone = approvers
+        .iter()
+        .filter(|a| per_resource.iter().any(|counted| counted.contains(a)))
+        .cloned()
+        .collect();
+    let missing: Vec<String> = resources
+        .iter()
+        .zip(&per_resource)
+        .filter(|(r, counted)| counted.len() < r.approvals as usize)
+        .map(|(r, _)| r.name.clone())
+        .collect();
+    Tally {
+        per_resource,
+        anyone,
+        met: missing.is_empty(),
+        missing,
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{Service, label, ms};
 use crate::domain::{EndReason, Job, Lane, RequestId, State};
 use crate::slack::blocks;
-use crate::store::{self, GrantChange, Transition};
+use crate::store::{self, BundleSpec, GrantChange, Transition};
 
 impl Service {
     pub(super) async fn cancel(
@@ -45,10 +45,11 @@ impl Service {
             self.woke(&[Lane::Access, Lane::Messages]);
             return Ok(Ok(format!("Request {id} is cancelled.")));
         }
-        if self
+        let lead = self
             .stop_grant(&request, user, EndReason::Cancelled, card, now_ms)
-            .await?
-        {
+            .await?;
+        let members = self.end_members(&request, user, now_ms).await?;
+        if lead || members > 0 {
             self.woke(&[Lane::Access, Lane::Messages]);
             return Ok(Ok(format!(
                 "Request {id} is cancelled. Its grant was under way: jitbot is stopping it and removing anything that took."
@@ -114,12 +115,17 @@ impl Service {
         // A grant of a resource that left the policy has no approvers any more: its requester
         // and the admins can still end it.
         let policy = self.policy.now();
+        let resources = BundleSpec::of(&request)
+            .map(|b| b.resources)
+            .unwrap_or_else(|| vec![request.resource.clone()]);
         let may = request.requester == user
             || policy.is_admin(user)
-            || policy
-                .resources
-                .get(&request.resource)
-                .is_some_and(|r| policy.is_approver(r, user));
+            || resources.iter().any(|name| {
+                policy
+                    .resources
+                    .get(name)
+                    .is_some_and(|r| policy.is_approver(r, user))
+            });
         if !may {
             return Ok(Err(format!(
                 "Only the requester, an approver of *{}* or a jitbot admin can revoke {id}.",
@@ -150,11 +156,14 @@ impl Service {
             card.clone(),
         ];
         t.audit = vec![store::audit(user, "revoke_requested", json!({}))];
-        if self.store.transition(t).await? {
+        let lead_active = self.store.transition(t).await?;
+        // A bundle's other resources end with it.
+        let members = self.end_members(&request, user, now_ms).await?;
+        if lead_active || members > 0 {
             self.woke(&[Lane::Access, Lane::Messages]);
             return Ok(Ok(format!(
                 "Access for {id} (*{}*) is being revoked.",
-                request.resource
+                resources.join(", ")
             )));
         }
         if self
@@ -200,6 +209,57 @@ impl Service {
 }
 
 impl Service {
+    /// Ends the other resources of the bundle `lead` leads that are still granted or being
+    /// granted (each its own guarded change: one that ended meanwhile is left alone); how many.
+    async fn end_members(
+        &self,
+        lead: &store::Request,
+        user: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<usize> {
+        if lead.bundle.is_none() {
+            return Ok(0);
+        }
+        let mut ended = 0;
+        for member in self.store.bundle_members(lead.id).await? {
+            let card = Job::UpdateCard {
+                request_id: member.id,
+                channel: member.channel.clone(),
+            }
+            .at(now_ms);
+            let provider = self
+                .store
+                .grant(member.id)
+                .await?
+                .map(|g| g.provider_name)
+                .unwrap_or_default();
+            let mut t = Transition::new(member.id, &[State::Active], State::Revoking, now_ms);
+            t.decided_by = Some(user.to_string());
+            t.grant = Some(GrantChange::End(EndReason::Revoked));
+            t.jobs = vec![
+                Job::EndAccess {
+                    request_id: member.id,
+                    provider,
+                }
+                .at(now_ms),
+                card.clone(),
+            ];
+            t.audit = vec![store::audit(
+                user,
+                "revoke_requested",
+                json!({"with": lead.id}),
+            )];
+            if self.store.transition(t).await?
+                || self
+                    .stop_grant(&member, user, EndReason::Revoked, card, now_ms)
+                    .await?
+            {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
     /// Ends a request early, whatever stage it is at: a pending one is cancelled, an approved or
     /// active one revoked (the API's `DELETE`).
     pub async fn end_early(

@@ -93,11 +93,17 @@ impl Service {
 }
 
 /// Why `policy` would not let this stored request go on, if it would not.
+/// A bundle is held to every resource's rules.
 pub fn refusal(policy: &Policy, request: &store::Request) -> Option<String> {
-    match policy.resources.get(&request.resource) {
-        None => Some(format!("{} is no longer in the policy", request.resource)),
-        Some(resource) => {
-            policy.no_longer_allows(resource, &request.requester, request.duration_secs)
-        }
-    }
+    let names = store::BundleSpec::of(request)
+        .map(|b| b.resources)
+        .unwrap_or_else(|| vec![request.resource.clone()]);
+    names
+        .iter()
+        .find_map(|name| match policy.resources.get(name) {
+            None => Some(format!("{name} is no longer in the policy")),
+            Some(resource) => {
+                policy.no_longer_allows(resource, &request.requester, request.duration_secs)
+            }
+        })
 }

@@ -5,6 +5,17 @@ use chrono::DateTime;
 use super::{Service, label, secs};
 use crate::domain::State;
 use crate::slack::blocks::{self, mention};
+use crate::store::{self, BundleSpec};
+
+/// ` (bundle: …)` on a bundle's lead, ` (with #42)` on its other resources' requests.
+fn bundle_note(r: &store::Request) -> String {
+    if let Some(lead) = r.bundle_of {
+        return format!(" (with #{lead})");
+    }
+    BundleSpec::of(r)
+        .map(|b| format!(" (bundle: {})", b.label()))
+        .unwrap_or_default()
+}
 
 /// Ended requests `/jit list` shows after the open ones.
 const RECENTLY_ENDED: u64 = 5;
@@ -102,7 +113,13 @@ impl Service {
             lines.push(format!("Your open requests ({}):", open.len()));
         }
         for (r, grant) in &open {
-            let mut line = format!("• #{} *{}* · {}", r.id, r.resource, label(&r.state));
+            let mut line = format!(
+                "• #{} *{}*{} · {}",
+                r.id,
+                r.resource,
+                bundle_note(r),
+                label(&r.state)
+            );
             if r.state == State::Active.as_str()
                 && let Some(exp) = grant.as_ref().and_then(|g| g.expires_at)
                 && let Some(t) = DateTime::from_timestamp_millis(exp)
@@ -113,11 +130,15 @@ impl Service {
         }
         if !recent.is_empty() {
             lines.push("Recently ended:".into());
-            lines.extend(
-                recent
-                    .iter()
-                    .map(|r| format!("• #{} *{}* · {}", r.id, r.resource, label(&r.state))),
-            );
+            lines.extend(recent.iter().map(|r| {
+                format!(
+                    "• #{} *{}*{} · {}",
+                    r.id,
+                    r.resource,
+                    bundle_note(r),
+                    label(&r.state)
+                )
+            }));
         }
         Ok(split_messages(lines))
     }
@@ -133,43 +154,81 @@ impl Service {
             .filter(|r| policy.is_approver(r, user))
             .map(|r| r.name.clone())
             .collect();
-        let mut lines = Vec::new();
+        let mut lines: Vec<(i32, String)> = Vec::new();
         let mut after = 0;
+        let mut seen = std::collections::HashSet::new();
+        let mut pages_done = false;
+        // Pending requests of the resources this person approves, page by page; then the
+        // pending bundles, which they may approve through another of their resources.
+        let bundles = self.store.pending_bundles().await?;
         loop {
-            let page = if admin {
+            let page = if pages_done {
+                Vec::new()
+            } else if admin {
                 self.store.pending_after(after, PENDING_PAGE).await?
             } else {
                 self.store.pending_for(&mine, after, PENDING_PAGE).await?
             };
-            let Some(last) = page.last() else { break };
-            after = last.id;
+            if page.len() < PENDING_PAGE as usize {
+                pages_done = true;
+            }
+            let page: Vec<_> = if page.is_empty() {
+                // Last round: the bundles not seen yet.
+                let rest: Vec<_> = bundles
+                    .iter()
+                    .filter(|b| !seen.contains(&b.id))
+                    .cloned()
+                    .collect();
+                if rest.is_empty() {
+                    break;
+                }
+                rest
+            } else {
+                page
+            };
+            if let Some(last) = page.last() {
+                after = after.max(last.id);
+            }
             let ids: Vec<i32> = page.iter().map(|r| r.id).collect();
             let decided = self.store.decided_by(user, &ids).await?;
             for r in &page {
-                let may_decide = policy.resources.get(&r.resource).is_some_and(|res| {
-                    policy.is_approver(res, user) && (r.requester != user || res.self_approval)
+                if !seen.insert(r.id) {
+                    continue;
+                }
+                let names = BundleSpec::of(r)
+                    .map(|b| b.resources)
+                    .unwrap_or_else(|| vec![r.resource.clone()]);
+                let may_decide = names.iter().any(|name| {
+                    policy.resources.get(name).is_some_and(|res| {
+                        policy.is_approver(res, user) && (r.requester != user || res.self_approval)
+                    })
                 });
                 if decided.contains(&r.id) || !(may_decide || admin) {
                     continue;
                 }
-                lines.push(format!(
-                    "• #{} {} wants *{}* for {}: {}{}",
+                let what = BundleSpec::of(r)
+                    .map(|b| b.label())
+                    .unwrap_or_else(|| r.resource.clone());
+                lines.push((
                     r.id,
-                    mention(&r.requester),
-                    r.resource,
-                    secs(r.duration_secs),
-                    blocks::escape(&r.reason),
-                    if may_decide {
-                        ""
-                    } else {
-                        " _(not yours to decide)_"
-                    }
+                    format!(
+                        "• #{} {} wants *{}* for {}: {}{}",
+                        r.id,
+                        mention(&r.requester),
+                        what,
+                        secs(r.duration_secs),
+                        blocks::escape(&r.reason),
+                        if may_decide {
+                            ""
+                        } else {
+                            " _(not yours to decide)_"
+                        }
+                    ),
                 ));
             }
-            if page.len() < PENDING_PAGE as usize {
-                break;
-            }
         }
+        lines.sort_by_key(|(id, _)| *id);
+        let lines: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
         Ok(if lines.is_empty() {
             vec!["Nothing is waiting for you.".into()]
         } else {

@@ -27,6 +27,53 @@ pub struct CardView {
     pub ended_at: Option<DateTime<Utc>>,
     pub auto_approved: bool,
     pub note: Option<String>,
+    /// A bundle: each resource and how it stands (empty for a request of one resource).
+    pub parts: Vec<Part>,
+}
+
+/// One resource of a bundle, as its card shows it.
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// Its request (the lead's, or the one created for it at the approval); `None` before.
+    pub id: Option<i32>,
+    pub resource: String,
+    /// `None`: the bundle was approved but this resource was left out (already open elsewhere).
+    pub state: Option<State>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// A bundle's resource after the approval: what became of its grant.
+fn part_line(v: &CardView, p: &Part) -> String {
+    let id = p.id.map(|id| format!(" (#{id})")).unwrap_or_default();
+    let error = p
+        .error
+        .as_deref()
+        .map(|e| format!(": {}", cut(&escape(e), NOTE_CHARS)))
+        .unwrap_or_default();
+    let state = match (v.state, p.state) {
+        // Before the approval every resource stands as the request does.
+        (State::Pending | State::Denied | State::Cancelled | State::TimedOut, _) => {
+            return format!("• *{}*", p.resource);
+        }
+        (_, None) => "not granted: already open in another request".to_string(),
+        (_, Some(State::Active)) => format!(
+            "✅ active until {}",
+            p.expires_at.map(when).unwrap_or_else(|| "?".into())
+        ),
+        (_, Some(State::Approved)) if p.error.is_some() => format!("⏳ granting, retrying{error}"),
+        (_, Some(State::Approved)) => "⏳ granting…".to_string(),
+        (_, Some(State::Revoking)) => "⏳ removing access…".to_string(),
+        (_, Some(State::RevokeFailed)) => {
+            format!("⚠️ removing access failed and is being retried{error}")
+        }
+        (_, Some(State::Expired)) => "⌛ expired".to_string(),
+        (_, Some(State::Revoked)) => "🔒 revoked early".to_string(),
+        (_, Some(State::GrantFailed)) => format!("⚠️ grant failed, no access{error}"),
+        (_, Some(State::Cancelled)) => "🚫 cancelled".to_string(),
+        (_, Some(other)) => other.label(),
+    };
+    format!("• *{}*{id} — {state}", p.resource)
 }
 
 /// A time as Slack shows it in each reader's own zone, with a UTC fallback.
@@ -133,7 +180,20 @@ pub fn card(v: &CardView) -> (String, Vec<Value>) {
         fields.push(json!({"type": "mrkdwn", "text": format!("*About*\n{}", cut(&v.description, DESCRIPTION_CHARS))}));
     }
     blocks.push(json!({"type": "section", "fields": fields}));
-    let status = status_line(v);
+    let status = if v.parts.is_empty()
+        || matches!(
+            v.state,
+            State::Pending | State::Denied | State::Cancelled | State::TimedOut
+        ) {
+        status_line(v)
+    } else {
+        // Approved: each resource's grant has a line of its own below.
+        format!("✅ {}", approved_line(v))
+    };
+    if !v.parts.is_empty() {
+        let lines: Vec<String> = v.parts.iter().map(|p| part_line(v, p)).collect();
+        blocks.push(text_section(&lines.join("\n")));
+    }
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]}));
     if v.state == State::Pending {
         blocks.push(json!({

@@ -96,6 +96,21 @@ pub(super) async fn create_batch<C: ConnectionTrait>(
             std::slice::from_ref(&intake.event),
             intake.now,
         ));
+        if !intake.members.is_empty() {
+            let left_out = super::bundles::insert_members(
+                db,
+                request.id,
+                intake.state,
+                &intake.members,
+                intake.now,
+            )
+            .await?;
+            audits.extend(audit_rows(
+                Some(request.id),
+                &super::requests::left_out_events(&left_out),
+                intake.now,
+            ));
+        }
         created.push(Created::Stored(Box::new(request)));
     }
     if !grants.is_empty() {

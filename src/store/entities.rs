@@ -23,6 +23,10 @@ pub mod request {
         pub decided_by: Option<String>,
         pub decision_note: Option<String>,
         pub updated_at: i64,
+        /// On a bundle's lead: `{"name": …, "resources": […]}` (JSON).
+        pub bundle: Option<String>,
+        /// On a bundle's other requests: the lead's id.
+        pub bundle_of: Option<i32>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

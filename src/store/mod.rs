@@ -9,6 +9,7 @@
 
 pub mod audit;
 mod batch;
+mod bundles;
 pub mod decisions;
 pub mod entities;
 mod lookups;
@@ -29,6 +30,7 @@ use sea_orm::{
 };
 
 use crate::config::UserError;
+pub use bundles::{BundleSpec, NewMember};
 pub use decisions::Verdict;
 pub use entities::{
     approval::Model as Approval, audit::Model as AuditEvent, grant::Model as Grant,

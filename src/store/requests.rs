@@ -26,6 +26,10 @@ pub struct NewRequest {
     /// The most open requests the person may hold, this one included (not stored: checked in
     /// the transaction that stores it, so concurrent requests cannot slip past it).
     pub max_open: Option<u32>,
+    /// A bundle's lead: its [`super::BundleSpec`] as JSON.
+    pub bundle: Option<String>,
+    /// A bundle's other request: the lead's id.
+    pub bundle_of: Option<i32>,
 }
 
 /// The provider snapshot a grant keeps.
@@ -70,6 +74,9 @@ pub struct Transition {
     /// Queued jobs this change makes pointless; those no worker holds are marked settled.
     pub settles: Vec<String>,
     pub audit: Vec<NewAudit>,
+    /// A bundle's approval: the other resources' requests, created with it (only through
+    /// [`Store::decide`], which applies one transition in a transaction of its own).
+    pub members: Vec<super::NewMember>,
 }
 
 impl Transition {
@@ -93,6 +100,7 @@ impl Transition {
                 Vec::new()
             },
             audit: Vec::new(),
+            members: Vec::new(),
         }
     }
 }
@@ -170,6 +178,8 @@ pub(super) fn request_row(new: &NewRequest, state: State, now: i64) -> request::
         decided_by: Set(None),
         decision_note: Set(None),
         updated_at: Set(now),
+        bundle: Set(new.bundle.clone()),
+        bundle_of: Set(new.bundle_of),
         ..Default::default()
     }
 }
@@ -207,6 +217,23 @@ pub(super) async fn create_alone(
     }
     insert_new_jobs(&txn, &(intake.jobs)(inserted.id), intake.now).await?;
     insert_audit(&txn, Some(inserted.id), &[intake.event], intake.now).await?;
+    if !intake.members.is_empty() {
+        let left_out = super::bundles::insert_members(
+            &txn,
+            inserted.id,
+            intake.state,
+            &intake.members,
+            intake.now,
+        )
+        .await?;
+        insert_audit(
+            &txn,
+            Some(inserted.id),
+            &left_out_events(&left_out),
+            intake.now,
+        )
+        .await?;
+    }
     txn.commit().await?;
     Ok(Created::Stored(Box::new(inserted)))
 }
@@ -367,24 +394,48 @@ pub(super) async fn apply<C: ConnectionTrait>(db: &C, t: Transition) -> Result<b
             .await?;
     }
     insert_audit(db, Some(t.id), &t.audit, t.now).await?;
+    if !t.members.is_empty() {
+        let left_out =
+            super::bundles::insert_members(db, t.id, State::Approved, &t.members, t.now).await?;
+        insert_audit(db, Some(t.id), &left_out_events(&left_out), t.now).await?;
+    }
     Ok(true)
+}
+
+/// Audit events for the resources of a bundle left out because their request was open already.
+pub(super) fn left_out_events(left_out: &[String]) -> Vec<NewAudit> {
+    left_out
+        .iter()
+        .map(|resource| {
+            audit(
+                "jitbot",
+                "bundle_resource_skipped",
+                serde_json::json!({"resource": resource, "reason": "already open in another request"}),
+            )
+        })
+        .collect()
 }
 
 impl Store {
     /// Stores a new request with its jobs and audit event, or says why not: an open request of
     /// the same person for the same resource stands in the way, or the person holds
     /// `max_open` open requests already. Committed with whatever else is being
-    /// written at the moment (see [`super::writer`]); answered once durable.
+    /// written at the moment (see [`super::writer`]); answered once durable. An auto-approved
+    /// request is stored `approved` with its grant (and its bundle's other resources'
+    /// requests); any other, `pending`.
     pub async fn create_request(
         &self,
         new: NewRequest,
-        state: State,
-        grant: Option<NewGrant>,
+        approved: Option<(NewGrant, Vec<super::NewMember>)>,
         jobs: impl Fn(i32) -> Vec<Scheduled> + Send + Sync + 'static,
         event: NewAudit,
         now: i64,
     ) -> anyhow::Result<Result<Request, NotCreated>> {
         let (requester, resource) = (new.requester.clone(), new.resource.clone());
+        let (state, grant, members) = match approved {
+            Some((grant, members)) => (State::Approved, Some(grant), members),
+            None => (State::Pending, None, Vec::new()),
+        };
         let intake = Intake {
             new,
             state,
@@ -392,6 +443,7 @@ impl Store {
             jobs: Box::new(jobs),
             event,
             now,
+            members,
         };
         match self
             .writer
@@ -420,6 +472,10 @@ impl Store {
     /// of `from` (someone else won, or it had already moved on), in which case nothing changed.
     /// Concurrent transitions are committed together (see [`super::writer`]).
     pub async fn transition(&self, t: Transition) -> anyhow::Result<bool> {
+        anyhow::ensure!(
+            t.members.is_empty(),
+            "a bundle's requests are created only with its decision"
+        );
         self.writer.submit(t).await
     }
 

@@ -39,6 +39,8 @@ pub(super) struct Intake {
     pub jobs: Box<dyn Fn(i32) -> Vec<Scheduled> + Send + Sync>,
     pub event: NewAudit,
     pub now: i64,
+    /// An auto-approved bundle's other resources, created with it.
+    pub members: Vec<super::NewMember>,
 }
 
 enum Op {

@@ -445,9 +445,9 @@ async fn refusals_have_stable_codes_and_clients_see_only_their_own_requests() {
         ),
         (json!({"duration": "1h"}), 400, "invalid_body"),
         (
-            json!({"resources": ["billing-admin", "ci-deploy"]}),
+            json!({"resources": ["billing-admin", "biling-admin"]}),
             422,
-            "several_resources",
+            "unknown_resource",
         ),
     ] {
         let answer = post(TOKEN, body.clone()).await;

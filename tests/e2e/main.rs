@@ -4,6 +4,7 @@
 mod api;
 mod approvals;
 mod audit;
+mod bundles;
 mod cli;
 mod edge;
 mod failures;

@@ -2,7 +2,7 @@
 
 use chrono::{TimeZone, Utc};
 use jitbot::domain::State;
-use jitbot::slack::blocks::{CardView, card};
+use jitbot::slack::blocks::{CardView, Part, card};
 
 fn view(state: State) -> CardView {
     CardView {
@@ -21,6 +21,7 @@ fn view(state: State) -> CardView {
         ended_at: None,
         auto_approved: false,
         note: None,
+        parts: vec![],
     }
 }
 
@@ -56,4 +57,38 @@ fn the_denied_card() {
     v.decided_at = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).single();
     v.note = Some("not during the freeze".into());
     insta::assert_snapshot!("denied_text", card(&v).0);
+}
+
+#[test]
+fn the_card_of_a_bundle_with_one_failed_grant() {
+    let mut v = view(State::Active);
+    v.resource = "incident (prod-db, billing-admin, wiki)".into();
+    v.description = String::new();
+    v.approved_by = vec!["U0BOB".into()];
+    v.decided_at = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).single();
+    let ends = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).single();
+    v.parts = vec![
+        Part {
+            id: Some(42),
+            resource: "prod-db".into(),
+            state: Some(State::Active),
+            expires_at: ends,
+            error: None,
+        },
+        Part {
+            id: Some(43),
+            resource: "billing-admin".into(),
+            state: Some(State::GrantFailed),
+            expires_at: None,
+            error: Some("the webhook answered HTTP 500".into()),
+        },
+        Part {
+            id: None,
+            resource: "wiki".into(),
+            state: None,
+            expires_at: None,
+            error: None,
+        },
+    ];
+    insta::assert_json_snapshot!("bundle_blocks", card(&v).1);
 }

@@ -60,6 +60,8 @@ pub(super) struct RawPolicy {
     pub(super) resources: Map<RawResource>,
     #[serde(default)]
     pub(super) clients: Map<super::clients::RawClient>,
+    #[serde(default)]
+    pub(super) bundles: Map<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +345,7 @@ impl Checker<'_> {
             }
         }
         self.same_access_twice(&resources);
+        let bundles = self.bundles(raw.bundles, &resources);
         Policy {
             settings,
             groups,
@@ -351,6 +354,7 @@ impl Checker<'_> {
             limits,
             resources,
             clients,
+            bundles,
         }
     }
 

@@ -8,11 +8,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::duration::GrantDuration;
+pub use bundles::MAX_BUNDLE;
 use check::{Checker, RawPolicy, load_error};
 pub use clients::{Client, DEFAULT_CLIENT_RATE, token_sha256};
 pub use live::LivePolicy;
 
 mod advice;
+mod bundles;
 mod check;
 mod clients;
 mod live;
@@ -70,6 +72,8 @@ pub struct Policy {
     pub resources: BTreeMap<String, Resource>,
     /// Machines that use the HTTP API, by name.
     pub clients: BTreeMap<String, Client>,
+    /// Resources asked for together, by bundle name.
+    pub bundles: BTreeMap<String, Vec<String>>,
 }
 
 /// How hard jitbot may push one provider: calls in flight at once and how long one may take.
