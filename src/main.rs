@@ -24,7 +24,7 @@ enum Cmd {
     Check {
         /// The policy file (default: $JIT_POLICY, else manifest/policy.yaml).
         policy: Option<PathBuf>,
-        /// Also print every resource as expanded from templates.
+        /// Also print every resource as expanded from templates, the bundles and the API clients.
         #[arg(long)]
         list: bool,
     },
@@ -144,6 +144,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 r.max_duration,
                                 r.approvers.join(","),
                                 r.approvals
+                            );
+                        }
+                        for (name, resources) in &policy.bundles {
+                            println!("bundle {name}\t{}", resources.join(","));
+                        }
+                        for client in policy.clients.values() {
+                            println!(
+                                "client {}\tup to {} calls a minute",
+                                client.name, client.requests_per_minute
                             );
                         }
                     }

@@ -174,7 +174,7 @@ impl Command {
 /// The answer to `/jit help`.
 pub const HELP: &str = "\
 *jitbot*: just-in-time access.
-• `/jit request <resource> [duration] [reason…]`: ask for access, e.g. `/jit request prod-db 1h INC-4312`
+• `/jit request <resource> [duration] [reason…]`: ask for access, e.g. `/jit request prod-db 1h INC-4312`; several at once with `prod-db,billing-admin` or a bundle's name
 • `/jit list`: your requests and grants
 • `/jit pending`: requests you can approve
 • `/jit resources`: what you can ask for

@@ -105,7 +105,7 @@ impl Service {
             Command::Request { resource, duration, reason } => self.request(user, &resource, duration, reason, now).await?,
             Command::List => return self.list(user).await,
             Command::Pending => return self.pending(user).await,
-            Command::Resources => Ok(self.resources(user)),
+            Command::Resources => return Ok(self.resources(user)),
             Command::Explain { resource } => self.explain(user, &resource),
             Command::Approve { id } => self.decide_by_command(user, id, Decision::Approve, None, now).await?,
             Command::Deny { id, reason } => self.decide_by_command(user, id, Decision::Deny, reason, now).await?,

@@ -1,9 +1,11 @@
 //! What people can look up: their requests, what waits for them, what they may ask for.
 
+use std::collections::BTreeMap;
+
 use chrono::DateTime;
 
 use super::{Service, label, secs};
-use crate::domain::State;
+use crate::domain::{Resource, State};
 use crate::slack::blocks::{self, mention};
 use crate::store::{self, BundleSpec};
 
@@ -237,32 +239,86 @@ impl Service {
         })
     }
 
-    pub(super) fn resources(&self, user: &str) -> String {
+    /// What `user` may ask for: each resource, with a template's resources on one line (so a
+    /// template of 200 stays readable), then the bundles whose every resource they may ask for.
+    pub(super) fn resources(&self, user: &str) -> Vec<String> {
         let policy = self.policy.now();
-        let lines: Vec<String> = policy
+        let terms = |r: &Resource| {
+            format!(
+                "up to {} · {} approval{}",
+                r.max_duration,
+                r.approvals,
+                if r.approvals == 1 { "" } else { "s" }
+            )
+        };
+        let mut lines = Vec::new();
+        let mut families: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
+        for r in policy
             .resources
             .values()
             .filter(|r| policy.may_request(r, user))
-            .map(|r| {
-                format!(
-                    "• *{}*{} · up to {} · {} approval{}",
-                    r.name,
-                    if r.description.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", r.description)
-                    },
-                    r.max_duration,
-                    r.approvals,
-                    if r.approvals == 1 { "" } else { "s" }
-                )
-            })
-            .collect();
-        if lines.is_empty() {
-            "There is nothing you may request.".into()
-        } else {
-            format!("You may request:\n{}", lines.join("\n"))
+        {
+            match policy.families.get(&r.name) {
+                Some(family) => families.entry(family.as_str()).or_default().push(r),
+                None => lines.push((
+                    r.name.clone(),
+                    format!(
+                        "• *{}*{} · {}",
+                        r.name,
+                        if r.description.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", r.description)
+                        },
+                        terms(r)
+                    ),
+                )),
+            }
         }
+        for (family, members) in families {
+            let names: Vec<&str> = members.iter().map(|r| r.name.as_str()).collect();
+            // Terms shared by all of them, else each one's own is in `/jit explain`.
+            let shared = members
+                .iter()
+                .all(|r| terms(r) == terms(members[0]))
+                .then(|| format!(" · {}", terms(members[0])))
+                .unwrap_or_default();
+            lines.push((
+                family.to_string(),
+                format!(
+                    "• *{family}* ({} resources{shared}): {}",
+                    names.len(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        if lines.is_empty() {
+            return vec!["There is nothing you may request.".into()];
+        }
+        lines.sort();
+        let mut out = vec!["You may request:".to_string()];
+        out.extend(lines.into_iter().map(|(_, line)| line));
+        let bundles: Vec<String> = policy
+            .bundles
+            .iter()
+            .filter(|(_, names)| {
+                names.iter().all(|n| {
+                    policy
+                        .resources
+                        .get(n)
+                        .is_some_and(|r| policy.may_request(r, user))
+                })
+            })
+            .map(|(name, names)| format!("• *{name}*: {}", names.join(", ")))
+            .collect();
+        if !bundles.is_empty() {
+            out.push(
+                "Bundles (one request, one decision; `/jit request <bundle> <duration> <reason>`):"
+                    .into(),
+            );
+            out.extend(bundles);
+        }
+        split_messages(out)
     }
 
     /// A resource's terms, answered for the person who asks: may they request it, who approves
@@ -270,6 +326,23 @@ impl Service {
     /// auto-approved (and up to how long).
     pub(super) fn explain(&self, user: &str, name: &str) -> Result<String, String> {
         let policy = self.policy.now();
+        if let Some(resources) = policy.bundles.get(name) {
+            let mine = resources.iter().all(|n| {
+                policy
+                    .resources
+                    .get(n)
+                    .is_some_and(|r| policy.may_request(r, user))
+            });
+            return Ok(format!(
+                "*{name}* is a bundle of {}: one request, one card and one decision, with a grant at each resource. Every resource's rules apply (its approvers must approve, its limits hold): see `/jit explain <resource>` for each. {}",
+                resources.join(", "),
+                if mine {
+                    format!("You may request it: `/jit request {name} <duration> <reason>`.")
+                } else {
+                    "You may not request every resource of it.".to_string()
+                }
+            ));
+        }
         let r = Self::resource(&policy, name)?;
         let approvers: Vec<String> = policy
             .expand(&r.approvers)

@@ -352,3 +352,38 @@ async fn a_client_gets_a_bundle_at_once_on_sqlite() {
 async fn a_client_gets_a_bundle_at_once_on_postgres() {
     a_client_gets_a_bundle_at_once(Backend::Postgres).await;
 }
+
+#[tokio::test]
+async fn resources_shows_a_template_on_one_line_and_the_bundles() {
+    let Bundled { app, .. } = spawn_bundled(Backend::Sqlite, |p| {
+        p.replacen(
+            "resources:\n",
+            "resources:\n  app-{env}-{level}:\n    for: { env: [prod, staging, dev], level: [read, admin] }\n    provider: hooks\n    grant: { app: \"{env}\", level: \"{level}\" }\n    max_duration: 2h\n    channel: C0REVIEW\n    approvers: [dba]\n",
+            1,
+        )
+    })
+    .await;
+    let answer = app.say(ALICE, "resources").await;
+    let line = answer
+        .lines()
+        .find(|l| l.contains("app-{env}-{level}"))
+        .unwrap_or_else(|| panic!("no line for the template: {answer}"));
+    assert!(
+        line.contains("6 resources · up to 2h · 1 approval"),
+        "{line}"
+    );
+    for env in ["prod", "staging", "dev"] {
+        for level in ["read", "admin"] {
+            assert!(line.contains(&format!("app-{env}-{level}")), "{line}");
+        }
+    }
+    assert_eq!(answer.matches("app-prod-read").count(), 1, "{answer}");
+    assert!(
+        answer.contains("*incident*: billing-admin, other-app, third-app"),
+        "{answer}"
+    );
+    // An expanded resource is asked for by its name, alone or in a list.
+    let asked = app.say(ALICE, "request app-dev-read,third-app 10m x").await;
+    assert!(asked.contains("app-dev-read, third-app"), "{asked}");
+    app.finish().await;
+}

@@ -225,7 +225,8 @@ fn check_list_prints_the_resources_a_template_stands_for() {
     std::fs::write(
         &file,
         "groups:\n  dba: { members: [U0DBA1] }\nproviders:\n  hooks: { kind: webhook, url: \"https://h.example.com/\", secret_env: JIT_HOOK }\n\
-         resources:\n  db-{env}:\n    for: { env: [prod, staging] }\n    vars: { host: { prod: db1, staging: db2 } }\n    provider: hooks\n    grant: { host: \"{host}\" }\n    max_duration: 1h\n    channel: C0REVIEW\n    approvers: [dba]\n",
+         resources:\n  db-{env}:\n    for: { env: [prod, staging] }\n    vars: { host: { prod: db1, staging: db2 } }\n    provider: hooks\n    grant: { host: \"{host}\" }\n    max_duration: 1h\n    channel: C0REVIEW\n    approvers: [dba]\n\
+         bundles:\n  both: [db-prod, db-staging]\n",
     )
     .unwrap();
     let (code, stdout, stderr) = jitbot(
@@ -240,6 +241,10 @@ fn check_list_prints_the_resources_a_template_stands_for() {
     );
     assert!(
         stdout.contains("db-staging\tprovider hooks\tgrant {\"host\":\"db2\"}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bundle both\tdb-prod,db-staging"),
         "{stdout}"
     );
 }

@@ -355,6 +355,7 @@ impl Checker<'_> {
             resources,
             clients,
             bundles,
+            families: BTreeMap::new(),
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Policy {
     pub clients: BTreeMap<String, Client>,
     /// Resources asked for together, by bundle name.
     pub bundles: BTreeMap<String, Vec<String>>,
+    /// The template each expanded resource came from (`aws-prod-read` → `aws-{account}-{level}`).
+    pub families: BTreeMap<String, String>,
 }
 
 /// How hard jitbot may push one provider: calls in flight at once and how long one may take.
@@ -352,7 +354,8 @@ impl Policy {
         let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
         let mut node = marked_yaml::parse_yaml_with_options(0, text, options)
             .map_err(|e| PolicyErrors(vec![load_error(file, e)]))?;
-        let mut template_errors = template::expand(&mut node, file);
+        let mut families = BTreeMap::new();
+        let mut template_errors = template::expand(&mut node, file, &mut families);
         if !template_errors.is_empty() {
             template_errors.sort_by_key(|d| (d.line, d.column));
             return Err(PolicyErrors(template_errors));
@@ -376,7 +379,8 @@ impl Policy {
             warnings: Vec::new(),
             client_names: BTreeSet::new(),
         };
-        let policy = checker.compile(raw);
+        let mut policy = checker.compile(raw);
+        policy.families = families;
         if checker.errors.is_empty() {
             Ok((policy, checker.warnings))
         } else {

@@ -85,7 +85,13 @@ fn line_of(node: &MarkedScalarNode) -> (usize, usize) {
 }
 
 /// Expands the templates among `root`'s resources in place; what is wrong with them.
-pub(super) fn expand(root: &mut Node, file: &str) -> Vec<Diagnostic> {
+/// Expands every template among the resources in place; `families` gets each expanded name's
+/// template (for grouping them in `/jit resources`).
+pub(super) fn expand(
+    root: &mut Node,
+    file: &str,
+    families: &mut BTreeMap<String, String>,
+) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let Some(top) = root.as_mapping_mut() else {
         return errors;
@@ -304,6 +310,7 @@ pub(super) fn expand(root: &mut Node, file: &str) -> Vec<Diagnostic> {
             }
             let mut name = MarkedScalarNode::new(*key.span(), substitute(key.as_str(), &combo));
             name.set_coerce(false);
+            families.insert(name.as_str().to_string(), key.as_str().to_string());
             add(
                 name,
                 substitute_node(&body, &combo),
