@@ -278,11 +278,11 @@ impl Service {
         for (family, members) in families {
             let names: Vec<&str> = members.iter().map(|r| r.name.as_str()).collect();
             // Terms shared by all of them, else each one's own is in `/jit explain`.
-            let shared = members
-                .iter()
-                .all(|r| terms(r) == terms(members[0]))
-                .then(|| format!(" · {}", terms(members[0])))
-                .unwrap_or_default();
+            let shared = if members.iter().all(|r| terms(r) == terms(members[0])) {
+                format!(" · {}", terms(members[0]))
+            } else {
+                String::new()
+            };
             lines.push((
                 family.to_string(),
                 format!(
