@@ -186,6 +186,14 @@ impl Scheduler {
         let state = State::parse(&request.state).context("unknown state in the store")?;
         let policy = self.policy.now();
         let resource = policy.resources.get(&request.resource);
+        // A bundle's approvers are those of each of its resources.
+        let names = store::BundleSpec::of(request)
+            .map(|b| b.resources)
+            .unwrap_or_else(|| vec![request.resource.clone()]);
+        let resources: Vec<_> = names
+            .iter()
+            .filter_map(|n| policy.resources.get(n))
+            .collect();
         // While a request waits, the card counts as the policy in force now does: approvals of
         // people who may no longer approve are not shown as counting.
         let counted = grant
@@ -201,7 +209,7 @@ impl Scheduler {
                 .filter(|d| d.decision == "approve")
                 .filter(|d| {
                     state != State::Pending
-                        || resource.is_some_and(|r| {
+                        || resources.iter().any(|r| {
                             policy.is_approver(r, &d.approver)
                                 && (r.self_approval || d.approver != request.requester)
                         })
@@ -209,8 +217,10 @@ impl Scheduler {
                 .map(|d| d.approver.clone())
                 .collect(),
         };
-        let approvals_needed = match (state, resource) {
-            (State::Pending, Some(r)) => r.approvals as i32,
+        let approvals_needed = match state {
+            State::Pending if !resources.is_empty() => {
+                resources.iter().map(|r| r.approvals).max().unwrap_or(1) as i32
+            }
             _ => request.approvals_needed,
         };
         let decided_by = match state {

@@ -268,16 +268,21 @@ async fn every_resource_needs_its_own_approvers() {
     let mallory = app.say(MALLORY, &format!("approve {id}")).await;
     assert!(mallory.contains("not an approver"), "{mallory}");
 
-    let bob = app.say(BOB, &format!("approve {id}")).await;
+    // Dave first: his approval counts for third-app alone, and the card shows it.
+    let dave = app.say(DAVE, &format!("approve {id}")).await;
     assert!(
-        bob.contains("still needs approval for *third-app*"),
-        "{bob}"
+        dave.contains("still needs approval for *billing-admin, other-app*"),
+        "{dave}"
     );
     assert_eq!(app.state(id).await, "pending");
+    let card = app
+        .wait_card_update(&format!("approved by <@{DAVE}>"))
+        .await;
+    assert!(has_buttons(&card), "still pending: {}", card.body);
     assert!(hooks.iter().all(|h| h.events().is_empty()));
 
-    let dave = app.say(DAVE, &format!("approve {id}")).await;
-    assert!(dave.contains("access is being granted"), "{dave}");
+    let bob = app.say(BOB, &format!("approve {id}")).await;
+    assert!(bob.contains("access is being granted"), "{bob}");
     for hook in &hooks {
         hook.wait_for("grant", 1, WAIT).await.expect("granted");
     }
