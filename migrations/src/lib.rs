@@ -11,6 +11,7 @@ mod m20261129_000003_hot_path_indexes;
 mod m20261204_000004_policy_at_every_step;
 mod m20261204_000005_audit_chain;
 mod m20261204_000006_bundles;
+mod m20261204_000007_extensions;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000004_policy_at_every_step::Migration),
             Box::new(m20261204_000005_audit_chain::Migration),
             Box::new(m20261204_000006_bundles::Migration),
+            Box::new(m20261204_000007_extensions::Migration),
         ]
     }
 }

@@ -181,7 +181,8 @@ pub const HELP: &str = "\
 • `/jit explain <resource>`: limits and approvers of one resource
 • `/jit approve <id>` · `/jit deny <id> [reason…]`: decide a request
 • `/jit cancel <id>`: withdraw your pending request
-• `/jit revoke <id>`: end a grant early";
+• `/jit revoke <id>`: end a grant early
+• `/jit extend <id> <duration>`: more time on your active access (approved like a request, within the resource's maximum)";
 
 #[cfg(test)]
 mod tests {

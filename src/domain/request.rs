@@ -22,10 +22,12 @@ pub enum State {
     Cancelled,
     TimedOut,
     GrantFailed,
+    /// An extension (`/jit extend`) that was approved: the grant it extends ends later.
+    Extended,
 }
 
 impl State {
-    pub const ALL: [State; 11] = [
+    pub const ALL: [State; 12] = [
         State::Pending,
         State::Approved,
         State::Active,
@@ -37,6 +39,7 @@ impl State {
         State::Cancelled,
         State::TimedOut,
         State::GrantFailed,
+        State::Extended,
     ];
 
     /// States in which the requester holds, may soon hold, or may still hold access.
@@ -61,6 +64,7 @@ impl State {
             State::Cancelled => "cancelled",
             State::TimedOut => "timed_out",
             State::GrantFailed => "grant_failed",
+            State::Extended => "extended",
         }
     }
 

@@ -286,6 +286,19 @@ impl Scheduler {
         ) {
             return Ok(());
         }
+        // An expiry queued for an end that an extension (`/jit extend`) has since moved waits
+        // for the new end.
+        if state == Some(State::Active)
+            && grant.end_reason.is_none()
+            && let Some(end) = grant.expires_at
+        {
+            let early = end - ms(Utc::now());
+            if early > 0 {
+                return Err(JobError::Defer(std::time::Duration::from_millis(
+                    early as u64,
+                )));
+            }
+        }
         let (config, spec, grant) = self.spec(&request, grant).await?;
         // A grant that never became active may still be under way (cancelled or revoked while
         // granting): a revoke sent before it lands would leave the access in place.

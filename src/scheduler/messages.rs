@@ -137,7 +137,41 @@ impl Scheduler {
             self.store.decisions(request.id).await?
         };
         let lead_error = grant.as_ref().and_then(|g| g.last_error.clone());
+        let granted = grant.as_ref().is_some_and(|g| g.granted_at.is_some());
         let mut view = self.card_view(&request, grant, &decisions)?;
+        // A grant that was extended lists its extensions.
+        if granted && request.extends.is_none() {
+            view.extensions = self
+                .store
+                .extensions_of(request.id)
+                .await?
+                .iter()
+                .map(|e| {
+                    let by = if e.auto_approved {
+                        "auto-approved by policy".to_string()
+                    } else {
+                        format!(
+                            "approved by {}",
+                            e.decided_by
+                                .as_deref()
+                                .unwrap_or_default()
+                                .split(',')
+                                .filter(|u| !u.is_empty())
+                                .map(blocks::mention)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
+                    format!(
+                        "⏩ Extended by {} (#{}, {by})",
+                        GrantDuration::from_secs(e.duration_secs.max(0) as u64)
+                            .map(|d| d.to_string())
+                            .unwrap_or_default(),
+                        e.id
+                    )
+                })
+                .collect();
+        }
         if let Some(spec) = store::BundleSpec::of(&request) {
             view.resource = spec.label();
             view.description = String::new();
@@ -256,6 +290,8 @@ impl Scheduler {
             auto_approved: request.auto_approved,
             note,
             parts: Vec::new(),
+            extends: request.extends,
+            extensions: Vec::new(),
         })
     }
 

@@ -167,6 +167,7 @@ impl Service {
             max_open: Some(policy.settings.max_open_per_user),
             bundle: bundle.as_ref().map(serde_json::to_string).transpose()?,
             bundle_of: None,
+            extends: None,
         };
         let ttl_end = now_ms + policy.settings.request_ttl.secs() as i64 * 1000;
         let mut detail = json!({"resource": lead.name, "duration": duration.to_string(), "reason": reason, "auto_approved": auto});
@@ -358,6 +359,7 @@ pub(super) fn member(shared: &Shared<'_>, resource: &Resource, grant: NewGrant) 
             max_open: None,
             bundle: None,
             bundle_of: None,
+            extends: None,
         },
         grant,
         jobs: Arc::new(move |id| {

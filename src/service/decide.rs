@@ -125,6 +125,14 @@ impl Service {
                 )
                 .await;
         }
+        // An extension moves the end of a grant that must still be running.
+        let extension = match request.extends {
+            None => None,
+            Some(of) => match self.extension_of(&request, of, resources[0], now).await? {
+                Ok(ext) => Some(ext),
+                Err(why) => return self.refused(user, Some(id), verb, why, now_ms).await,
+            },
+        };
         // The policy in force now says how many approvals it takes and whose count: every
         // resource's rule must be met.
         let needed = resources.iter().map(|r| r.approvals).max().unwrap_or(1) as i32;
@@ -204,6 +212,36 @@ impl Service {
                         )];
                         t
                     }
+                    Some(_) if extension.is_some() => {
+                        let mut t = Transition::new(id, &[State::Pending], State::Extended, now_ms);
+                        t.decided_by = Some(approvers.join(","));
+                        t.extend = extension;
+                        let of = req.extends.unwrap_or_default();
+                        t.jobs = vec![
+                            card,
+                            Job::UpdateCard {
+                                request_id: of,
+                                channel: req.channel.clone(),
+                            }
+                            .at(now_ms),
+                            Job::Dm {
+                                user: req.requester.clone(),
+                                text: blocks::dm_extended(
+                                    of,
+                                    &req.resource,
+                                    &super::secs(req.duration_secs),
+                                    id,
+                                ),
+                            }
+                            .at(now_ms),
+                        ];
+                        t.audit = vec![store::audit(
+                            &decider,
+                            "extended",
+                            json!({"of": of, "by": super::secs(req.duration_secs), "approvers": approvers}),
+                        )];
+                        t
+                    }
                     Some(grants) => {
                         let mut grants = grants.into_iter().zip(&tally.per_resource);
                         let Some((mut grant, lead_approvers)) = grants.next() else {
@@ -261,6 +299,15 @@ impl Service {
                 )
                 .await
             }
+            // Still pending, yet not applied: the grant it extends ended meanwhile.
+            Verdict::NotPending(state)
+                if state == State::Pending.as_str() && request.extends.is_some() =>
+            {
+                let reason = format!(
+                    "The access #{id} would extend has ended; there is nothing to extend. (`/jit cancel {id}` withdraws it.)"
+                );
+                self.refused(user, Some(id), verb, reason, now_ms).await
+            }
             Verdict::NotPending(state) => {
                 let reason = format!("Request #{id} is already {}.", label(&state));
                 self.refused(user, Some(id), verb, reason, now_ms).await
@@ -293,6 +340,11 @@ impl Service {
                     Decision::Approve if !tally.met => format!(
                         "Your approval of #{id} is recorded; it still needs approval for *{}* by its approvers.",
                         tally.missing.join(", ")
+                    ),
+                    Decision::Approve if request.extends.is_some() => format!(
+                        "You approved extension #{id}: #{} lasts {} longer.",
+                        request.extends.unwrap_or_default(),
+                        super::secs(request.duration_secs)
                     ),
                     Decision::Approve => {
                         format!("You approved request #{id}; access is being granted.")
@@ -379,6 +431,56 @@ impl Service {
         }
 
         Ok(Ok((request, resources)))
+    }
+}
+
+impl Service {
+    /// What approving extension `ext` of request `of` would do: lengthen its grant, up to the
+    /// grant's start plus the resource's `max_duration`. When that grant is no longer running,
+    /// the extension is cancelled and the answer says why.
+    async fn extension_of(
+        &self,
+        ext: &store::Request,
+        of: i32,
+        resource: &Resource,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Result<store::Extension, String>> {
+        let running = self
+            .store
+            .request_with_grant(of)
+            .await?
+            .filter(|(r, _)| r.state == State::Active.as_str())
+            .and_then(|(_, g)| g)
+            .and_then(|g| g.granted_at);
+        match running {
+            Some(start) => Ok(Ok(store::Extension {
+                of,
+                by_ms: ext.duration_secs.saturating_mul(1000),
+                cap_ms: start.saturating_add(resource.max_duration.secs() as i64 * 1000),
+            })),
+            None => {
+                let mut t = Transition::new(ext.id, &[State::Pending], State::Cancelled, ms(now));
+                t.note = Some(format!("#{of} is no longer active"));
+                t.jobs = vec![
+                    Job::UpdateCard {
+                        request_id: ext.id,
+                        channel: ext.channel.clone(),
+                    }
+                    .at(ms(now)),
+                ];
+                t.audit = vec![store::audit(
+                    "jitbot",
+                    "cancelled",
+                    json!({"reason": "the access it extends has ended", "of": of}),
+                )];
+                self.store.transition(t).await?;
+                self.woke(&[Lane::Messages]);
+                Ok(Err(format!(
+                    "Request #{of} is no longer active, so extension #{} has nothing to extend; it is cancelled.",
+                    ext.id
+                )))
+            }
+        }
     }
 }
 

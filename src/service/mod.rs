@@ -5,12 +5,14 @@
 //! - [`create`]: a new request, from `/jit request` or the API;
 //! - [`decide`]: approve and deny, by button or command;
 //! - [`ends`]: cancel and early revoke, including a grant still under way;
+//! - [`extend`]: more time on an active grant;
 //! - [`views`]: list, pending, resources, explain;
 //! - [`policy_change`]: pending requests held to the policy in force after it changes.
 
 mod create;
 mod decide;
 mod ends;
+mod extend;
 pub mod policy_change;
 
 pub use create::{Created, Refusal};
@@ -102,16 +104,26 @@ impl Service {
 
         let answer = match command {
             Command::Help => Ok(HELP.to_string()),
-            Command::Request { resource, duration, reason } => self.request(user, &resource, duration, reason, now).await?,
+            Command::Request {
+                resource,
+                duration,
+                reason,
+            } => self.request(user, &resource, duration, reason, now).await?,
             Command::List => return self.list(user).await,
             Command::Pending => return self.pending(user).await,
             Command::Resources => return Ok(self.resources(user)),
             Command::Explain { resource } => self.explain(user, &resource),
-            Command::Approve { id } => self.decide_by_command(user, id, Decision::Approve, None, now).await?,
-            Command::Deny { id, reason } => self.decide_by_command(user, id, Decision::Deny, reason, now).await?,
+            Command::Approve { id } => {
+                self.decide_by_command(user, id, Decision::Approve, None, now)
+                    .await?
+            }
+            Command::Deny { id, reason } => {
+                self.decide_by_command(user, id, Decision::Deny, reason, now)
+                    .await?
+            }
             Command::Cancel { id } => self.cancel(user, id, now).await?,
             Command::Revoke { id } => self.revoke(user, id, now).await?,
-            Command::Extend { .. } => Err("`/jit extend` is not available in this version of jitbot yet. Ask again with `/jit request` when your access ends.".to_string()),
+            Command::Extend { id, duration } => self.extend(user, id, duration, now).await?,
         };
         Ok(vec![answer.unwrap_or_else(|refusal| {
             Metrics::inc(&self.metrics.commands_refused);

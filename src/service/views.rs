@@ -9,8 +9,12 @@ use crate::domain::{Resource, State};
 use crate::slack::blocks::{self, mention};
 use crate::store::{self, BundleSpec};
 
-/// ` (bundle: …)` on a bundle's lead, ` (with #42)` on its other resources' requests.
+/// ` (bundle: …)` on a bundle's lead, ` (with #42)` on its other resources' requests,
+/// ` (extends #42)` on an extension.
 fn bundle_note(r: &store::Request) -> String {
+    if let Some(of) = r.extends {
+        return format!(" (+{} on #{of})", secs(r.duration_secs));
+    }
     if let Some(lead) = r.bundle_of {
         return format!(" (with #{lead})");
     }

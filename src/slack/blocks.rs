@@ -29,6 +29,10 @@ pub struct CardView {
     pub note: Option<String>,
     /// A bundle: each resource and how it stands (empty for a request of one resource).
     pub parts: Vec<Part>,
+    /// An extension (`/jit extend`): the request whose grant it lengthens.
+    pub extends: Option<i32>,
+    /// A grant's extensions so far, as the card lists them.
+    pub extensions: Vec<String>,
 }
 
 /// One resource of a bundle, as its card shows it.
@@ -162,13 +166,22 @@ pub fn plain_fallback(mrkdwn: &str) -> String {
 
 /// The card: plain fallback text and blocks. Buttons only while the request is pending.
 pub fn card(v: &CardView) -> (String, Vec<Value>) {
-    let headline = format!(
-        "{} requests access to *{}* for *{}* (#{})",
-        mention(&v.requester),
-        v.resource,
-        v.duration,
-        v.id
-    );
+    let headline = match v.extends {
+        Some(of) => format!(
+            "{} asks for *{}* more of *{}* (#{}, extending #{of})",
+            mention(&v.requester),
+            v.duration,
+            v.resource,
+            v.id
+        ),
+        None => format!(
+            "{} requests access to *{}* for *{}* (#{})",
+            mention(&v.requester),
+            v.resource,
+            v.duration,
+            v.id
+        ),
+    };
     let mut blocks = vec![text_section(&headline)];
     let mut fields = vec![
         json!({"type": "mrkdwn", "text": format!("*Requester*\n{}", mention(&v.requester))}),
@@ -193,6 +206,9 @@ pub fn card(v: &CardView) -> (String, Vec<Value>) {
     if !v.parts.is_empty() {
         let lines: Vec<String> = v.parts.iter().map(|p| part_line(v, p)).collect();
         blocks.push(text_section(&lines.join("\n")));
+    }
+    if !v.extensions.is_empty() {
+        blocks.push(text_section(&v.extensions.join("\n")));
     }
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]}));
     if v.state == State::Pending {
@@ -289,6 +305,12 @@ fn status_line(v: &CardView) -> String {
                 .unwrap_or_default()
         ),
         State::TimedOut => "⌛ Timed out: nobody decided in time".to_string(),
+        State::Extended => format!(
+            "✅ {} · #{} now lasts {} longer",
+            approved_line(v),
+            v.extends.unwrap_or_default(),
+            v.duration
+        ),
         State::GrantFailed => format!(
             "⚠️ {} · the grant failed, no access was given{}",
             approved_line(v),
@@ -463,4 +485,9 @@ mod tests {
         );
         assert_eq!(strip_mrkdwn("a < b"), "a < b");
     }
+}
+
+/// An extension was approved (or auto-approved): the grant lasts longer.
+pub fn dm_extended(of: i32, resource: &str, by: &str, ext: i32) -> String {
+    format!("⏩ Your access to *{resource}* (#{of}) is extended by {by} (#{ext}).")
 }

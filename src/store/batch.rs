@@ -11,7 +11,7 @@ use super::Request;
 use super::entities::{grant, job, request};
 use super::queue::{insert_jobs, insert_new_jobs};
 use super::requests::{
-    Created, GrantChange, Transition, audit_rows, grant_row, open_counts, open_key, request_row,
+    Created, GrantChange, Transition, audit_rows, grant_row, key_of, open_counts, request_row,
 };
 use super::writer::Intake;
 use crate::domain::State;
@@ -82,7 +82,7 @@ pub(super) async fn create_batch<C: ConnectionTrait>(
             created.push(Created::TooMany { open, max_open });
             continue;
         }
-        let key = open_key(&intake.new.requester, &intake.new.resource);
+        let key = key_of(&intake.new);
         let Some(request) = inserted.remove(&key) else {
             created.push(Created::AlreadyOpen);
             continue;

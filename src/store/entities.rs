@@ -27,6 +27,8 @@ pub mod request {
         pub bundle: Option<String>,
         /// On a bundle's other requests: the lead's id.
         pub bundle_of: Option<i32>,
+        /// On an extension (`/jit extend`): the request whose grant it lengthens.
+        pub extends: Option<i32>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ mod batch;
 mod bundles;
 pub mod decisions;
 pub mod entities;
+mod extensions;
 mod lookups;
 pub mod queue;
 pub mod requests;
@@ -36,6 +37,7 @@ pub use entities::{
     approval::Model as Approval, audit::Model as AuditEvent, grant::Model as Grant,
     job::Model as JobRow, request::Model as Request,
 };
+pub use extensions::Extension;
 pub use queue::{Claim, LaneStats};
 pub use requests::{GrantChange, NewAudit, NewGrant, NewRequest, NotCreated, Transition, audit};
 pub use writer::{TooSlow, WRITE_DEADLINE};

@@ -30,6 +30,8 @@ pub struct NewRequest {
     pub bundle: Option<String>,
     /// A bundle's other request: the lead's id.
     pub bundle_of: Option<i32>,
+    /// An extension: the request whose grant it lengthens.
+    pub extends: Option<i32>,
 }
 
 /// The provider snapshot a grant keeps.
@@ -77,6 +79,9 @@ pub struct Transition {
     /// A bundle's approval: the other resources' requests, created with it (only through
     /// [`Store::decide`], which applies one transition in a transaction of its own).
     pub members: Vec<super::NewMember>,
+    /// An extension's approval: the grant it lengthens (only through [`Store::decide`]); the
+    /// transition fails, and nothing is written, when that grant is no longer active.
+    pub extend: Option<super::Extension>,
 }
 
 impl Transition {
@@ -101,6 +106,7 @@ impl Transition {
             },
             audit: Vec::new(),
             members: Vec::new(),
+            extend: None,
         }
     }
 }
@@ -168,7 +174,8 @@ pub(super) fn request_row(new: &NewRequest, state: State, now: i64) -> request::
         duration_secs: Set(new.duration_secs),
         reason: Set(new.reason.clone()),
         state: Set(state.as_str().to_string()),
-        open_key: Set(Some(open_key(&new.requester, &new.resource))),
+        // Ended at birth (an auto-approved extension) holds no key.
+        open_key: Set(state.is_open().then(|| key_of(new))),
         approvals_needed: Set(new.approvals_needed),
         auto_approved: Set(new.auto_approved),
         channel: Set(new.channel.clone()),
@@ -180,6 +187,7 @@ pub(super) fn request_row(new: &NewRequest, state: State, now: i64) -> request::
         updated_at: Set(now),
         bundle: Set(new.bundle.clone()),
         bundle_of: Set(new.bundle_of),
+        extends: Set(new.extends),
         ..Default::default()
     }
 }
@@ -240,6 +248,19 @@ pub(super) async fn create_alone(
 
 pub(super) fn open_key(requester: &str, resource: &str) -> String {
     format!("{requester}|{resource}")
+}
+
+/// The open key of a new request: one open request per person and resource, and, beside it,
+/// one pending extension.
+pub(super) fn key_of(new: &NewRequest) -> String {
+    match new.extends {
+        Some(_) => extension_key(&new.requester, &new.resource),
+        None => open_key(&new.requester, &new.resource),
+    }
+}
+
+pub(super) fn extension_key(requester: &str, resource: &str) -> String {
+    format!("{requester}|{resource}|extend")
 }
 
 fn states(list: &[State]) -> Vec<&'static str> {
@@ -336,6 +357,11 @@ pub(super) async fn apply<C: ConnectionTrait>(db: &C, t: Transition) -> Result<b
         .exec(db)
         .await?;
     if result.rows_affected != 1 {
+        return Ok(false);
+    }
+    if let Some(ext) = t.extend
+        && !super::extensions::apply_extension(db, ext, t.now).await?
+    {
         return Ok(false);
     }
     let grants = grant::Entity::update_many().filter(grant::Column::RequestId.eq(t.id));
@@ -473,8 +499,8 @@ impl Store {
     /// Concurrent transitions are committed together (see [`super::writer`]).
     pub async fn transition(&self, t: Transition) -> anyhow::Result<bool> {
         anyhow::ensure!(
-            t.members.is_empty(),
-            "a bundle's requests are created only with its decision"
+            t.members.is_empty() && t.extend.is_none(),
+            "a bundle's requests and an extension are applied only with their decision"
         );
         self.writer.submit(t).await
     }

@@ -7,6 +7,7 @@ mod audit;
 mod bundles;
 mod cli;
 mod edge;
+mod extend;
 mod failures;
 mod footprint;
 mod lanes;

@@ -22,6 +22,8 @@ fn view(state: State) -> CardView {
         auto_approved: false,
         note: None,
         parts: vec![],
+        extends: None,
+        extensions: vec![],
     }
 }
 
