@@ -449,6 +449,11 @@ pub fn note_revoke_failed(id: i32, resource: &str, error: &str) -> String {
     )
 }
 
+/// An extension was approved (or auto-approved): the grant lasts longer.
+pub fn dm_extended(of: i32, resource: &str, by: &str, ext: i32) -> String {
+    format!("⏩ Your access to *{resource}* (#{of}) is extended by {by} (#{ext}).")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,9 +490,4 @@ mod tests {
         );
         assert_eq!(strip_mrkdwn("a < b"), "a < b");
     }
-}
-
-/// An extension was approved (or auto-approved): the grant lasts longer.
-pub fn dm_extended(of: i32, resource: &str, by: &str, ext: i32) -> String {
-    format!("⏩ Your access to *{resource}* (#{of}) is extended by {by} (#{ext}).")
 }
