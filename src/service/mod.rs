@@ -4,6 +4,7 @@
 //! - this file: the command dispatcher;
 //! - [`create`]: a new request, from `/jit request` or the API;
 //! - [`decide`]: approve and deny, by button or command;
+//! - [`judge`]: who may decide, and whose approvals count;
 //! - [`ends`]: cancel and early revoke, including a grant still under way;
 //! - [`extend`]: more time on an active grant;
 //! - [`views`]: list, pending, resources, explain;
@@ -13,6 +14,7 @@ mod create;
 mod decide;
 mod ends;
 mod extend;
+mod judge;
 pub mod policy_change;
 
 pub use create::{Created, Refusal};

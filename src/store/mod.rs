@@ -16,6 +16,7 @@ mod extensions;
 mod lookups;
 pub mod queue;
 pub mod requests;
+mod transition;
 mod writer;
 
 use std::collections::HashMap;

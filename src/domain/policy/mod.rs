@@ -17,6 +17,7 @@ mod advice;
 mod bundles;
 mod check;
 mod clients;
+mod identities;
 mod live;
 mod providers;
 mod resource;
