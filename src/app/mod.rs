@@ -178,6 +178,7 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         signing_secret: config.signing_secret.clone(),
         metrics: metrics.clone(),
         body_timeout: tuning.edge.body_timeout,
+        slack: slack.clone(),
     });
     let listener = TcpListener::bind(&config.listen)
         .await

@@ -60,8 +60,14 @@ pub enum Job {
         #[serde(default)]
         channel: String,
     },
-    /// A direct message to a person.
-    Dm { user: String, text: String },
+    /// A direct message to a person; with `done`, an "I'm done" button that ends that
+    /// request's access now.
+    Dm {
+        user: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        done: Option<i32>,
+    },
     /// A note in a channel, threaded under the request's card when there is one.
     ChannelNote {
         request_id: i32,

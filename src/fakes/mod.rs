@@ -9,6 +9,7 @@
 
 pub mod sender;
 pub mod slack;
+pub mod views;
 pub mod webhook;
 
 pub use sender::{Answer, SlackSender};

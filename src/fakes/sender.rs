@@ -163,4 +163,88 @@ impl SlackSender {
         let body = Self::click_form(user, action, value, None, &self.team_id, &self.response_url);
         self.post("/slack/interactions", body).await
     }
+
+    /// `/jit <text>` from `user` as Slack sends it from the message box: with a `trigger_id`,
+    /// so jitbot may open a form.
+    pub async fn command_with_trigger(
+        &self,
+        user: &str,
+        text: &str,
+        trigger_id: &str,
+    ) -> anyhow::Result<Answer> {
+        let mut form: Vec<(String, String)> = serde_urlencoded::from_str(&Self::command_form(
+            user,
+            text,
+            &self.team_id,
+            &self.response_url,
+        ))?;
+        form.push(("trigger_id".into(), trigger_id.into()));
+        self.post("/slack/commands", serde_urlencoded::to_string(form)?)
+            .await
+    }
+
+    /// A click on a button by `user` in `channel`, with a `trigger_id` as real clicks carry.
+    pub async fn click_with_trigger(
+        &self,
+        user: &str,
+        action: &str,
+        value: &str,
+        channel: &str,
+        trigger_id: &str,
+    ) -> anyhow::Result<Answer> {
+        let mut payload = json!({
+            "type": "block_actions",
+            "user": {"id": user, "name": user.to_lowercase(), "team_id": self.team_id},
+            "team": {"id": self.team_id},
+            "channel": {"id": channel},
+            "trigger_id": trigger_id,
+            "response_url": self.response_url,
+            "actions": [{"action_id": action, "value": value, "type": "button"}],
+        });
+        if channel.is_empty() {
+            payload.as_object_mut().map(|p| p.remove("channel"));
+        }
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())])?;
+        self.post("/slack/interactions", body).await
+    }
+
+    /// `user` submits the form `callback_id` (opened with `private_metadata`): `values` are
+    /// (block id, typed text) for text inputs, and `selected` (block id, option value) for
+    /// selects.
+    pub async fn submit_form(
+        &self,
+        user: &str,
+        callback_id: &str,
+        private_metadata: &str,
+        values: &[(&str, &str)],
+        selected: &[(&str, &str)],
+    ) -> anyhow::Result<Answer> {
+        let mut state = serde_json::Map::new();
+        for (block, text) in values {
+            state.insert(
+                block.to_string(),
+                json!({"text": {"type": "plain_text_input", "value": text}}),
+            );
+        }
+        for (block, value) in selected {
+            state.insert(
+                block.to_string(),
+                json!({"pick": {"type": "static_select", "selected_option": {"value": value, "text": {"type": "plain_text", "text": value}}}}),
+            );
+        }
+        let payload = json!({
+            "type": "view_submission",
+            "user": {"id": user, "name": user.to_lowercase(), "team_id": self.team_id},
+            "team": {"id": self.team_id},
+            "view": {
+                "id": "V0FORM",
+                "type": "modal",
+                "callback_id": callback_id,
+                "private_metadata": private_metadata,
+                "state": {"values": state}
+            }
+        });
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())])?;
+        self.post("/slack/interactions", body).await
+    }
 }

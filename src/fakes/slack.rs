@@ -250,6 +250,7 @@ async fn slack_method(
             Some("no_text".into())
         }
         _ if posting => block_kit_error(&body).map(str::to_string),
+        _ if method == "views.open" => super::views::view_error(&body).map(str::to_string),
         _ => None,
     };
     let record = |answer: &str| {

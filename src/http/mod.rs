@@ -20,8 +20,8 @@ use serde_json::json;
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::service::Service;
-use crate::slack::payload::{self, PayloadError, SlashCommand};
-use crate::slack::{Admission, Workspace, verify};
+use crate::slack::payload::{self, Interaction, PayloadError, SlashCommand};
+use crate::slack::{Admission, SlackApi, Workspace, verify};
 
 /// Largest body accepted from Slack; real payloads are a few kilobytes.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// The one workspace served; payloads from any other are refused.
     pub workspace: Arc<Workspace>,
+    /// Opens forms (`views.open`), which must happen within 3 s of the click or command.
+    pub slack: SlackApi,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -113,6 +115,26 @@ fn ephemeral(text: impl Into<String>) -> Response {
 const INTERNAL_TROUBLE: &str = "jitbot hit a problem on its side and could not finish that. Try again in a minute; if it persists, tell the jitbot admins.";
 /// Slack waits 3 s for an answer; past this, jitbot answers that it could not finish.
 const ANSWER_DEADLINE: Duration = Duration::from_millis(2_500);
+/// Longest wait for `views.open`: a form opens within Slack's 3 s or not at all.
+const FORM_DEADLINE: Duration = Duration::from_millis(2_000);
+/// The answer when a form could not be opened.
+const NO_FORM: &str = "jitbot could not open the form (Slack did not answer in time). Try again, or type it out: `/jit request <resource> <duration> <reason>`, `/jit deny <id> <reason>`.";
+
+/// Opens `form` for the person whose click or command carried `trigger_id`; whether it opened.
+async fn open_form(state: &AppState, trigger_id: &str, form: serde_json::Value) -> bool {
+    match tokio::time::timeout(FORM_DEADLINE, state.slack.views_open(trigger_id, form)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = format!("{e:#}"), "could not open a form");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("views.open did not answer in time");
+            false
+        }
+    }
+}
+
 /// The answer when the store was too slow to finish within Slack's deadline.
 const TOO_SLOW: &str = "jitbot could not finish that in time (its database is slow or unreachable). Try again in a moment; `/jit list` shows what went through.";
 
@@ -130,6 +152,15 @@ async fn command(State(state): State<AppState>, SignedBody(body): SignedBody) ->
     .await
     {
         return refusal;
+    }
+    // `/jit request` with nothing else opens the request form.
+    if cmd.text.trim().eq_ignore_ascii_case("request") && !cmd.trigger_id.is_empty() {
+        let form = state.service.request_form(&cmd.user_id);
+        return if open_form(&state, &cmd.trigger_id, form).await {
+            StatusCode::OK.into_response()
+        } else {
+            ephemeral(NO_FORM)
+        };
     }
     let answer = tokio::time::timeout(
         ANSWER_DEADLINE,
@@ -242,8 +273,9 @@ async fn interaction(State(state): State<AppState>, SignedBody(body): SignedBody
         )
             .into_response();
     };
-    let click = match payload::parse_click(&form.payload) {
-        Ok(c) => c,
+    let click = match payload::parse_interaction(&form.payload) {
+        Ok(Interaction::Click(c)) => c,
+        Ok(Interaction::Submission(submission)) => return submitted(&state, submission).await,
         Err(PayloadError::Unsupported(kind)) => {
             tracing::debug!(kind, "ignored an interaction");
             return StatusCode::OK.into_response();
@@ -265,14 +297,57 @@ async fn interaction(State(state): State<AppState>, SignedBody(body): SignedBody
         return refusal;
     }
     // A click that cannot be handled in time fails visibly in Slack, so the clicker tries again.
+    let trigger_id = click.trigger_id.clone();
+    let answered = click.clone();
     match tokio::time::timeout(ANSWER_DEADLINE, state.service.click(click, Utc::now())).await {
-        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Ok(None)) => StatusCode::OK.into_response(),
+        Ok(Ok(Some(form))) => {
+            if !open_form(&state, &trigger_id, form).await
+                && let Err(e) = state
+                    .service
+                    .answer_click(&answered, NO_FORM.to_string(), Utc::now())
+                    .await
+            {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "could not tell the clicker the form did not open"
+                );
+            }
+            StatusCode::OK.into_response()
+        }
         Ok(Err(e)) => {
             tracing::error!(error = format!("{e:#}"), "click failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
         Err(_) => {
             tracing::error!("click did not finish within Slack's deadline");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// A submitted form: an empty 200 closes it; errors keep it open, shown on their fields.
+async fn submitted(state: &AppState, form: payload::Submission) -> Response {
+    if let Some(refusal) = admit(
+        state,
+        &form.user,
+        &form.team_id,
+        &form.enterprise_id,
+        "form",
+    )
+    .await
+    {
+        return refusal;
+    }
+    match tokio::time::timeout(ANSWER_DEADLINE, state.service.submitted(form, Utc::now())).await {
+        Ok(Ok(None)) => StatusCode::OK.into_response(),
+        Ok(Ok(Some(errors))) => Json(errors).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = format!("{e:#}"), "form submission failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(_) => {
+            tracing::error!("form submission did not finish within Slack's deadline");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }

@@ -211,6 +211,7 @@ impl Scheduler {
                             request.auto_approved,
                             expires_at,
                         ),
+                        done: Some(id),
                     }
                     .at(ms(now)),
                 ];
@@ -249,6 +250,7 @@ impl Scheduler {
                     Job::Dm {
                         user: request.requester.clone(),
                         text: blocks::dm_grant_failed(id, &request.resource, &error),
+                        done: None,
                     }
                     .at(ms(now)),
                     Job::ChannelNote {
@@ -354,6 +356,7 @@ impl Scheduler {
                     Job::Dm {
                         user: request.requester.clone(),
                         text: dm,
+                        done: None,
                     }
                     .at(ms(now)),
                 ];

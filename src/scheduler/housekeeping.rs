@@ -30,6 +30,7 @@ impl Scheduler {
                     &request.resource,
                     &self.policy.now().settings.request_ttl.to_string(),
                 ),
+                done: None,
             }
             .at(ms(now)),
         ];

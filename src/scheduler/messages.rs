@@ -22,7 +22,25 @@ impl Scheduler {
             Job::UpdateCard { request_id, .. } => self.update_card(*request_id).await,
             // An API client has no Slack account: it follows its request through the API.
             Job::Dm { user, .. } if !is_slack_user(user) => Ok(()),
-            Job::Dm { user, text } => self.slack.post_text(user, text, None).await.map(|_| ()),
+            Job::Dm {
+                user,
+                text,
+                done: None,
+            } => self.slack.post_text(user, text, None).await.map(|_| ()),
+            Job::Dm {
+                user,
+                text,
+                done: Some(id),
+            } => self
+                .slack
+                .post_message(
+                    user,
+                    &blocks::plain_fallback(text),
+                    Some(blocks::with_done_button(text, *id)),
+                    None,
+                )
+                .await
+                .map(|_| ()),
             Job::ChannelNote {
                 request_id, text, ..
             } => self.channel_note(*request_id, text).await,
@@ -91,6 +109,7 @@ impl Scheduler {
                         &request.channel,
                         &code,
                     ),
+                    done: None,
                 }
                 .at(now),
             ];

@@ -29,57 +29,92 @@ impl Service {
         })
     }
 
-    /// A click on a card: refusals go back to the clicker as an ephemeral message.
-    pub async fn click(&self, click: Click, now: DateTime<Utc>) -> anyhow::Result<()> {
-        let decision = match click.action {
-            ClickAction::Approve => Decision::Approve,
-            ClickAction::Deny => Decision::Deny,
+    /// A click on a card or a DM's button. Refusals go back to the clicker as an ephemeral
+    /// message. A Deny that carries a `trigger_id` decides nothing yet: the answer is the denial
+    /// form to open, whose submission denies (with the reason).
+    pub async fn click(
+        &self,
+        click: Click,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        let id = RequestId::parse(&click.value).and_then(|id| i32::try_from(id.0).ok());
+        let Some(id) = id else {
+            self.store
+                .audit(
+                    None,
+                    store::audit(
+                        &click.user,
+                        "click_refused",
+                        json!({"reason": "bad request id", "value": click.value}),
+                    ),
+                    ms(now),
+                )
+                .await?;
+            self.answer_click(&click, "That button does not name a request.".into(), now)
+                .await?;
+            return Ok(None);
         };
-        let outcome = match RequestId::parse(&click.value).and_then(|id| i32::try_from(id.0).ok()) {
-            Some(id) => self.decide(&click.user, id, decision, None, now).await?,
-            None => {
-                self.store
-                    .audit(
-                        None,
-                        store::audit(
-                            &click.user,
-                            "click_refused",
-                            json!({"reason": "bad request id", "value": click.value}),
-                        ),
-                        ms(now),
-                    )
-                    .await?;
-                refuse("That button does not name a request.")
+        let outcome = match click.action {
+            ClickAction::Approve => {
+                self.decide(&click.user, id, Decision::Approve, None, now)
+                    .await?
             }
+            ClickAction::Deny if !click.trigger_id.is_empty() => {
+                match self.deny_form(&click.user, id, now).await? {
+                    Ok(form) => return Ok(Some(form)),
+                    Err(refusal) => Decided::Refused(refusal),
+                }
+            }
+            ClickAction::Deny => {
+                self.decide(&click.user, id, Decision::Deny, None, now)
+                    .await?
+            }
+            ClickAction::Done => match self
+                .revoke(&click.user, RequestId(i64::from(id)), now)
+                .await?
+            {
+                Ok(text) => Decided::Accepted(text),
+                Err(text) => Decided::Refused(text),
+            },
         };
         if let Decided::Refused(text) = outcome {
             Metrics::inc(&self.metrics.clicks_refused);
-            // In a channel, an ephemeral message there; anywhere else (a DM from the bot, a
-            // message outside any channel) through the click's `response_url`.
-            let answer = if !click.channel.is_empty() {
-                Some(Job::Ephemeral {
-                    channel: click.channel,
-                    user: click.user.clone(),
-                    text,
-                })
-            } else if !click.response_url.is_empty() {
-                Some(Job::Respond {
-                    url: click.response_url,
-                    text,
-                })
-            } else {
-                None
-            };
-            match answer {
-                Some(job) => {
-                    self.store.enqueue(&[job.at(ms(now))], ms(now)).await?;
-                    self.woke(&[Lane::Messages]);
-                }
-                None => tracing::warn!(
-                    user = %click.user,
-                    "a refused click carried neither a channel nor a response_url: nothing to answer through"
-                ),
+            self.answer_click(&click, text, now).await?;
+        }
+        Ok(None)
+    }
+
+    /// Tells the clicker `text`: in a channel, an ephemeral message there; anywhere else (a DM
+    /// from the bot, a message outside any channel) through the click's `response_url`.
+    pub async fn answer_click(
+        &self,
+        click: &Click,
+        text: String,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let answer = if !click.channel.is_empty() {
+            Some(Job::Ephemeral {
+                channel: click.channel.clone(),
+                user: click.user.clone(),
+                text,
+            })
+        } else if !click.response_url.is_empty() {
+            Some(Job::Respond {
+                url: click.response_url.clone(),
+                text,
+            })
+        } else {
+            None
+        };
+        match answer {
+            Some(job) => {
+                self.store.enqueue(&[job.at(ms(now))], ms(now)).await?;
+                self.woke(&[Lane::Messages]);
             }
+            None => tracing::warn!(
+                user = %click.user,
+                "a refused click carried neither a channel nor a response_url: nothing to answer through"
+            ),
         }
         Ok(())
     }
@@ -196,8 +231,7 @@ impl Service {
                                     &req.resource,
                                     &decider,
                                     note.as_deref(),
-                                ),
-                            }
+                                ), done: None }
                             .at(now_ms),
                         ];
                         t.audit = vec![store::audit(&decider, "denied", json!({"reason": note}))];
@@ -232,8 +266,7 @@ impl Service {
                                     &req.resource,
                                     &super::secs(req.duration_secs),
                                     id,
-                                ),
-                            }
+                                ), done: None }
                             .at(now_ms),
                         ];
                         t.audit = vec![store::audit(

@@ -37,6 +37,7 @@ impl Service {
             Job::Dm {
                 user: user.to_string(),
                 text: blocks::dm_cancelled(request.id, &request.resource),
+                done: None,
             }
             .at(now_ms),
         ];

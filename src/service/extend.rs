@@ -115,6 +115,7 @@ impl Service {
                             Job::Dm {
                                 user: who.clone(),
                                 text: blocks::dm_extended(of, &what, &by.to_string(), ext),
+                                done: None,
                             }
                             .at(now_ms),
                         ]

@@ -7,6 +7,7 @@
 //! - [`judge`]: who may decide, and whose approvals count;
 //! - [`ends`]: cancel and early revoke, including a grant still under way;
 //! - [`extend`]: more time on an active grant;
+//! - [`forms`]: the denial form and the request form;
 //! - [`views`]: list, pending, resources, explain;
 //! - [`policy_change`]: pending requests held to the policy in force after it changes.
 
@@ -14,6 +15,7 @@ mod create;
 mod decide;
 mod ends;
 mod extend;
+mod forms;
 mod judge;
 pub mod policy_change;
 

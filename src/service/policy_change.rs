@@ -76,6 +76,7 @@ impl Service {
             Job::Dm {
                 user: request.requester.clone(),
                 text: blocks::dm_policy_cancelled(request.id, &request.resource, why),
+                done: None,
             }
             .at(now_ms),
         ];

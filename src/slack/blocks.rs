@@ -454,6 +454,27 @@ pub fn dm_extended(of: i32, resource: &str, by: &str, ext: i32) -> String {
     format!("⏩ Your access to *{resource}* (#{of}) is extended by {by} (#{ext}).")
 }
 
+/// A DM about active access, with an "I'm done" button that ends it now.
+pub fn with_done_button(text: &str, id: i32) -> Vec<Value> {
+    vec![
+        text_section(text),
+        json!({
+            "type": "actions",
+            "block_id": format!("jit_done_{id}"),
+            "elements": [
+                {"type": "button", "action_id": super::payload::DONE_ACTION,
+                 "text": {"type": "plain_text", "text": "I'm done"}, "value": id.to_string(),
+                 "confirm": {
+                     "title": {"type": "plain_text", "text": "End your access now?"},
+                     "text": {"type": "mrkdwn", "text": "jitbot revokes it at once."},
+                     "confirm": {"type": "plain_text", "text": "End it"},
+                     "deny": {"type": "plain_text", "text": "Keep it"}
+                 }}
+            ]
+        }),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -305,6 +305,13 @@ impl SlackApi {
         Err(error.into())
     }
 
+    /// Opens a modal for the person whose click or command carried `trigger_id` (valid 3 s).
+    pub async fn views_open(&self, trigger_id: &str, view: Value) -> anyhow::Result<()> {
+        let request = serde_json::json!({"trigger_id": trigger_id, "view": view});
+        self.post("views.open", "", &request).await?;
+        Ok(())
+    }
+
     /// Who the bot token belongs to: its workspace, and its org for an Enterprise Grid install.
     pub async fn auth_test(&self) -> anyhow::Result<BotIdentity> {
         let answer = self

@@ -10,6 +10,7 @@ mod edge;
 mod extend;
 mod failures;
 mod footprint;
+mod forms;
 mod lanes;
 mod lifecycle;
 mod outage;
