@@ -133,15 +133,16 @@ impl Service {
         let now_ms = ms(now);
         let verb = decision.verb();
         let policy = self.policy.now();
-        let (request, resources) = match self.judge(&policy, user, id, decision).await? {
-            Ok(pair) => pair,
-            Err(reason) => {
-                let known = !reason.starts_with("There is no request");
-                return self
-                    .refused(user, known.then_some(id), verb, reason, now_ms)
-                    .await;
-            }
-        };
+        let (request, resources, break_glass) =
+            match self.judge(&policy, user, id, decision).await? {
+                Ok(j) => (j.request, j.resources, j.break_glass),
+                Err(reason) => {
+                    let known = !reason.starts_with("There is no request");
+                    return self
+                        .refused(user, known.then_some(id), verb, reason, now_ms)
+                        .await;
+                }
+            };
         // A request the policy in force no longer allows ends here rather than being approved
         // (a reload cancels the rest of them).
         if decision == Decision::Approve
@@ -198,6 +199,38 @@ impl Service {
             }
         };
         let decider = user.to_string();
+        // Break-glass: every approver of the resources and the channel are told at once.
+        let alerts: Vec<crate::domain::Scheduled> = if break_glass {
+            let what = store::BundleSpec::of(&request)
+                .map(|b| b.label())
+                .unwrap_or_else(|| request.resource.clone());
+            let text = blocks::break_glass_alert(
+                id,
+                &request.requester,
+                &what,
+                &super::secs(request.duration_secs),
+                &request.reason,
+            );
+            let mut people = std::collections::BTreeSet::new();
+            for r in &resources {
+                people.extend(policy.expand(&r.approvers));
+            }
+            people.remove(&request.requester);
+            std::iter::once(Job::ChannelNote {
+                request_id: id,
+                channel: request.channel.clone(),
+                text: text.clone(),
+            })
+            .chain(people.into_iter().map(|user| Job::Dm {
+                user,
+                text: text.clone(),
+                done: None,
+            }))
+            .map(|job| job.at(now_ms))
+            .collect()
+        } else {
+            Vec::new()
+        };
         let owned: Vec<Resource> = resources.iter().map(|r| (*r).clone()).collect();
         let counts = {
             let (policy, resources) = (policy.clone(), owned.clone());
@@ -210,7 +243,11 @@ impl Service {
             .store
             .decide(id, user, verb, now_ms, move |req, recorded| {
                 // Approvals recorded by people who may no longer approve stop counting.
-                let tally = counts_in_txn(&req.requester, recorded);
+                let tally = if break_glass {
+                    Tally::break_glass(&decider, owned.len())
+                } else {
+                    counts_in_txn(&req.requester, recorded)
+                };
                 let approvers = tally.anyone.clone();
                 let card = Job::UpdateCard {
                     request_id: id,
@@ -316,6 +353,15 @@ impl Service {
                             "approved",
                             json!({"approvers": approvers}),
                         )];
+                        if break_glass {
+                            t.note = Some(blocks::BREAK_GLASS.to_string());
+                            t.jobs.extend(alerts);
+                            t.audit.push(store::audit(
+                                &decider,
+                                "break_glass",
+                                json!({"reason": req.reason}),
+                            ));
+                        }
                         t
                     }
                 };
@@ -360,7 +406,11 @@ impl Service {
                 self.refused(user, Some(id), verb, reason, now_ms).await
             }
             Verdict::Counted { approvers } => {
-                let tally = counts(&request.requester, &approvers);
+                let tally = if break_glass {
+                    Tally::break_glass(user, resources.len())
+                } else {
+                    counts(&request.requester, &approvers)
+                };
                 self.woke(&[Lane::Messages, Lane::Grants]);
                 Ok(Decided::Accepted(match decision {
                     Decision::Deny => format!("You denied request #{id}."),
@@ -374,6 +424,9 @@ impl Service {
                     Decision::Approve if !tally.met => format!(
                         "Your approval of #{id} is recorded; it still needs approval for *{}* by its approvers.",
                         tally.missing.join(", ")
+                    ),
+                    Decision::Approve if break_glass => format!(
+                        "You approved your own request #{id} (break-glass); access is being granted, and every approver and the channel have been told."
                     ),
                     Decision::Approve if request.extends.is_some() => format!(
                         "You approved extension #{id}: #{} lasts {} longer.",

@@ -21,7 +21,7 @@ impl Service {
     ) -> anyhow::Result<Result<Value, String>> {
         let policy = self.policy.now();
         match self.judge(&policy, user, id, Decision::Deny).await? {
-            Ok((request, _)) => {
+            Ok(super::judge::Judged { request, .. }) => {
                 let what = BundleSpec::of(&request)
                     .map(|b| b.label())
                     .unwrap_or_else(|| request.resource.clone());

@@ -9,17 +9,28 @@ use super::{Decision, Service, label, ms};
 use crate::domain::{Job, Lane, Policy, Resource, State};
 use crate::store::{self, BundleSpec, Transition};
 
+/// Who may decide what, as [`Service::judge`] found it.
+pub(super) struct Judged<'p> {
+    pub request: store::Request,
+    /// The resources decided on (a bundle's every one).
+    pub resources: Vec<&'p Resource>,
+    /// The requester approves their own request on a `break_glass` resource: approved at once,
+    /// and everyone is told.
+    pub break_glass: bool,
+}
+
 impl Service {
     /// May `user` decide request `id` now, and on which resources (a bundle's every one)? The
-    /// requester's own click is refused unless a resource allows self-approval; an approver of
-    /// any of the resources may decide.
+    /// requester's own click is refused unless a resource allows self-approval, or every one
+    /// allows break-glass (and the request says why); an approver of any of the resources may
+    /// decide.
     pub(super) async fn judge<'p>(
         &self,
         policy: &'p Policy,
         user: &str,
         id: i32,
         decision: Decision,
-    ) -> anyhow::Result<Result<(store::Request, Vec<&'p Resource>), String>> {
+    ) -> anyhow::Result<Result<Judged<'p>, String>> {
         let Some(request) = self.store.request(id).await? else {
             return Ok(Err(format!("There is no request #{id}.")));
         };
@@ -40,6 +51,23 @@ impl Service {
                 "Request #{id} is already {}.",
                 label(&request.state)
             )));
+        }
+        if request.requester == user
+            && decision == Decision::Approve
+            && !resources.iter().any(|r| r.self_approval)
+            && resources.iter().all(|r| r.break_glass)
+        {
+            if request.reason.trim().is_empty() {
+                return Ok(Err(format!(
+                    "Break-glass needs a reason everyone can read. `/jit cancel {id}`, then ask again with one: `/jit request {} <duration> INC-… what is on fire`.",
+                    request.resource
+                )));
+            }
+            return Ok(Ok(Judged {
+                request,
+                resources,
+                break_glass: true,
+            }));
         }
         if request.requester == user && !resources.iter().any(|r| r.self_approval) {
             let verb = if decision == Decision::Approve {
@@ -63,7 +91,11 @@ impl Service {
             )));
         }
 
-        Ok(Ok((request, resources)))
+        Ok(Ok(Judged {
+            request,
+            resources,
+            break_glass: false,
+        }))
     }
 }
 
@@ -129,6 +161,18 @@ pub(super) struct Tally {
     pub(super) met: bool,
     /// The resources that do not, yet.
     pub(super) missing: Vec<String>,
+}
+
+impl Tally {
+    /// A break-glass approval: the requester's own, standing for every resource.
+    pub(super) fn break_glass(user: &str, resources: usize) -> Tally {
+        Tally {
+            per_resource: vec![vec![user.to_string()]; resources],
+            anyone: vec![user.to_string()],
+            met: true,
+            missing: Vec::new(),
+        }
+    }
 }
 
 pub(super) fn tally(

@@ -232,7 +232,12 @@ fn approved_line(v: &CardView) -> String {
         .decided_at
         .map(|t| format!(" at {}", when(t)))
         .unwrap_or_default();
-    if v.auto_approved {
+    if v.note.as_deref() == Some(BREAK_GLASS) {
+        format!(
+            "🚨 Break-glass: approved by the requester {}{at}",
+            mention(&v.requester)
+        )
+    } else if v.auto_approved {
         format!("Auto-approved by policy{at}")
     } else {
         format!("Approved by {}{at}", mentions(&v.approved_by))
@@ -473,6 +478,24 @@ pub fn with_done_button(text: &str, id: i32) -> Vec<Value> {
             ]
         }),
     ]
+}
+
+/// The decision note of a break-glass approval (the card says so).
+pub const BREAK_GLASS: &str = "break-glass";
+
+/// The alert of a break-glass approval, to the channel and every approver.
+pub fn break_glass_alert(
+    id: i32,
+    requester: &str,
+    what: &str,
+    duration: &str,
+    reason: &str,
+) -> String {
+    format!(
+        "🚨 *Break-glass*: {} approved their own request #{id} for *{what}* ({duration}): {}. Review it now; `/jit revoke {id}` ends it.",
+        mention(requester),
+        cut(&escape(reason), NOTE_CHARS)
+    )
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod api;
 mod approvals;
 mod audit;
+mod break_glass;
 mod bundles;
 mod cli;
 mod edge;

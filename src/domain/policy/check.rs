@@ -117,6 +117,7 @@ pub(super) struct RawResource {
     pub(super) approvers: Spanned<Vec<Spanned<String>>>,
     pub(super) approvals: Option<Spanned<u32>>,
     pub(super) self_approval: Option<bool>,
+    pub(super) break_glass: Option<bool>,
     pub(super) reason_required: Option<bool>,
     pub(super) reason_pattern: Option<Spanned<String>>,
     pub(super) requesters: Option<Vec<Spanned<String>>>,

@@ -180,6 +180,9 @@ pub struct Resource {
     pub approvers: Vec<String>,
     pub approvals: u32,
     pub self_approval: bool,
+    /// The requester may approve their own request, with a reason, loudly: every approver and
+    /// the channel are alerted.
+    pub break_glass: bool,
     pub reason_required: bool,
     /// A reason must match this (`reason_pattern`), e.g. a ticket id.
     pub reason_pattern: Option<regex::Regex>,

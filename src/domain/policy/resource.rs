@@ -135,6 +135,33 @@ impl Checker<'_> {
             .requesters
             .as_ref()
             .map(|r| self.requesters(r, &format!("{path}.requesters"), groups));
+        // An approver who asks cannot approve their own request: if too few others remain,
+        // nobody can approve it.
+        if raw.self_approval != Some(true) && raw.break_glass != Some(true) {
+            let expand = |list: &[String]| -> BTreeSet<String> {
+                list.iter()
+                    .flat_map(|e| groups.get(e).cloned().unwrap_or_else(|| vec![e.clone()]))
+                    .collect()
+            };
+            let deciders = expand(&approvers);
+            let stuck: Vec<String> = deciders
+                .iter()
+                .filter(|a| requesters.as_ref().is_none_or(|r| expand(r).contains(*a)))
+                .filter(|_| deciders.len() - 1 < approvals as usize)
+                .cloned()
+                .collect();
+            if !stuck.is_empty() && deciders.len() >= approvals as usize {
+                self.warn(
+                    Key(&["resources", name, "approvers"]),
+                    format!("{path}.approvers"),
+                    format!(
+                        "nobody can approve a request from {}: it needs {approvals} approver(s) besides the requester and only {} remain; add approvers, or allow self_approval or break_glass",
+                        stuck.join(", "),
+                        deciders.len() - 1
+                    ),
+                );
+            }
+        }
         if raw.self_approval == Some(true) && approvals == 1 {
             self.warn(
                 Key(&["resources", name, "self_approval"]),
@@ -213,6 +240,7 @@ impl Checker<'_> {
             approvers,
             approvals,
             self_approval: raw.self_approval.unwrap_or(false),
+            break_glass: raw.break_glass.unwrap_or(false),
             // A pattern implies a reason: an empty one never names a ticket.
             reason_required: raw.reason_required.unwrap_or(false) || reason_pattern.is_some(),
             reason_pattern,

@@ -512,3 +512,31 @@ fn bundles_name_resources_of_the_policy() {
         );
     }
 }
+
+#[test]
+fn a_resource_whose_approvers_cannot_approve_each_other_is_warned_about() {
+    let two = GOOD.replace(
+        "    approvers: [dba]\n",
+        "    approvers: [dba]\n    approvals: 2\n",
+    );
+    let (_, warnings) = Policy::parse("p.yaml", &two).unwrap();
+    let w = warnings
+        .iter()
+        .find(|w| w.path == "resources.prod-db.approvers")
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(w.message.contains("U0DBA1, U0DBA2") && w.line > 0, "{w}");
+    // With self-approval, or approvers who never ask, nothing to say.
+    let fine = two.replace("approvals: 2\n", "approvals: 2\n    self_approval: true\n");
+    let (_, warnings) = Policy::parse("p.yaml", &fine).unwrap();
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.path == "resources.prod-db.approvers")
+    );
+    let (_, warnings) = Policy::parse("p.yaml", GOOD).unwrap();
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.path == "resources.prod-db.approvers")
+    );
+}
