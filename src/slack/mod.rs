@@ -6,6 +6,7 @@ pub mod error;
 pub mod gate;
 pub mod modals;
 pub mod payload;
+pub mod texts;
 pub mod verify;
 pub mod workspace;
 
