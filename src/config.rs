@@ -135,7 +135,12 @@ pub struct Tuning {
     pub post_burst: u32,
     /// How long a finished job is kept (`JIT_JOB_RETENTION`); the audit trail is kept for ever.
     pub job_retention: Duration,
+    /// How long before its end a grant's requester is offered to extend it (`JIT_ENDING_SOON`).
+    pub ending_soon: Duration,
 }
+
+/// Default `JIT_ENDING_SOON`: ten minutes to finish, or to ask for more.
+pub const DEFAULT_ENDING_SOON: Duration = Duration::from_secs(10 * 60);
 
 /// Default `JIT_JOB_RETENTION`: a week of finished jobs to look at when something went wrong.
 pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 3_600);
@@ -149,6 +154,7 @@ impl Default for Tuning {
             post_interval: crate::scheduler::pace::POST_INTERVAL,
             post_burst: crate::scheduler::pace::POST_BURST,
             job_retention: DEFAULT_JOB_RETENTION,
+            ending_soon: DEFAULT_ENDING_SOON,
         }
     }
 }
@@ -180,6 +186,12 @@ impl Tuning {
                 Some(text) => crate::domain::GrantDuration::parse(&text)
                     .map(|r| r.std())
                     .map_err(|e| UserError(format!("JIT_JOB_RETENTION={text:?}: {e}")))?,
+            },
+            ending_soon: match env.get("JIT_ENDING_SOON") {
+                None => d.ending_soon,
+                Some(text) => crate::domain::GrantDuration::parse(&text)
+                    .map(|r| r.std())
+                    .map_err(|e| UserError(format!("JIT_ENDING_SOON={text:?}: {e}")))?,
             },
             ..d
         })

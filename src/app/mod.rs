@@ -159,6 +159,7 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         provider_calls: Default::default(),
         pacer,
         job_retention: tuning.job_retention,
+        ending_soon: tuning.ending_soon,
     });
     // The store's upkeep runs every round; queueing the next one is a no-op if it is queued.
     let now = chrono::Utc::now().timestamp_millis();

@@ -105,6 +105,9 @@ pub enum Job {
         #[serde(default)]
         provider: String,
     },
+    /// Tell the requester their access ends soon, with Extend and "I'm done" buttons (waits for
+    /// the end an extension moved).
+    EndingSoon { request_id: i32, user: String },
     /// Store upkeep for one round of [`MAINTENANCE_EVERY`]: prune finished jobs, refresh the
     /// planner's statistics, and queue the next round. Its key makes each round run once, however
     /// many replicas queue it.
@@ -115,7 +118,7 @@ pub enum Job {
 pub const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Job kinds that call `chat.postMessage` (limited per channel by Slack).
-pub const POSTING_KINDS: [&str; 3] = ["post_card", "channel_note", "dm"];
+pub const POSTING_KINDS: [&str; 4] = ["post_card", "channel_note", "dm", "ending_soon"];
 
 impl Job {
     pub fn kind(&self) -> &'static str {
@@ -131,6 +134,7 @@ impl Job {
             Job::Timeout { .. } => "timeout",
             Job::Cleanup { .. } => "cleanup",
             Job::Maintain { .. } => "maintain",
+            Job::EndingSoon { .. } => "ending_soon",
         }
     }
 
@@ -143,7 +147,8 @@ impl Job {
             | Job::Dm { .. }
             | Job::ChannelNote { .. }
             | Job::Ephemeral { .. }
-            | Job::Respond { .. } => Lane::Messages,
+            | Job::Respond { .. }
+            | Job::EndingSoon { .. } => Lane::Messages,
             Job::Timeout { .. } | Job::Maintain { .. } => Lane::Housekeeping,
         }
     }
@@ -159,7 +164,7 @@ impl Job {
             | Job::UpdateCard { channel, .. }
             | Job::ChannelNote { channel, .. }
             | Job::Ephemeral { channel, .. } => channel,
-            Job::Dm { user, .. } => user,
+            Job::Dm { user, .. } | Job::EndingSoon { user, .. } => user,
             // Not the URL itself: it is a credential of sorts, and keys reach logs and metrics.
             // One key for all keeps a long list's parts in order.
             Job::Respond { .. } => "response_url",
@@ -170,9 +175,10 @@ impl Job {
     /// The Slack Web API method the job calls, for jobs of the messages lane.
     pub fn slack_method(&self) -> Option<&'static str> {
         match self {
-            Job::PostCard { .. } | Job::Dm { .. } | Job::ChannelNote { .. } => {
-                Some("chat.postMessage")
-            }
+            Job::PostCard { .. }
+            | Job::Dm { .. }
+            | Job::ChannelNote { .. }
+            | Job::EndingSoon { .. } => Some("chat.postMessage"),
             Job::UpdateCard { .. } => Some("chat.update"),
             Job::Ephemeral { .. } => Some("chat.postEphemeral"),
             Job::Respond { .. } => Some("response_url"),
@@ -188,6 +194,7 @@ impl Job {
             | Job::Grant { request_id, .. }
             | Job::EndAccess { request_id, .. }
             | Job::Timeout { request_id }
+            | Job::EndingSoon { request_id, .. }
             | Job::Cleanup { request_id, .. } => Some(*request_id),
             Job::Dm { .. } | Job::Ephemeral { .. } | Job::Respond { .. } | Job::Maintain { .. } => {
                 None
@@ -203,6 +210,7 @@ impl Job {
             | Job::Grant { request_id, .. }
             | Job::EndAccess { request_id, .. }
             | Job::Timeout { request_id }
+            | Job::EndingSoon { request_id, .. }
             | Job::Cleanup { request_id, .. } => Some(format!("{}:{request_id}", self.kind())),
             Job::Maintain { round } => Some(format!("maintain:{round}")),
             _ => None,

@@ -215,6 +215,19 @@ impl Scheduler {
                     }
                     .at(ms(now)),
                 ];
+                // Long enough to be reminded of its end: the requester is, with Extend.
+                let remind_at = ms(expires_at) - self.ending_soon.as_millis() as i64;
+                if remind_at > ms(now) + self.ending_soon.as_millis() as i64 / 2
+                    && is_slack_user(&request.requester)
+                {
+                    t.jobs.push(
+                        Job::EndingSoon {
+                            request_id: id,
+                            user: request.requester.clone(),
+                        }
+                        .at(remind_at),
+                    );
+                }
                 t.audit = vec![store::audit(
                     "jitbot",
                     "granted",

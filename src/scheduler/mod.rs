@@ -16,6 +16,7 @@ mod access;
 mod housekeeping;
 mod messages;
 pub mod pace;
+mod reminders;
 mod runner;
 mod upkeep;
 
@@ -124,6 +125,8 @@ pub struct Scheduler {
     pub pacer: Arc<pace::Pacer>,
     /// How long a finished job is kept before it is pruned.
     pub job_retention: Duration,
+    /// How long before its end the requester is offered to extend a grant.
+    pub ending_soon: Duration,
 }
 
 /// One semaphore per provider and lane, sized by the provider's `concurrency`.
@@ -172,6 +175,10 @@ impl Scheduler {
             | Job::Respond { .. } => self.message(job, row).await,
             Job::Timeout { request_id } => self.timeout(*request_id).await,
             Job::Maintain { .. } => self.maintain().await,
+            Job::EndingSoon { request_id, .. } => match self.ending_soon_wait(*request_id).await? {
+                Some(wait) => Err(JobError::Defer(wait)),
+                None => self.message(job, row).await,
+            },
         }
     }
 

@@ -37,7 +37,9 @@ impl Service {
         click: Click,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<serde_json::Value>> {
-        let id = RequestId::parse(&click.value).and_then(|id| i32::try_from(id.0).ok());
+        // An Extend button's value is `<id>:<seconds>`; every other button's is the id.
+        let (id_text, extra) = click.value.split_once(':').unwrap_or((&click.value, ""));
+        let id = RequestId::parse(id_text).and_then(|id| i32::try_from(id.0).ok());
         let Some(id) = id else {
             self.store
                 .audit(
@@ -76,6 +78,27 @@ impl Service {
                 Ok(text) => Decided::Accepted(text),
                 Err(text) => Decided::Refused(text),
             },
+            ClickAction::Extend => {
+                let by = extra.parse::<u64>().ok().and_then(GrantDuration::from_secs);
+                let answer = match by {
+                    Some(by) => {
+                        self.extend(&click.user, RequestId(i64::from(id)), by, now)
+                            .await?
+                    }
+                    None => Err(
+                        "That button names no duration; use `/jit extend <id> <duration>`."
+                            .to_string(),
+                    ),
+                };
+                // Either way the clicker reads the answer: the extension's, or why not.
+                match answer {
+                    Ok(text) => {
+                        self.answer_click(&click, text, now).await?;
+                        Decided::Accepted(String::new())
+                    }
+                    Err(text) => Decided::Refused(text),
+                }
+            }
         };
         if let Decided::Refused(text) = outcome {
             Metrics::inc(&self.metrics.clicks_refused);

@@ -49,6 +49,8 @@ pub enum ClickAction {
     Deny,
     /// "I'm done" on the requester's DM: end the access now.
     Done,
+    /// Extend on the DM of access that ends soon.
+    Extend,
 }
 
 /// Action ids on the card's buttons.
@@ -56,6 +58,9 @@ pub const APPROVE_ACTION: &str = "jit_approve";
 pub const DENY_ACTION: &str = "jit_deny";
 /// Action id of the "I'm done" button on an active grant's DM.
 pub const DONE_ACTION: &str = "jit_done";
+/// Action id of the Extend button on the DM of access that ends soon; its value is
+/// `<request id>:<seconds>`.
+pub const EXTEND_ACTION: &str = "jit_extend";
 
 /// A modal submitted (`view_submission`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +206,7 @@ fn click(raw: RawInteraction) -> Result<Click, PayloadError> {
         APPROVE_ACTION => ClickAction::Approve,
         DENY_ACTION => ClickAction::Deny,
         DONE_ACTION => ClickAction::Done,
+        EXTEND_ACTION => ClickAction::Extend,
         other => return Err(PayloadError::Unsupported(other.chars().take(64).collect())),
     };
     Ok(Click {

@@ -151,3 +151,44 @@ pub fn break_glass_alert(
         cut(&escape(reason), NOTE_CHARS)
     )
 }
+
+/// Access ends soon: when, and how much more an extension may add.
+pub fn dm_ending_soon(
+    id: i32,
+    resource: &str,
+    end: DateTime<Utc>,
+    more: Option<crate::domain::GrantDuration>,
+) -> String {
+    format!(
+        "⏳ Your access to *{resource}* (#{id}) ends {}. {}",
+        when(end),
+        match more {
+            Some(more) => format!(
+                "Need more? Extend it by {more} (approved like a request unless policy auto-approves it), or end it now if you are done."
+            ),
+            None =>
+                "It cannot be extended further; ask again with `/jit request` if you need more."
+                    .to_string(),
+        }
+    )
+}
+
+/// The buttons of the ending-soon DM: Extend (by `more`, when there is room) and "I'm done".
+pub fn ending_soon_blocks(
+    text: &str,
+    id: i32,
+    more: Option<crate::domain::GrantDuration>,
+) -> Vec<Value> {
+    let mut blocks = with_done_button(text, id);
+    if let (Some(more), Some(actions)) = (more, blocks.get_mut(1))
+        && let Some(elements) = actions["elements"].as_array_mut()
+    {
+        elements.insert(
+            0,
+            json!({"type": "button", "action_id": super::payload::EXTEND_ACTION, "style": "primary",
+                   "text": {"type": "plain_text", "text": format!("Extend by {more}")},
+                   "value": format!("{id}:{}", more.secs())}),
+        );
+    }
+    blocks
+}

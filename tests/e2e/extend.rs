@@ -173,3 +173,68 @@ async fn an_extension_of_access_that_ended_is_cancelled_at_the_click() {
     assert_eq!(app.state(ext).await, "cancelled");
     app.finish().await;
 }
+
+/// The button of `action` in a DM's blocks.
+fn button(dm: &jitbot::fakes::SlackCall, action: &str) -> Option<serde_json::Value> {
+    dm.body["blocks"]
+        .as_array()?
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["action_id"] == action)
+}
+
+#[tokio::test]
+async fn access_that_ends_soon_offers_extend_and_one_click_extends_it() {
+    let env =
+        std::collections::HashMap::from([(TEST_ENDING_SOON_MS.to_string(), "2000".to_string())]);
+    let ((app, hook), _) = spawn_hook_app_env(Backend::Sqlite, |p| p, env).await;
+    // ci-deploy is auto-approved for Alice up to 30m: one click extends it at once.
+    let id = TestApp::id_in(&app.say(ALICE, "request ci-deploy 4s deploy").await);
+    app.wait_state(id, "active").await;
+    let first_end = expires_at(&app, id).await;
+    let dm = app.wait_dm(ALICE, "ends").await;
+    let extend = button(&dm, "jit_extend").expect("an Extend button");
+    assert_eq!(extend["value"], format!("{id}:4"));
+    assert!(button(&dm, "jit_done").is_some(), "and I'm done");
+    // Sent about 2 s before the end, not at the grant.
+    let before_end = first_end - chrono::Utc::now();
+    assert!(
+        before_end < chrono::TimeDelta::milliseconds(2_500),
+        "reminded {before_end} before the end"
+    );
+
+    app.sender
+        .click_with_trigger(ALICE, "jit_extend", &format!("{id}:4"), "D0ALICE", "trig-7")
+        .await
+        .expect("answered");
+    app.wait_ephemeral(ALICE, "Extended by 4s").await;
+    assert_eq!(
+        expires_at(&app, id).await - first_end,
+        chrono::TimeDelta::seconds(4)
+    );
+    let (revoked, end) = revoked_at(&app, &hook, id).await;
+    assert!(
+        revoked >= end,
+        "revoked at {revoked}, before the new end {end}"
+    );
+
+    // Without auto-approval the click asks the approvers, and says so.
+    let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 4s rotate").await);
+    app.click(BOB, APPROVE, id).await;
+    app.wait_state(id, "active").await;
+    let dm = app.wait_dm(ALICE, &format!("(#{id}) ends")).await;
+    let value = button(&dm, "jit_extend").expect("Extend")["value"].clone();
+    app.sender
+        .click_with_trigger(
+            ALICE,
+            "jit_extend",
+            value.as_str().unwrap_or(""),
+            "D0ALICE",
+            "trig-8",
+        )
+        .await
+        .expect("answered");
+    app.wait_ephemeral(ALICE, "waiting for approval").await;
+    app.finish().await;
+}

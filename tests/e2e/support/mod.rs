@@ -25,6 +25,7 @@ pub const TEST_BODY_TIMEOUT_MS: &str = "TEST_BODY_TIMEOUT_MS";
 pub const TEST_POST_INTERVAL_MS: &str = "TEST_POST_INTERVAL_MS";
 pub const TEST_POST_BURST: &str = "TEST_POST_BURST";
 pub const TEST_JOB_RETENTION_MS: &str = "TEST_JOB_RETENTION_MS";
+pub const TEST_ENDING_SOON_MS: &str = "TEST_ENDING_SOON_MS";
 /// Env key (in a test's env map) for `SLACK_TEAM_ID`.
 pub const TEST_TEAM_ID: &str = "TEST_TEAM_ID";
 
@@ -225,6 +226,9 @@ pub async fn spawn_with(
     }
     if let Some(d) = take(TEST_JOB_RETENTION_MS) {
         tuning.job_retention = d;
+    }
+    if let Some(d) = take(TEST_ENDING_SOON_MS) {
+        tuning.ending_soon = d;
     }
     if let Some(burst) = take(TEST_POST_BURST) {
         tuning.post_burst = burst.as_millis() as u32;
