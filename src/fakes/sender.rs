@@ -247,4 +247,37 @@ impl SlackSender {
         let body = serde_urlencoded::to_string([("payload", payload.to_string())])?;
         self.post("/slack/interactions", body).await
     }
+
+    /// An Events API envelope, signed, as Slack posts it (JSON).
+    pub async fn event(&self, envelope: &Value) -> anyhow::Result<Answer> {
+        self.post("/slack/events", envelope.to_string()).await
+    }
+
+    /// `user` opens jitbot's Home tab.
+    pub async fn open_home(&self, user: &str) -> anyhow::Result<Answer> {
+        self.event(&json!({
+            "type": "event_callback",
+            "team_id": self.team_id,
+            "event": {"type": "app_home_opened", "user": user, "tab": "home", "channel": "D0HOME"}
+        }))
+        .await
+    }
+
+    /// A click on a button of `user`'s Home tab.
+    pub async fn click_on_home(
+        &self,
+        user: &str,
+        action: &str,
+        value: &str,
+    ) -> anyhow::Result<Answer> {
+        let payload = json!({
+            "type": "block_actions",
+            "user": {"id": user, "name": user.to_lowercase(), "team_id": self.team_id},
+            "team": {"id": self.team_id},
+            "view": {"id": "V0HOME", "type": "home"},
+            "actions": [{"action_id": action, "value": value, "type": "button"}],
+        });
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())])?;
+        self.post("/slack/interactions", body).await
+    }
 }

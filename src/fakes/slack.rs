@@ -251,6 +251,7 @@ async fn slack_method(
         }
         _ if posting => block_kit_error(&body).map(str::to_string),
         _ if method == "views.open" => super::views::view_error(&body).map(str::to_string),
+        _ if method == "views.publish" => super::views::publish_error(&body).map(str::to_string),
         _ => None,
     };
     let record = |answer: &str| {

@@ -87,3 +87,34 @@ pub fn view_error(body: &Value) -> Option<&'static str> {
     }
     None
 }
+
+/// Slack's error code for this `views.publish` body (a Home tab), or `None`.
+pub fn publish_error(body: &Value) -> Option<&'static str> {
+    if body
+        .get("user_id")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Some("invalid_arguments");
+    }
+    let view = match body.get("view") {
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok()?,
+        Some(v) => v.clone(),
+        None => return Some("invalid_arguments"),
+    };
+    if view.get("type").and_then(Value::as_str) != Some("home") {
+        return Some("invalid_arguments");
+    }
+    let Some(blocks) = view.get("blocks").and_then(Value::as_array) else {
+        return Some("invalid_arguments");
+    };
+    if blocks.len() > 100
+        || blocks.iter().any(|b| {
+            b.get("type").and_then(Value::as_str) == Some("header")
+                && b.get("text").map(text_len).unwrap_or(0) > 150
+        })
+    {
+        return Some("invalid_arguments");
+    }
+    None
+}

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/slack/commands", post(command))
         .route("/slack/interactions", post(interaction))
+        .route("/slack/events", post(event))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -299,6 +300,15 @@ async fn interaction(State(state): State<AppState>, SignedBody(body): SignedBody
     // A click that cannot be handled in time fails visibly in Slack, so the clicker tries again.
     let trigger_id = click.trigger_id.clone();
     let answered = click.clone();
+    // A click on the Home tab: the tab shows what changed.
+    if click.from_home {
+        let (state, user) = (state.clone(), click.user.clone());
+        tokio::spawn(async move {
+            // After the click's own answer, so the tab shows its outcome.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            publish_home(&state, &user).await;
+        });
+    }
     match tokio::time::timeout(ANSWER_DEADLINE, state.service.click(click, Utc::now())).await {
         Ok(Ok(None)) => StatusCode::OK.into_response(),
         Ok(Ok(Some(form))) => {
@@ -350,6 +360,87 @@ async fn submitted(state: &AppState, form: payload::Submission) -> Response {
             tracing::error!("form submission did not finish within Slack's deadline");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
+    }
+}
+
+#[derive(Deserialize)]
+struct EventEnvelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    challenge: String,
+    #[serde(default)]
+    team_id: String,
+    #[serde(default)]
+    enterprise_id: Option<String>,
+    event: Option<InnerEvent>,
+}
+
+#[derive(Deserialize)]
+struct InnerEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    tab: String,
+}
+
+/// Slack's Events API: the URL check, and `app_home_opened` (the Home tab is published). Answered
+/// at once; the publishing happens after.
+async fn event(State(state): State<AppState>, SignedBody(body): SignedBody) -> Response {
+    let Ok(envelope) = serde_json::from_slice::<EventEnvelope>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected a Slack event").into_response();
+    };
+    match envelope.kind.as_str() {
+        "url_verification" => Json(json!({"challenge": envelope.challenge})).into_response(),
+        "event_callback" => {
+            let Some(event) = envelope.event else {
+                return StatusCode::OK.into_response();
+            };
+            if event.kind != "app_home_opened" || event.tab != "home" || event.user.is_empty() {
+                tracing::debug!(kind = %event.kind, "ignored an event");
+                return StatusCode::OK.into_response();
+            }
+            let enterprise = envelope.enterprise_id.unwrap_or_default();
+            if let Some(refusal) =
+                admit(&state, &event.user, &envelope.team_id, &enterprise, "event").await
+            {
+                return refusal;
+            }
+            tokio::spawn(async move { publish_home(&state, &event.user).await });
+            StatusCode::OK.into_response()
+        }
+        other => {
+            tracing::debug!(kind = other, "ignored an event envelope");
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+/// Publishes `user`'s Home tab; a failure is logged (the next opening publishes it again).
+async fn publish_home(state: &AppState, user: &str) {
+    let view = match tokio::time::timeout(ANSWER_DEADLINE, state.service.home(user)).await {
+        Ok(Ok(view)) => view,
+        Ok(Err(e)) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                user,
+                "could not read the Home tab"
+            );
+            return;
+        }
+        Err(_) => {
+            tracing::error!(user, "the Home tab could not be read in time");
+            return;
+        }
+    };
+    if let Err(e) = state.slack.views_publish(user, view).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            user,
+            "could not publish the Home tab"
+        );
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`ends`]: cancel and early revoke, including a grant still under way;
 //! - [`extend`]: more time on an active grant;
 //! - [`forms`]: the denial form and the request form;
+//! - [`home`]: the App Home tab;
 //! - [`views`]: list, pending, resources, explain;
 //! - [`policy_change`]: pending requests held to the policy in force after it changes.
 
@@ -16,6 +17,7 @@ mod decide;
 mod ends;
 mod extend;
 mod forms;
+mod home;
 mod judge;
 pub mod policy_change;
 

@@ -9,6 +9,13 @@ use crate::domain::{Resource, State};
 use crate::slack::blocks::{self, mention};
 use crate::store::{self, BundleSpec};
 
+/// What a request is for, as people read it: the resource, or the bundle.
+pub(super) fn what(r: &store::Request) -> String {
+    BundleSpec::of(r)
+        .map(|b| b.label())
+        .unwrap_or_else(|| r.resource.clone())
+}
+
 /// ` (bundle: …)` on a bundle's lead, ` (with #42)` on its other resources' requests,
 /// ` (extends #42)` on an extension.
 fn bundle_note(r: &store::Request) -> String {
@@ -152,6 +159,37 @@ impl Service {
     /// Every pending request `user` may decide and has not decided yet; for an admin, every
     /// pending request. Walked page by page, so none is left out however many wait.
     pub(super) async fn pending(&self, user: &str) -> anyhow::Result<Vec<String>> {
+        let lines: Vec<String> = self
+            .awaiting(user)
+            .await?
+            .iter()
+            .map(|(r, may_decide)| {
+                format!(
+                    "• #{} {} wants *{}* for {}: {}{}",
+                    r.id,
+                    mention(&r.requester),
+                    what(r),
+                    secs(r.duration_secs),
+                    blocks::escape(&r.reason),
+                    if *may_decide {
+                        ""
+                    } else {
+                        " _(not yours to decide)_"
+                    }
+                )
+            })
+            .collect();
+        Ok(if lines.is_empty() {
+            vec!["Nothing is waiting for you.".into()]
+        } else {
+            let head = format!("Waiting for you ({}; `/jit approve <id>`):", lines.len());
+            split_messages(std::iter::once(head).chain(lines).collect())
+        })
+    }
+
+    /// The pending requests `user` may decide and has not decided, oldest first, each with
+    /// whether it is theirs to decide (an admin sees every one).
+    pub(super) async fn awaiting(&self, user: &str) -> anyhow::Result<Vec<(store::Request, bool)>> {
         let policy = self.policy.now();
         let admin = policy.is_admin(user);
         let mine: Vec<String> = policy
@@ -160,7 +198,7 @@ impl Service {
             .filter(|r| policy.is_approver(r, user))
             .map(|r| r.name.clone())
             .collect();
-        let mut lines: Vec<(i32, String)> = Vec::new();
+        let mut found: Vec<(store::Request, bool)> = Vec::new();
         let mut after = 0;
         let mut seen = std::collections::HashSet::new();
         let mut pages_done = false;
@@ -197,11 +235,11 @@ impl Service {
             }
             let ids: Vec<i32> = page.iter().map(|r| r.id).collect();
             let decided = self.store.decided_by(user, &ids).await?;
-            for r in &page {
+            for r in page {
                 if !seen.insert(r.id) {
                     continue;
                 }
-                let names = BundleSpec::of(r)
+                let names = BundleSpec::of(&r)
                     .map(|b| b.resources)
                     .unwrap_or_else(|| vec![r.resource.clone()]);
                 let may_decide = names.iter().any(|name| {
@@ -212,35 +250,11 @@ impl Service {
                 if decided.contains(&r.id) || !(may_decide || admin) {
                     continue;
                 }
-                let what = BundleSpec::of(r)
-                    .map(|b| b.label())
-                    .unwrap_or_else(|| r.resource.clone());
-                lines.push((
-                    r.id,
-                    format!(
-                        "• #{} {} wants *{}* for {}: {}{}",
-                        r.id,
-                        mention(&r.requester),
-                        what,
-                        secs(r.duration_secs),
-                        blocks::escape(&r.reason),
-                        if may_decide {
-                            ""
-                        } else {
-                            " _(not yours to decide)_"
-                        }
-                    ),
-                ));
+                found.push((r, may_decide));
             }
         }
-        lines.sort_by_key(|(id, _)| *id);
-        let lines: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
-        Ok(if lines.is_empty() {
-            vec!["Nothing is waiting for you.".into()]
-        } else {
-            let head = format!("Waiting for you ({}; `/jit approve <id>`):", lines.len());
-            split_messages(std::iter::once(head).chain(lines).collect())
-        })
+        found.sort_by_key(|(r, _)| r.id);
+        Ok(found)
     }
 
     /// What `user` may ask for: each resource, with a template's resources on one line (so a

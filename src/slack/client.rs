@@ -312,6 +312,13 @@ impl SlackApi {
         Ok(())
     }
 
+    /// Publishes `user`'s App Home tab.
+    pub async fn views_publish(&self, user: &str, view: Value) -> anyhow::Result<()> {
+        let request = serde_json::json!({"user_id": user, "view": view});
+        self.post("views.publish", "", &request).await?;
+        Ok(())
+    }
+
     /// Who the bot token belongs to: its workspace, and its org for an Enterprise Grid install.
     pub async fn auth_test(&self) -> anyhow::Result<BotIdentity> {
         let answer = self

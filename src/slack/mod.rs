@@ -4,6 +4,7 @@ pub mod blocks;
 pub mod client;
 pub mod error;
 pub mod gate;
+pub mod home;
 pub mod modals;
 pub mod payload;
 pub mod texts;

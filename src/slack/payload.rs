@@ -41,6 +41,8 @@ pub struct Click {
     pub enterprise_id: String,
     /// Opens a modal within 3 s of the click (empty if Slack sent none).
     pub trigger_id: String,
+    /// Clicked on the App Home tab (which is then published again).
+    pub from_home: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +105,8 @@ struct RawInteraction {
 
 #[derive(Deserialize)]
 struct RawView {
+    #[serde(rename = "type", default)]
+    kind: String,
     #[serde(default)]
     callback_id: String,
     #[serde(default)]
@@ -218,6 +222,7 @@ fn click(raw: RawInteraction) -> Result<Click, PayloadError> {
         team_id: raw.team.map(|t| t.id).unwrap_or_default(),
         enterprise_id: raw.enterprise.map(|e| e.id).unwrap_or_default(),
         trigger_id: raw.trigger_id,
+        from_home: raw.view.is_some_and(|v| v.kind == "home"),
     })
 }
 

@@ -12,6 +12,7 @@ mod extend;
 mod failures;
 mod footprint;
 mod forms;
+mod home;
 mod lanes;
 mod lifecycle;
 mod outage;

@@ -1,0 +1,52 @@
+//! What the App Home tab shows a person, read from the store as it stands.
+
+use chrono::DateTime;
+use serde_json::Value;
+
+use super::views::what;
+use super::{Service, secs};
+use crate::domain::State;
+use crate::slack::home::{self, ForMe, MyGrant, MyWait};
+
+impl Service {
+    /// The Home tab of `user`.
+    pub async fn home(&self, user: &str) -> anyhow::Result<Value> {
+        let open = self.store.open_of(user).await?;
+        let grants: Vec<MyGrant> = open
+            .iter()
+            .filter(|(r, _)| r.state != State::Pending.as_str())
+            .map(|(r, g)| MyGrant {
+                id: r.id,
+                what: what(r),
+                state: r.state.clone(),
+                ends: g
+                    .as_ref()
+                    .and_then(|g| g.expires_at)
+                    .and_then(DateTime::from_timestamp_millis),
+            })
+            .collect();
+        let waits: Vec<MyWait> = open
+            .iter()
+            .filter(|(r, _)| r.state == State::Pending.as_str())
+            .map(|(r, _)| MyWait {
+                id: r.id,
+                what: what(r),
+                duration: secs(r.duration_secs),
+            })
+            .collect();
+        let for_me: Vec<ForMe> = self
+            .awaiting(user)
+            .await?
+            .into_iter()
+            .map(|(r, mine)| ForMe {
+                id: r.id,
+                what: what(&r),
+                duration: secs(r.duration_secs),
+                requester: r.requester,
+                reason: r.reason,
+                mine,
+            })
+            .collect();
+        Ok(home::home_view(&grants, &waits, &for_me))
+    }
+}
