@@ -58,6 +58,20 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(api)
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// Every request gets an id: on each log line written while it is handled (the `http` span,
+/// which JSON logs carry as fields) and in the answer's `X-Request-Id` header.
+async fn request_id(req: Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let id = format!("{:016x}", rand::random::<u64>());
+    let span = tracing::info_span!("http", request_id = %id, path = %req.uri().path());
+    let mut response = next.run(req).instrument(span).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 /// A request body that carried a valid Slack signature; the only way to get one is to pass

@@ -340,3 +340,44 @@ async fn the_health_command_follows_a_running_serve() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy"));
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_each_answer_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let slack = jitbot::fakes::FakeSlack::start().await.expect("fake Slack");
+    let policy = hook_policy_file(dir.path(), "https://hooks.example.com/x", "JIT_HOOK_RID");
+    let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("j.db").display());
+    let env = vec![
+        ("JIT_HOOK_RID".to_string(), "s".to_string()),
+        ("JIT_LOG_FORMAT".to_string(), "json".to_string()),
+    ];
+    let server = serve(&db_url, &policy, &slack.base_url, "signing", &env);
+    // An unsigned command: refused, and the refusal is logged under the request's id.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/slack/commands", server.url))
+        .body("user_id=U0ALICE&text=help")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status().as_u16(), 401);
+    let id = answer
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("an X-Request-Id")
+        .to_string();
+    let found = eventually(WAIT, || async {
+        server.log.lock().expect("log").iter().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| {
+                v["fields"]["message"] == "refused a Slack request"
+                    && v["span"]["request_id"] == id.as_str()
+            })
+        })
+    })
+    .await;
+    assert!(
+        found,
+        "no JSON log line of the refusal with request_id {id}:\n{}",
+        server.log.lock().expect("log").join("\n")
+    );
+}

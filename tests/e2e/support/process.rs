@@ -57,8 +57,13 @@ pub fn serve(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(line.clone());
+            // Text logs say `addr=…`; JSON logs carry it as a field.
             if let Some(addr) = line.split("addr=").nth(1) {
                 let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+            } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = v["fields"]["addr"].as_str()
+            {
+                let _ = tx.send(addr.to_string());
             }
         }
     });
