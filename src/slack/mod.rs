@@ -7,6 +7,7 @@ pub mod gate;
 pub mod home;
 pub mod modals;
 pub mod payload;
+pub mod scopes;
 pub mod texts;
 pub mod verify;
 pub mod workspace;

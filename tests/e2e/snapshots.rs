@@ -94,3 +94,147 @@ fn the_card_of_a_bundle_with_one_failed_grant() {
     ];
     insta::assert_json_snapshot!("bundle_blocks", card(&v).1);
 }
+
+/// Every DM and channel note, each with the inputs a real request would give it.
+#[test]
+fn every_dm_and_note() {
+    use jitbot::domain::GrantDuration;
+    use jitbot::slack::texts::*;
+    let ends = Utc
+        .with_ymd_and_hms(2026, 11, 24, 10, 0, 0)
+        .single()
+        .expect("a time");
+    let approvers = vec!["U0BOB".to_string(), "U0CAROL".to_string()];
+    let texts = [
+        (
+            "dm_approved",
+            dm_approved(42, "prod-db", &approvers, false, ends),
+        ),
+        (
+            "dm_approved (auto)",
+            dm_approved(42, "prod-db", &[], true, ends),
+        ),
+        (
+            "dm_denied",
+            dm_denied(
+                42,
+                "prod-db",
+                "U0BOB",
+                Some("not during the <!channel> freeze"),
+            ),
+        ),
+        (
+            "dm_denied (no reason)",
+            dm_denied(42, "prod-db", "U0BOB", None),
+        ),
+        ("dm_cancelled", dm_cancelled(42, "prod-db")),
+        (
+            "dm_policy_cancelled",
+            dm_policy_cancelled(42, "prod-db", "prod-db is no longer in the policy"),
+        ),
+        (
+            "dm_cancelled_after_approval",
+            dm_cancelled_after_approval(42, "prod-db"),
+        ),
+        (
+            "dm_card_failed",
+            dm_card_failed(42, "prod-db", "C0REVIEW", "channel_not_found"),
+        ),
+        (
+            "note_card_failed",
+            note_card_failed(42, "prod-db", "U0ALICE", "invalid_blocks"),
+        ),
+        ("dm_timed_out", dm_timed_out(42, "prod-db", "2h")),
+        ("dm_expired", dm_expired(42, "prod-db")),
+        (
+            "dm_revoked (by someone)",
+            dm_revoked(42, "prod-db", Some("U0BOB")),
+        ),
+        (
+            "dm_revoked (by the requester)",
+            dm_revoked(42, "prod-db", None),
+        ),
+        (
+            "dm_grant_failed",
+            dm_grant_failed(42, "prod-db", "the webhook answered HTTP 500"),
+        ),
+        (
+            "note_grant_failed",
+            note_grant_failed(42, "prod-db", "connection refused"),
+        ),
+        (
+            "note_revoke_failed",
+            note_revoke_failed(42, "prod-db", "connection refused"),
+        ),
+        ("dm_extended", dm_extended(42, "prod-db", "30m", 43)),
+        (
+            "break_glass_alert",
+            break_glass_alert(42, "U0ALICE", "prod-db", "1h", "INC-99 payments down"),
+        ),
+        (
+            "dm_ending_soon",
+            dm_ending_soon(42, "prod-db", ends, GrantDuration::from_secs(3_600)),
+        ),
+        (
+            "dm_ending_soon (at its maximum)",
+            dm_ending_soon(42, "prod-db", ends, None),
+        ),
+    ];
+    let all: Vec<String> = texts
+        .iter()
+        .map(|(name, text)| format!("{name}:\n{text}"))
+        .collect();
+    insta::assert_snapshot!("every_dm_and_note", all.join("\n\n"));
+}
+
+/// The buttons of DMs, the forms and the Home tab.
+#[test]
+fn buttons_forms_and_the_home_tab() {
+    use jitbot::domain::GrantDuration;
+    use jitbot::slack::home::{ForMe, MyGrant, MyWait, home_view};
+    use jitbot::slack::modals::{deny_form, request_form};
+    use jitbot::slack::texts::ending_soon_blocks;
+    let ends = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).single();
+    insta::assert_json_snapshot!(
+        "ending_soon_blocks",
+        ending_soon_blocks("ends soon", 42, GrantDuration::from_secs(1_800))
+    );
+    insta::assert_json_snapshot!(
+        "deny_form",
+        deny_form(42, "U0ALICE", "prod-db", "1h", "debugging INC-4312")
+    );
+    insta::assert_json_snapshot!(
+        "request_form",
+        request_form(
+            &[
+                ("prod-db".into(), "prod-db: Production PostgreSQL".into()),
+                ("incident".into(), "incident (prod-db, wiki)".into()),
+            ],
+            1_000
+        )
+    );
+    insta::assert_json_snapshot!(
+        "home_tab",
+        home_view(
+            &[MyGrant {
+                id: 41,
+                what: "wiki".into(),
+                state: "active".into(),
+                ends,
+            }],
+            &[MyWait {
+                id: 42,
+                what: "prod-db".into(),
+                duration: "1h".into(),
+            }],
+            &[ForMe {
+                id: 43,
+                requester: "U0BOB".into(),
+                what: "billing-admin".into(),
+                duration: "30m".into(),
+                reason: "INC-7".into(),
+                mine: true,
+            }],
+        )
+    );
+}
