@@ -418,6 +418,11 @@ impl Service {
                 ""
             }
         ));
+        if r.break_glass {
+            lines.push(
+                "• break-glass: a requester may approve their own request (with a reason); the channel and every approver are alerted at once".to_string(),
+            );
+        }
         lines.push(match &r.reason_pattern {
             Some(p) => format!("• reason required, matching `{}`", p.as_str()),
             None if r.reason_required => "• reason required".to_string(),

@@ -48,6 +48,9 @@ async fn break_glass_is_loud(backend: Backend) {
         "an audit event"
     );
 
+    let explain = app.say(ALICE, "explain billing-admin").await;
+    assert!(explain.contains("break-glass"), "{explain}");
+
     // Elsewhere, one's own request is still someone else's to decide.
     let other = TestApp::id_in(&app.say(ALICE, "request two-keys 20m INC-99").await);
     let refused = app.say(ALICE, &format!("approve {other}")).await;
