@@ -50,6 +50,18 @@ enum Cmd {
         #[arg(long, default_value = "1h")]
         timeout: String,
     },
+    /// The weekly digest of the period containing --at (default now), printed; `serve` posts it.
+    Digest {
+        /// Print it; nothing is posted (the only mode: `serve` posts the digest on schedule).
+        #[arg(long)]
+        dry_run: bool,
+        /// A time in the period (RFC 3339, or a date such as 2026-11-30).
+        #[arg(long)]
+        at: Option<String>,
+        /// The policy file with the digest's schedule (default: $JIT_POLICY).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
     /// The audit trail: verify its hash chain, or export it with its hashes.
     Audit {
         #[command(subcommand)]
@@ -287,6 +299,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await?;
             return Ok(ExitCode::from(outcome.exit_code()));
+        }
+        Cmd::Digest {
+            dry_run,
+            at,
+            policy,
+        } => {
+            init_tracing(&env, "warn");
+            if !dry_run {
+                return Err(UserError(
+                    "`jitbot serve` posts the digest on its schedule; `jitbot digest --dry-run` prints it".into(),
+                )
+                .into());
+            }
+            let path = policy.unwrap_or_else(|| {
+                env.get("JIT_POLICY")
+                    .unwrap_or_else(|| DEFAULT_POLICY.into())
+                    .into()
+            });
+            let (policy, _) = Policy::load(&path).map_err(|e| UserError(format!("{e}")))?;
+            let Some(settings) = policy.digest.as_ref() else {
+                return Err(UserError(format!(
+                    "{} has no `digest:` (channel and schedule)",
+                    path.display()
+                ))
+                .into());
+            };
+            let now = chrono::Utc::now();
+            let at = match at.as_deref() {
+                None => now,
+                Some(text) => jitbot::audit_export::parse_time(text)
+                    .ok()
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .ok_or_else(|| {
+                        UserError(format!(
+                            "--at {text:?}: not a time (RFC 3339, or a date such as 2026-11-30)"
+                        ))
+                    })?,
+            };
+            let (from, to) = settings
+                .period(at)
+                .ok_or_else(|| UserError("the digest's schedule never fires".into()))?;
+            let store = open_store(&env).await?;
+            let digest = jitbot::service::digest::gather(&store, from, to.min(now.max(from)), now)
+                .await
+                .map_err(not_migrated)?;
+            // For a terminal: Slack's markup turned into plain text.
+            println!(
+                "{}",
+                jitbot::slack::blocks::strip_mrkdwn(&jitbot::slack::digest::digest_text(&digest))
+            );
         }
         Cmd::Demo => {
             init_tracing(&env, "error");

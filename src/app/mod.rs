@@ -164,7 +164,15 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
     // The store's upkeep runs every round; queueing the next one is a no-op if it is queued.
     let now = chrono::Utc::now().timestamp_millis();
     store
-        .enqueue(&[crate::domain::Job::next_maintenance(now)], now)
+        .enqueue(
+            &std::iter::once(crate::domain::Job::next_maintenance(now))
+                .chain(crate::scheduler::digest::next_digest(
+                    &service.policy.now(),
+                    chrono::Utc::now(),
+                ))
+                .collect::<Vec<_>>(),
+            now,
+        )
         .await?;
     let workspace = Arc::new(crate::slack::Workspace::new(
         config.team_id.clone(),

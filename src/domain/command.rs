@@ -54,10 +54,12 @@ pub enum Command {
         id: RequestId,
         duration: GrantDuration,
     },
+    /// The weekly digest of the current period, for operators.
+    Digest,
 }
 
 /// The commands, for "did you mean".
-const VERBS: [&str; 11] = [
+const VERBS: [&str; 12] = [
     "request",
     "list",
     "pending",
@@ -69,6 +71,7 @@ const VERBS: [&str; 11] = [
     "resources",
     "explain",
     "help",
+    "digest",
 ];
 
 /// A command that could not be understood; `Display` is the one-line answer with a hint.
@@ -139,6 +142,7 @@ impl Command {
                 None => Err(CommandError::Usage("/jit explain <resource>")),
             },
             "help" => Ok(Command::Help),
+            "digest" => Ok(Command::Digest),
             "approve" => Ok(Command::Approve {
                 id: parse_id(args.first(), "/jit approve <id>")?,
             }),

@@ -105,6 +105,9 @@ pub enum Job {
         #[serde(default)]
         provider: String,
     },
+    /// Post the weekly digest of the period that ends at `period_end` (epoch ms), then queue the
+    /// next one. Its key makes each period's digest posted once, however many replicas queue it.
+    Digest { period_end: i64, channel: String },
     /// Tell the requester their access ends soon, with Extend and "I'm done" buttons (waits for
     /// the end an extension moved).
     EndingSoon { request_id: i32, user: String },
@@ -118,7 +121,7 @@ pub enum Job {
 pub const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Job kinds that call `chat.postMessage` (limited per channel by Slack).
-pub const POSTING_KINDS: [&str; 4] = ["post_card", "channel_note", "dm", "ending_soon"];
+pub const POSTING_KINDS: [&str; 5] = ["post_card", "channel_note", "dm", "ending_soon", "digest"];
 
 impl Job {
     pub fn kind(&self) -> &'static str {
@@ -135,6 +138,7 @@ impl Job {
             Job::Cleanup { .. } => "cleanup",
             Job::Maintain { .. } => "maintain",
             Job::EndingSoon { .. } => "ending_soon",
+            Job::Digest { .. } => "digest",
         }
     }
 
@@ -148,7 +152,8 @@ impl Job {
             | Job::ChannelNote { .. }
             | Job::Ephemeral { .. }
             | Job::Respond { .. }
-            | Job::EndingSoon { .. } => Lane::Messages,
+            | Job::EndingSoon { .. }
+            | Job::Digest { .. } => Lane::Messages,
             Job::Timeout { .. } | Job::Maintain { .. } => Lane::Housekeeping,
         }
     }
@@ -163,7 +168,8 @@ impl Job {
             Job::PostCard { channel, .. }
             | Job::UpdateCard { channel, .. }
             | Job::ChannelNote { channel, .. }
-            | Job::Ephemeral { channel, .. } => channel,
+            | Job::Ephemeral { channel, .. }
+            | Job::Digest { channel, .. } => channel,
             Job::Dm { user, .. } | Job::EndingSoon { user, .. } => user,
             // Not the URL itself: it is a credential of sorts, and keys reach logs and metrics.
             // One key for all keeps a long list's parts in order.
@@ -178,7 +184,8 @@ impl Job {
             Job::PostCard { .. }
             | Job::Dm { .. }
             | Job::ChannelNote { .. }
-            | Job::EndingSoon { .. } => Some("chat.postMessage"),
+            | Job::EndingSoon { .. }
+            | Job::Digest { .. } => Some("chat.postMessage"),
             Job::UpdateCard { .. } => Some("chat.update"),
             Job::Ephemeral { .. } => Some("chat.postEphemeral"),
             Job::Respond { .. } => Some("response_url"),
@@ -196,9 +203,11 @@ impl Job {
             | Job::Timeout { request_id }
             | Job::EndingSoon { request_id, .. }
             | Job::Cleanup { request_id, .. } => Some(*request_id),
-            Job::Dm { .. } | Job::Ephemeral { .. } | Job::Respond { .. } | Job::Maintain { .. } => {
-                None
-            }
+            Job::Dm { .. }
+            | Job::Ephemeral { .. }
+            | Job::Respond { .. }
+            | Job::Maintain { .. }
+            | Job::Digest { .. } => None,
         }
     }
 
@@ -213,6 +222,7 @@ impl Job {
             | Job::EndingSoon { request_id, .. }
             | Job::Cleanup { request_id, .. } => Some(format!("{}:{request_id}", self.kind())),
             Job::Maintain { round } => Some(format!("maintain:{round}")),
+            Job::Digest { period_end, .. } => Some(format!("digest:{period_end}")),
             _ => None,
         }
     }

@@ -21,6 +21,10 @@ impl Scheduler {
             Job::PostCard { request_id, .. } => self.post_card(*request_id).await,
             Job::UpdateCard { request_id, .. } => self.update_card(*request_id).await,
             Job::EndingSoon { request_id, user } => self.ending_soon(*request_id, user).await,
+            Job::Digest {
+                period_end,
+                channel,
+            } => self.post_digest(*period_end, channel).await,
             // An API client has no Slack account: it follows its request through the API.
             Job::Dm { user, .. } if !is_slack_user(user) => Ok(()),
             Job::Dm {

@@ -13,6 +13,7 @@
 //! and one arm in [`Scheduler::execute`]; the runner does not change.
 
 mod access;
+pub mod digest;
 mod housekeeping;
 mod messages;
 pub mod pace;
@@ -172,7 +173,8 @@ impl Scheduler {
             | Job::Dm { .. }
             | Job::ChannelNote { .. }
             | Job::Ephemeral { .. }
-            | Job::Respond { .. } => self.message(job, row).await,
+            | Job::Respond { .. }
+            | Job::Digest { .. } => self.message(job, row).await,
             Job::Timeout { request_id } => self.timeout(*request_id).await,
             Job::Maintain { .. } => self.maintain().await,
             Job::EndingSoon { request_id, .. } => match self.ending_soon_wait(*request_id).await? {

@@ -4,6 +4,7 @@
 //! - this file: the command dispatcher;
 //! - [`create`]: a new request, from `/jit request` or the API;
 //! - [`decide`]: approve and deny, by button or command;
+//! - [`digest`]: the weekly digest's figures;
 //! - [`judge`]: who may decide, and whose approvals count;
 //! - [`ends`]: cancel and early revoke, including a grant still under way;
 //! - [`extend`]: more time on an active grant;
@@ -14,6 +15,7 @@
 
 mod create;
 mod decide;
+pub mod digest;
 mod ends;
 mod extend;
 mod forms;
@@ -130,6 +132,7 @@ impl Service {
             Command::Cancel { id } => self.cancel(user, id, now).await?,
             Command::Revoke { id } => self.revoke(user, id, now).await?,
             Command::Extend { id, duration } => self.extend(user, id, duration, now).await?,
+            Command::Digest => self.digest_for(user, now).await?,
         };
         Ok(vec![answer.unwrap_or_else(|refusal| {
             Metrics::inc(&self.metrics.commands_refused);

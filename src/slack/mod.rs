@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod client;
+pub mod digest;
 pub mod error;
 pub mod gate;
 pub mod home;

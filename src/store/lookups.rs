@@ -101,4 +101,60 @@ impl Store {
             .all(&self.read)
             .await?)
     }
+
+    /// The requests created in `[from, to)` (epoch ms), with their grants: a digest's period.
+    pub async fn requests_created_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<(Request, Option<Grant>)>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::CreatedAt.gte(from))
+            .filter(request::Column::CreatedAt.lt(to))
+            .find_also_related(grant::Entity)
+            .order_by_asc(request::Column::Id)
+            .all(&self.read)
+            .await?)
+    }
+
+    /// The requests in `state` now, with their grants (at most `limit`).
+    pub async fn in_state_with_grants(
+        &self,
+        state: State,
+        limit: u64,
+    ) -> anyhow::Result<Vec<(Request, Option<Grant>)>> {
+        Ok(request::Entity::find()
+            .filter(request::Column::State.eq(state.as_str()))
+            .find_also_related(grant::Entity)
+            .order_by_asc(request::Column::Id)
+            .limit(limit)
+            .all(&self.read)
+            .await?)
+    }
+
+    /// How many requests are in `state` now.
+    pub async fn count_in_state(&self, state: State) -> anyhow::Result<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(request::Entity::find()
+            .filter(request::Column::State.eq(state.as_str()))
+            .count(&self.read)
+            .await?)
+    }
+
+    /// Audit events of `action` in `[from, to)`.
+    pub async fn audit_between(
+        &self,
+        action: &str,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<super::AuditEvent>> {
+        use super::entities::audit;
+        Ok(audit::Entity::find()
+            .filter(audit::Column::Action.eq(action))
+            .filter(audit::Column::At.gte(from))
+            .filter(audit::Column::At.lt(to))
+            .order_by_asc(audit::Column::Id)
+            .all(&self.read)
+            .await?)
+    }
 }

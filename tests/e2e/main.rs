@@ -7,6 +7,7 @@ mod audit;
 mod break_glass;
 mod bundles;
 mod cli;
+mod digest;
 mod edge;
 mod extend;
 mod failures;

@@ -238,3 +238,41 @@ fn buttons_forms_and_the_home_tab() {
         )
     );
 }
+
+/// The weekly digest, with something of everything, problems first.
+#[test]
+fn the_weekly_digest() {
+    use jitbot::slack::digest::{Digest, digest_message, digest_text};
+    let d = Digest {
+        from: Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).single(),
+        to: Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).single(),
+        requests: 12,
+        outcomes: vec![
+            ("expired".into(), 6),
+            ("denied".into(), 2),
+            ("grant_failed".into(), 1),
+            ("revoke_failed".into(), 1),
+            ("timed_out".into(), 1),
+            ("cancelled".into(), 1),
+        ],
+        decision_median: Some("4m".into()),
+        decision_p95: Some("1h12m".into()),
+        top_resources: vec![("prod-db".into(), 7), ("billing-admin".into(), 5)],
+        top_requesters: vec![("U0ALICE".into(), 8), ("ci-deploy".into(), 4)],
+        auto_approved: 4,
+        self_approved: 1,
+        break_glass: vec![(44, "U0ALICE".into(), "prod-db".into())],
+        active_now: 2,
+        problems: vec![
+            "#45 *prod-db*: removing access is failing and being retried (connection refused)"
+                .into(),
+            "#46 *billing-admin*: the grant failed (the webhook answered HTTP 500)".into(),
+            "a Slack message about #47 was refused for good: `channel_not_found` (post_card)"
+                .into(),
+        ],
+        chain_ok: true,
+        chain: "Audit chain verified: 212 links, head `3f5a0c1d2e4b6a7c`".into(),
+    };
+    insta::assert_snapshot!("digest_text", digest_text(&d));
+    insta::assert_json_snapshot!("digest_blocks", digest_message(&d).1);
+}

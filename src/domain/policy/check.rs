@@ -49,7 +49,7 @@ pub(super) type Map<V> = BTreeMap<String, V>;
 pub(super) struct RawPolicy {
     #[serde(default)]
     pub(super) settings: Option<RawSettings>,
-    pub(super) digest: Option<Spanned<IgnoredAny>>,
+    pub(super) digest: Option<super::digest::RawDigest>,
     #[serde(default)]
     pub(super) groups: Map<RawGroup>,
     #[serde(default)]
@@ -301,13 +301,6 @@ impl Checker<'_> {
             .and_then(|s| s.admins.clone())
             .unwrap_or_default();
         let mut settings = self.settings(raw.settings);
-        if let Some(digest) = &raw.digest {
-            self.error(
-                digest,
-                "digest",
-                "the weekly digest is not supported by this version of jitbot yet",
-            );
-        }
         let groups = self.groups(raw.groups);
         let clients = self.clients(raw.clients, &groups);
         settings.admins = self.principals(&admins, "settings.admins", &groups);
@@ -322,6 +315,7 @@ impl Checker<'_> {
         }
         self.same_access_twice(&resources);
         let bundles = self.bundles(raw.bundles, &resources);
+        let digest = raw.digest.and_then(|d| self.digest(d));
         Policy {
             settings,
             groups,
@@ -332,6 +326,7 @@ impl Checker<'_> {
             clients,
             bundles,
             families: BTreeMap::new(),
+            digest,
         }
     }
 

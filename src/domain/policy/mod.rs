@@ -11,12 +11,14 @@ use super::duration::GrantDuration;
 pub use bundles::MAX_BUNDLE;
 use check::{Checker, RawPolicy, load_error};
 pub use clients::{Client, DEFAULT_CLIENT_RATE, token_sha256};
+pub use digest::DigestSettings;
 pub use live::LivePolicy;
 
 mod advice;
 mod bundles;
 mod check;
 mod clients;
+mod digest;
 mod identities;
 mod live;
 mod providers;
@@ -75,6 +77,8 @@ pub struct Policy {
     pub clients: BTreeMap<String, Client>,
     /// Resources asked for together, by bundle name.
     pub bundles: BTreeMap<String, Vec<String>>,
+    /// The weekly digest: where and when (`digest:`).
+    pub digest: Option<DigestSettings>,
     /// The template each expanded resource came from (`aws-prod-read` → `aws-{account}-{level}`).
     pub families: BTreeMap<String, String>,
 }
@@ -444,7 +448,7 @@ fn looks_like_slack_id(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-fn is_channel_id(s: &str) -> bool {
+pub(super) fn is_channel_id(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some('C' | 'G'))
         && s.len() >= 3

@@ -205,7 +205,7 @@ fn check_speaks_plainly_about_empty_files_unknown_keys_and_types() {
         "a key this version refuses is not offered: {message}"
     );
     let top = format!("{GOOD}bogus: 1\n");
-    assert!(!errors(&top)[0].message.contains("digest"));
+    assert!(!errors(&top)[0].message.contains("escalation"));
     let words = GOOD.replace(
         "max_duration: 4h",
         "max_duration: 4h\n    approvals: \"two\"",
@@ -539,4 +539,54 @@ fn a_resource_whose_approvers_cannot_approve_each_other_is_warned_about() {
             .iter()
             .any(|w| w.path == "resources.prod-db.approvers")
     );
+}
+
+#[test]
+fn the_digest_has_a_channel_and_a_schedule() {
+    use chrono::TimeZone;
+    let with = |digest: &str| format!("{GOOD}digest:\n{digest}");
+    let (policy, _) = Policy::parse(
+        "p.yaml",
+        &with("  channel: C0AUDIT\n  schedule: \"0 0 9 * * Mon\"\n"),
+    )
+    .unwrap();
+    let digest = policy.digest.expect("a digest");
+    assert_eq!(digest.channel, "C0AUDIT");
+    // A Wednesday is in the week from Monday 09:00 to the next Monday 09:00.
+    let wednesday = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 25, 15, 0, 0)
+        .unwrap();
+    let (from, to) = digest.period(wednesday).expect("a period");
+    assert_eq!(
+        from,
+        chrono::Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
+    );
+    assert_eq!(
+        to,
+        chrono::Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap()
+    );
+    // At the posting moment itself, the period is the one that starts then.
+    let (from, _) = digest.period(to).expect("a period");
+    assert_eq!(from, to);
+
+    for (digest, path, says) in [
+        (
+            "  channel: audit\n  schedule: \"0 0 9 * * Mon\"\n",
+            "digest.channel",
+            "channel ID",
+        ),
+        (
+            "  channel: C0AUDIT\n  schedule: \"every monday\"\n",
+            "digest.schedule",
+            "seconds field",
+        ),
+        ("  channel: C0AUDIT\n", "digest", "schedule"),
+    ] {
+        let errs = errors(&with(digest));
+        assert!(
+            errs.iter()
+                .any(|e| e.path.starts_with(path) && e.message.contains(says) && e.line > 0),
+            "{digest}: {errs:?}"
+        );
+    }
 }
