@@ -38,6 +38,9 @@ use crate::store;
 pub const MAX_WAIT_SECS: u64 = 60;
 /// Largest request body: a resource, a duration and a reason.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most long polls (`wait`) held open at once, whatever the clients: a tenth of the default
+/// connection cap.
+pub const MAX_WAITING: usize = 50;
 /// How often a long poll looks at the store.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
@@ -48,6 +51,8 @@ pub struct ApiState {
     pub limiter: Arc<auth::Limiter>,
     /// Deadline for reading a request body.
     pub body_timeout: Duration,
+    /// Long polls waiting at once (see [`MAX_WAITING`]).
+    pub waiting: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -312,6 +317,18 @@ fn wait_for(secs: Option<u64>) -> Duration {
 
 /// The request as the API shows it, once its state is no longer `from` or `wait` has passed.
 async fn watch(state: &ApiState, id: i32, from: &str, wait: Duration) -> Result<Value, ApiError> {
+    // Long polls hold connections: at most `MAX_WAITING` at once, so they can never take the
+    // connections Slack's requests need. Past that, the answer comes at once.
+    let _held = if wait.is_zero() {
+        None
+    } else {
+        state.waiting.clone().try_acquire_owned().ok()
+    };
+    let wait = if _held.is_some() {
+        wait
+    } else {
+        Duration::ZERO
+    };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let Some((request, grant)) = state

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         service: state.service.clone(),
         metrics: state.metrics.clone(),
         limiter: Arc::new(crate::api::auth::Limiter::default()),
+        waiting: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_WAITING)),
         body_timeout: state.body_timeout,
     });
     Router::new()

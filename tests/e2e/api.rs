@@ -728,3 +728,50 @@ async fn tokens_never_reach_the_log_or_the_sqlite_file() {
         assert!(!stderr.contains(token), "a token is in the CLI's output");
     }
 }
+
+#[tokio::test]
+async fn long_polls_are_capped_so_they_cannot_take_every_connection() {
+    let ((app, _hook), _) = spawn_hook_app_with(Backend::Sqlite, with_clients).await;
+    let url = app.running.url();
+    let created = call(
+        &url,
+        Method::POST,
+        "/api/v1/requests",
+        Some(TOKEN),
+        Some(json!({"resource": "billing-admin", "duration": "20m"})),
+    )
+    .await;
+    let id = created.body["id"].as_i64().expect("id");
+    let target = format!("{url}/api/v1/requests/{id}?wait=8");
+    // One client for all (building one per call costs more than the test waits).
+    let http = reqwest::Client::new();
+    let mut held = Vec::new();
+    for _ in 0..jitbot::api::MAX_WAITING {
+        let (http, target) = (http.clone(), target.clone());
+        held.push(tokio::spawn(async move {
+            http.get(&target).bearer_auth(TOKEN).send().await
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(held.iter().all(|h| !h.is_finished()), "the first ones wait");
+    let started = std::time::Instant::now();
+    let extra = call(
+        &url,
+        Method::GET,
+        &format!("/api/v1/requests/{id}?wait=8"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(extra.status, 200);
+    assert_eq!(extra.body["state"], "pending");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "one over the cap answers at once, took {:?}",
+        started.elapsed()
+    );
+    for h in held {
+        h.abort();
+    }
+    app.finish().await;
+}
