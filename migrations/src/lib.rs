@@ -12,6 +12,7 @@ mod m20261204_000004_policy_at_every_step;
 mod m20261204_000005_audit_chain;
 mod m20261204_000006_bundles;
 mod m20261204_000007_extensions;
+mod m20261204_000008_pages;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000005_audit_chain::Migration),
             Box::new(m20261204_000006_bundles::Migration),
             Box::new(m20261204_000007_extensions::Migration),
+            Box::new(m20261204_000008_pages::Migration),
         ]
     }
 }

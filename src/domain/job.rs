@@ -105,6 +105,17 @@ pub enum Job {
         #[serde(default)]
         provider: String,
     },
+    /// A step of the escalation ladder of a request still pending (`step` -1: the reminder to
+    /// its approvers): queues one page per person it names now.
+    Escalate { request_id: i32, step: i32 },
+    /// A DM to `user` with the request's card and working buttons (an escalation step or the
+    /// reminder); updated like the card when the request is decided.
+    Page {
+        request_id: i32,
+        step: i32,
+        user: String,
+        text: String,
+    },
     /// Post the weekly digest of the period that ends at `period_end` (epoch ms), then queue the
     /// next one. Its key makes each period's digest posted once, however many replicas queue it.
     Digest { period_end: i64, channel: String },
@@ -121,7 +132,14 @@ pub enum Job {
 pub const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Job kinds that call `chat.postMessage` (limited per channel by Slack).
-pub const POSTING_KINDS: [&str; 5] = ["post_card", "channel_note", "dm", "ending_soon", "digest"];
+pub const POSTING_KINDS: [&str; 6] = [
+    "post_card",
+    "channel_note",
+    "dm",
+    "ending_soon",
+    "digest",
+    "page",
+];
 
 impl Job {
     pub fn kind(&self) -> &'static str {
@@ -139,6 +157,8 @@ impl Job {
             Job::Maintain { .. } => "maintain",
             Job::EndingSoon { .. } => "ending_soon",
             Job::Digest { .. } => "digest",
+            Job::Escalate { .. } => "escalate",
+            Job::Page { .. } => "page",
         }
     }
 
@@ -153,8 +173,9 @@ impl Job {
             | Job::Ephemeral { .. }
             | Job::Respond { .. }
             | Job::EndingSoon { .. }
-            | Job::Digest { .. } => Lane::Messages,
-            Job::Timeout { .. } | Job::Maintain { .. } => Lane::Housekeeping,
+            | Job::Digest { .. }
+            | Job::Page { .. } => Lane::Messages,
+            Job::Timeout { .. } | Job::Maintain { .. } | Job::Escalate { .. } => Lane::Housekeeping,
         }
     }
 
@@ -170,11 +191,11 @@ impl Job {
             | Job::ChannelNote { channel, .. }
             | Job::Ephemeral { channel, .. }
             | Job::Digest { channel, .. } => channel,
-            Job::Dm { user, .. } | Job::EndingSoon { user, .. } => user,
+            Job::Dm { user, .. } | Job::EndingSoon { user, .. } | Job::Page { user, .. } => user,
             // Not the URL itself: it is a credential of sorts, and keys reach logs and metrics.
             // One key for all keeps a long list's parts in order.
             Job::Respond { .. } => "response_url",
-            Job::Timeout { .. } | Job::Maintain { .. } => "",
+            Job::Timeout { .. } | Job::Maintain { .. } | Job::Escalate { .. } => "",
         }
     }
 
@@ -185,7 +206,8 @@ impl Job {
             | Job::Dm { .. }
             | Job::ChannelNote { .. }
             | Job::EndingSoon { .. }
-            | Job::Digest { .. } => Some("chat.postMessage"),
+            | Job::Digest { .. }
+            | Job::Page { .. } => Some("chat.postMessage"),
             Job::UpdateCard { .. } => Some("chat.update"),
             Job::Ephemeral { .. } => Some("chat.postEphemeral"),
             Job::Respond { .. } => Some("response_url"),
@@ -202,6 +224,8 @@ impl Job {
             | Job::EndAccess { request_id, .. }
             | Job::Timeout { request_id }
             | Job::EndingSoon { request_id, .. }
+            | Job::Escalate { request_id, .. }
+            | Job::Page { request_id, .. }
             | Job::Cleanup { request_id, .. } => Some(*request_id),
             Job::Dm { .. }
             | Job::Ephemeral { .. }
@@ -223,6 +247,13 @@ impl Job {
             | Job::Cleanup { request_id, .. } => Some(format!("{}:{request_id}", self.kind())),
             Job::Maintain { round } => Some(format!("maintain:{round}")),
             Job::Digest { period_end, .. } => Some(format!("digest:{period_end}")),
+            Job::Escalate { request_id, step } => Some(format!("escalate:{request_id}:{step}")),
+            Job::Page {
+                request_id,
+                step,
+                user,
+                ..
+            } => Some(format!("page:{request_id}:{step}:{user}")),
             _ => None,
         }
     }

@@ -25,6 +25,12 @@ impl Scheduler {
                 period_end,
                 channel,
             } => self.post_digest(*period_end, channel).await,
+            Job::Page {
+                request_id,
+                user,
+                text,
+                ..
+            } => self.page(*request_id, user, text).await,
             // An API client has no Slack account: it follows its request through the API.
             Job::Dm { user, .. } if !is_slack_user(user) => Ok(()),
             Job::Dm {
@@ -140,7 +146,7 @@ impl Scheduler {
     }
 
     /// The card as the request stands now.
-    async fn card(&self, id: i32) -> anyhow::Result<(store::Request, CardView)> {
+    pub(super) async fn card(&self, id: i32) -> anyhow::Result<(store::Request, CardView)> {
         let (mut request, mut grant) = self
             .store
             .request_with_grant(id)
@@ -338,10 +344,16 @@ impl Scheduler {
     /// state when it runs (a channel's messages run one at a time, in order).
     async fn update_card(&self, id: i32) -> anyhow::Result<()> {
         let (request, view) = self.card(id).await?;
+        let (text, blocks) = blocks::card(&view);
+        // The DMs that paged people about it show the same, buttons gone once decided.
+        for page in self.store.pages_of(request.id).await? {
+            self.slack
+                .update_message(&page.channel, &page.ts, &text, blocks.clone())
+                .await?;
+        }
         let Some(ts) = request.card_ts.as_deref().filter(|ts| !ts.is_empty()) else {
             return Ok(());
         };
-        let (text, blocks) = blocks::card(&view);
         self.slack
             .update_message(&request.channel, ts, &text, blocks)
             .await

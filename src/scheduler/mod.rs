@@ -14,6 +14,7 @@
 
 mod access;
 pub mod digest;
+mod escalation;
 mod housekeeping;
 mod messages;
 pub mod pace;
@@ -174,8 +175,10 @@ impl Scheduler {
             | Job::ChannelNote { .. }
             | Job::Ephemeral { .. }
             | Job::Respond { .. }
-            | Job::Digest { .. } => self.message(job, row).await,
+            | Job::Digest { .. }
+            | Job::Page { .. } => self.message(job, row).await,
             Job::Timeout { request_id } => self.timeout(*request_id).await,
+            Job::Escalate { request_id, step } => self.escalate(*request_id, *step).await,
             Job::Maintain { .. } => self.maintain().await,
             Job::EndingSoon { request_id, .. } => match self.ending_soon_wait(*request_id).await? {
                 Some(wait) => Err(JobError::Defer(wait)),

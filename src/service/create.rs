@@ -176,6 +176,18 @@ impl Service {
         }
         let event = store::audit(user, "requested", detail);
         let (channel, provider_name) = (lead.channel.clone(), lead.provider.clone());
+        // The ladder of the first resource: when each step pages, and the reminder (step -1).
+        let ladder: Vec<(i32, i64)> = lead
+            .remind
+            .iter()
+            .map(|r| (-1, r.secs() as i64 * 1000))
+            .chain(
+                lead.escalation
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (i as i32, s.after.secs() as i64 * 1000)),
+            )
+            .collect();
         // A turn booked for a request that is then not stored (already open, store too slow) is
         // a gap in the channel's pace: the next card waits a second longer, nothing else.
         let card_turn = match self.pacer.book(&channel, now_ms) {
@@ -205,6 +217,13 @@ impl Service {
                         );
                     } else {
                         jobs.push(Job::Timeout { request_id: id }.at(ttl_end));
+                        jobs.extend(ladder.iter().map(|(step, after)| {
+                            Job::Escalate {
+                                request_id: id,
+                                step: *step,
+                            }
+                            .at(now_ms + after)
+                        }));
                     }
                     jobs
                 },

@@ -152,6 +152,35 @@ impl SlackApi {
         Ok(content)
     }
 
+    /// Posts a message and returns where it landed (for a user ID, the DM's `D…` channel) and
+    /// its `ts`, to update it later.
+    pub async fn post_message_in(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Vec<Value>,
+    ) -> anyhow::Result<(String, String)> {
+        let req =
+            SlackApiChatPostMessageRequest::new(channel.into(), Self::content(text, Some(blocks))?);
+        let answer = self.post(POST_MESSAGE, channel, &req).await?;
+        let field = |key: &str| {
+            answer
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let landed = field("channel");
+        Ok((
+            if landed.is_empty() {
+                channel.to_string()
+            } else {
+                landed
+            },
+            field("ts"),
+        ))
+    }
+
     /// Posts a message and returns its `ts` (empty if Slack's `ok: true` answer lacked one).
     pub async fn post_message(
         &self,

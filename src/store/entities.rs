@@ -182,3 +182,25 @@ pub mod audit_head {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod page {
+    use sea_orm::entity::prelude::*;
+
+    /// A DM that paged someone about a request (escalation or reminder).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pages")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub request_id: i32,
+        pub user_id: String,
+        pub channel: String,
+        pub ts: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

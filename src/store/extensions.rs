@@ -106,6 +106,43 @@ impl Store {
             .await?)
     }
 
+    /// Records a DM that paged `user` about request `request_id` (to update it later).
+    pub async fn add_page(
+        &self,
+        request_id: i32,
+        user: &str,
+        channel: &str,
+        ts: &str,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        use super::entities::page;
+        use sea_orm::Set;
+        page::Entity::insert(page::ActiveModel {
+            request_id: Set(request_id),
+            user_id: Set(user.to_string()),
+            channel: Set(channel.to_string()),
+            ts: Set(ts.to_string()),
+            created_at: Set(now),
+            ..Default::default()
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The DMs that paged people about request `request_id`.
+    pub async fn pages_of(
+        &self,
+        request_id: i32,
+    ) -> anyhow::Result<Vec<super::entities::page::Model>> {
+        use super::entities::page;
+        Ok(page::Entity::find()
+            .filter(page::Column::RequestId.eq(request_id))
+            .order_by_asc(page::Column::Id)
+            .all(&self.read)
+            .await?)
+    }
+
     /// The pending extension of `requester` for `resource`, if there is one.
     pub async fn pending_extension(
         &self,

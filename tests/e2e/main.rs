@@ -9,6 +9,7 @@ mod bundles;
 mod cli;
 mod digest;
 mod edge;
+mod escalation;
 mod extend;
 mod failures;
 mod footprint;

@@ -81,6 +81,8 @@ pub(super) struct RawGroup {
     pub(super) members: Option<Vec<Spanned<String>>>,
     pub(super) rotation: Option<RawRotation>,
     pub(super) pagerduty: Option<Spanned<IgnoredAny>>,
+    /// `on_call` (default) or `members`: who of an on-call group may approve.
+    pub(super) approve: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -121,7 +123,8 @@ pub(super) struct RawResource {
     pub(super) reason_required: Option<bool>,
     pub(super) reason_pattern: Option<Spanned<String>>,
     pub(super) requesters: Option<Vec<Spanned<String>>>,
-    pub(super) escalation: Option<Spanned<IgnoredAny>>,
+    pub(super) escalation: Option<super::oncall::RawEscalation>,
+    pub(super) remind: Option<Spanned<String>>,
     pub(super) auto_approve: Option<Vec<RawAutoApprove>>,
 }
 
@@ -143,6 +146,8 @@ pub(super) struct Checker<'a> {
     pub(super) warnings: Vec<Diagnostic>,
     /// Names of the API clients, once `clients` is checked: requesters may name them.
     pub(super) client_names: std::collections::BTreeSet<String>,
+    /// The rotation groups, once `groups` is checked.
+    pub(super) rotations: BTreeMap<String, super::Rotation>,
 }
 
 /// Something with a place in the file: a spanned value, or a key given by its path.
@@ -327,6 +332,7 @@ impl Checker<'_> {
             bundles,
             families: BTreeMap::new(),
             digest,
+            rotations: std::mem::take(&mut self.rotations),
         }
     }
 
@@ -416,15 +422,44 @@ impl Checker<'_> {
             let members = if let Some(members) = &group.members {
                 self.user_ids(members, &format!("{path}.members"))
             } else if let Some(rotation) = &group.rotation {
-                self.duration(&rotation.shift, &format!("{path}.rotation.shift"));
-                if chrono::DateTime::parse_from_rfc3339(&rotation.start).is_err() {
+                let shift = self.duration(&rotation.shift, &format!("{path}.rotation.shift"));
+                let start = chrono::DateTime::parse_from_rfc3339(&rotation.start);
+                if start.is_err() {
                     self.error(
                         &rotation.start,
                         format!("{path}.rotation.start"),
                         "not an RFC 3339 time such as 2026-01-05T09:00:00Z",
                     );
                 }
-                self.user_ids(&rotation.members, &format!("{path}.rotation.members"))
+                let members = self.user_ids(&rotation.members, &format!("{path}.rotation.members"));
+                let everyone_approves = match group.approve.as_ref().map(|a| a.as_str()) {
+                    None | Some("on_call") => false,
+                    Some("members") => true,
+                    Some(_) => {
+                        if let Some(a) = &group.approve {
+                            self.error(
+                                a,
+                                format!("{path}.approve"),
+                                "`on_call` (only the person on call approves) or `members`",
+                            );
+                        }
+                        false
+                    }
+                };
+                if let (Some(shift), Ok(start)) = (shift, start)
+                    && !members.is_empty()
+                {
+                    self.rotations.insert(
+                        name.to_string(),
+                        super::Rotation {
+                            members: members.clone(),
+                            shift,
+                            start: start.with_timezone(&chrono::Utc),
+                            everyone_approves,
+                        },
+                    );
+                }
+                members
             } else {
                 Vec::new()
             };

@@ -13,6 +13,7 @@ use check::{Checker, RawPolicy, load_error};
 pub use clients::{Client, DEFAULT_CLIENT_RATE, token_sha256};
 pub use digest::DigestSettings;
 pub use live::LivePolicy;
+pub use oncall::{Rotation, Step};
 
 mod advice;
 mod bundles;
@@ -21,6 +22,7 @@ mod clients;
 mod digest;
 mod identities;
 mod live;
+mod oncall;
 mod providers;
 mod resource;
 mod template;
@@ -77,6 +79,8 @@ pub struct Policy {
     pub clients: BTreeMap<String, Client>,
     /// Resources asked for together, by bundle name.
     pub bundles: BTreeMap<String, Vec<String>>,
+    /// The rotation groups: who is on call when.
+    pub rotations: BTreeMap<String, Rotation>,
     /// The weekly digest: where and when (`digest:`).
     pub digest: Option<DigestSettings>,
     /// The template each expanded resource came from (`aws-prod-read` → `aws-{account}-{level}`).
@@ -187,6 +191,10 @@ pub struct Resource {
     /// The requester may approve their own request, with a reason, loudly: every approver and
     /// the channel are alerted.
     pub break_glass: bool,
+    /// Who is paged, and when, while nobody decides.
+    pub escalation: Vec<Step>,
+    /// One reminder to the approvers this long after the request (before the first step).
+    pub remind: Option<GrantDuration>,
     pub reason_required: bool,
     /// A reason must match this (`reason_pattern`), e.g. a ticket id.
     pub reason_pattern: Option<regex::Regex>,
@@ -281,7 +289,7 @@ impl Policy {
 
     /// Is `user` among the resource's approvers? (Self-approval is checked separately.)
     pub fn is_approver(&self, resource: &Resource, user: &str) -> bool {
-        self.names(&resource.approvers, user)
+        self.approves(&resource.approvers, user, chrono::Utc::now())
     }
 
     pub fn auto_approves(&self, resource: &Resource, user: &str, duration: GrantDuration) -> bool {
@@ -386,6 +394,7 @@ impl Policy {
             errors: Vec::new(),
             warnings: Vec::new(),
             client_names: BTreeSet::new(),
+            rotations: BTreeMap::new(),
         };
         let mut policy = checker.compile(raw);
         policy.families = families;

@@ -169,13 +169,17 @@ impl Checker<'_> {
                 "self_approval with approvals: 1 lets an approver grant themselves access with nobody else looking; consider approvals: 2 or auto_approve with a short max_duration",
             );
         }
-        if let Some(esc) = &raw.escalation {
-            self.error(
-                esc,
-                format!("{path}.escalation"),
-                "escalation is not supported by this version of jitbot yet",
-            );
-        }
+        let escalation = self.escalation(
+            raw.escalation.as_ref(),
+            name,
+            &path,
+            groups,
+            settings.request_ttl,
+        );
+        let remind = raw
+            .remind
+            .as_ref()
+            .and_then(|r| self.duration(r, &format!("{path}.remind")));
         let mut auto_approve = Vec::new();
         for (i, rule) in raw.auto_approve.iter().flatten().enumerate() {
             let rule_path = format!("{path}.auto_approve[{i}]");
@@ -241,6 +245,8 @@ impl Checker<'_> {
             approvals,
             self_approval: raw.self_approval.unwrap_or(false),
             break_glass: raw.break_glass.unwrap_or(false),
+            escalation,
+            remind,
             // A pattern implies a reason: an empty one never names a ticket.
             reason_required: raw.reason_required.unwrap_or(false) || reason_pattern.is_some(),
             reason_pattern,

@@ -1,0 +1,141 @@
+//! Who is on call, and the escalation ladder. A `rotation` group hands the pager from member to
+//! member every `shift` from `start`; by default only the person on call now may approve for it
+//! (`approve: members` lets every member). A resource's `escalation` pages, step by step, whoever
+//! each step names (for an on-call group: the person on call at that moment), and `remind` nudges
+//! its approvers once before.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::check::{Checker, Key};
+use super::{GrantDuration, Policy, is_user_id};
+
+/// A `rotation` group.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    pub members: Vec<String>,
+    pub shift: GrantDuration,
+    pub start: DateTime<Utc>,
+    /// `approve: members`: every member may approve, not only the one on call.
+    pub everyone_approves: bool,
+}
+
+impl Rotation {
+    /// The member on call at `now` (before `start`, the first).
+    pub fn on_call(&self, now: DateTime<Utc>) -> &str {
+        let shift = self.shift.secs().max(1) as i64;
+        let shifts = (now - self.start).num_seconds().max(0) / shift;
+        let len = self.members.len().max(1) as i64;
+        self.members
+            .get(shifts.rem_euclid(len) as usize)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// One step of a resource's escalation ladder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// How long after the request it pages.
+    pub after: GrantDuration,
+    /// A group name or a user ID.
+    pub to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawEscalation {
+    Many(Vec<RawStep>),
+    One(RawStep),
+}
+
+/// Plain strings: an untagged enum loses the parser's marks, so errors point at the
+/// `escalation` key's line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    pub(super) after: String,
+    pub(super) to: String,
+}
+
+impl Policy {
+    /// Is `user` named by these approver entries at `now`? A rotation group names only the
+    /// person on call, unless it says `approve: members`.
+    pub fn approves(&self, entries: &[String], user: &str, now: DateTime<Utc>) -> bool {
+        entries.iter().any(|entry| match self.rotations.get(entry) {
+            Some(r) if !r.everyone_approves => r.on_call(now) == user,
+            _ => self.names(std::slice::from_ref(entry), user),
+        })
+    }
+
+    /// Who a step to `to` pages at `now`: the person on call for a rotation group, every member
+    /// of another group, or the user it names.
+    pub fn paged(&self, to: &str, now: DateTime<Utc>) -> Vec<String> {
+        match (self.rotations.get(to), self.groups.get(to)) {
+            (Some(r), _) => vec![r.on_call(now).to_string()],
+            (None, Some(members)) => members.clone(),
+            (None, None) => vec![to.to_string()],
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// A resource's ladder: each step to a defined group or a user ID, before the request times out.
+    pub(super) fn escalation(
+        &mut self,
+        raw: Option<&RawEscalation>,
+        name: &str,
+        path: &str,
+        groups: &std::collections::BTreeMap<String, Vec<String>>,
+        request_ttl: GrantDuration,
+    ) -> Vec<Step> {
+        let steps: Vec<&RawStep> = match raw {
+            None => return Vec::new(),
+            Some(RawEscalation::One(step)) => vec![step],
+            Some(RawEscalation::Many(steps)) => steps.iter().collect(),
+        };
+        let mut out = Vec::new();
+        let key = ["resources", name, "escalation"];
+        for (i, step) in steps.into_iter().enumerate() {
+            let at = format!("{path}.escalation[{i}]");
+            let after = match GrantDuration::parse(&step.after) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.error(Key(&key), format!("{at}.after"), e.to_string());
+                    continue;
+                }
+            };
+            if after >= request_ttl {
+                self.error(
+                    Key(&key),
+                    format!("{at}.after"),
+                    format!(
+                        "{after} is not before the request times out (settings.request_ttl {request_ttl}): this step would never page"
+                    ),
+                );
+                continue;
+            }
+            let to = step.to.as_str();
+            if !groups.contains_key(to) && !is_user_id(to) {
+                self.error(
+                    Key(&key),
+                    format!("{at}.to"),
+                    format!("`{to}` is neither a defined group nor a Slack user ID"),
+                );
+                continue;
+            }
+            if out.last().is_some_and(|prev: &Step| prev.after >= after) {
+                self.warn(
+                    Key(&key),
+                    format!("{at}.after"),
+                    "steps page in the order of `after`; this one is not later than the one before",
+                );
+            }
+            out.push(Step {
+                after,
+                to: to.to_string(),
+            });
+        }
+        out
+    }
+}
