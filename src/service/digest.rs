@@ -159,6 +159,40 @@ pub async fn gather(
                 detail["job"].as_str().unwrap_or("message")
             ));
         }
+        // Escalations of the period, and who answered them.
+        let mut paged: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+        for event in store.audit_between("escalated", from_ms, to_ms).await? {
+            let detail: serde_json::Value = serde_json::from_str(&event.detail).unwrap_or_default();
+            if let Some(id) = event.request_id {
+                let people = paged.entry(id).or_default();
+                for p in detail["paged"].as_array().into_iter().flatten() {
+                    if let Some(p) = p.as_str()
+                        && !people.iter().any(|q| q == p)
+                    {
+                        people.push(p.to_string());
+                    }
+                }
+            }
+        }
+        for (id, people) in paged {
+            let answer = match rows.iter().find(|(r, _)| r.id == id) {
+                Some((r, _)) => match (State::parse(&r.state), r.decided_by.as_deref()) {
+                    (Some(State::Pending), _) => "still waiting".to_string(),
+                    (Some(State::TimedOut), _) => "nobody answered (timed out)".to_string(),
+                    (_, Some(by)) if !by.is_empty() => format!(
+                        "{} by {}",
+                        r.state.replace('_', " "),
+                        by.split(',')
+                            .map(crate::slack::blocks::mention)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    _ => r.state.replace('_', " "),
+                },
+                None => "asked for before this period".to_string(),
+            };
+            digest.escalations.push((id, people, answer));
+        }
         waits.sort_unstable();
         let human = |ms: i64| secs((ms / 1000).max(1));
         digest.decision_median = quantile(&waits, 0.5).map(human);

@@ -32,6 +32,8 @@ pub struct Digest {
     pub break_glass: Vec<(i32, String, String)>,
     /// Grants active at the time of the digest.
     pub active_now: usize,
+    /// Requests that escalated: (request id, who was paged, who answered and how).
+    pub escalations: Vec<(i32, Vec<String>, String)>,
     /// What needs attention, one line each.
     pub problems: Vec<String>,
     /// The audit chain, checked now: whether it holds, and the line that says so.
@@ -119,6 +121,17 @@ fn lines(d: &Digest) -> Vec<String> {
             "🚨 break-glass #{id}: {} on *{}*",
             mention(requester),
             escape(resource)
+        ));
+    }
+    out.push(format!("*Escalated*: {}", d.escalations.len()));
+    for (id, paged, answer) in d.escalations.iter().take(MAX_PROBLEMS) {
+        out.push(format!(
+            "⏰ #{id}: paged {} · {answer}",
+            paged
+                .iter()
+                .map(|p| mention(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     out.push(format!(

@@ -95,6 +95,19 @@ async fn the_ladder_pages_the_person_on_call(backend: Backend) {
         1,
         "{actions:?}"
     );
+    // The weekly digest says who was paged and who answered.
+    let now = chrono::Utc::now();
+    let digest =
+        jitbot::service::digest::gather(&app.store, now - chrono::TimeDelta::hours(1), now, now)
+            .await
+            .expect("the digest");
+    assert_eq!(digest.escalations.len(), 1, "{:?}", digest.escalations);
+    let (paged_id, paged, answer) = &digest.escalations[0];
+    assert_eq!(
+        (*paged_id, paged.as_slice()),
+        (id, [DAVE.to_string()].as_slice())
+    );
+    assert!(answer.contains(DAVE), "{answer}");
     app.finish().await;
 }
 

@@ -263,6 +263,7 @@ fn the_weekly_digest() {
         self_approved: 1,
         break_glass: vec![(44, "U0ALICE".into(), "prod-db".into())],
         active_now: 2,
+        escalations: vec![(48, vec!["U0DAVE".into()], "active by <@U0DAVE>".into())],
         problems: vec![
             "#45 *prod-db*: removing access is failing and being retried (connection refused)"
                 .into(),
