@@ -295,10 +295,47 @@ impl Store {
     /// them plans the hot queries badly until someone runs `ANALYZE` (and the PostgreSQL that
     /// jitbot shares may run without autovacuum).
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        self.refuse_a_newer_schema().await?;
         migration::Migrator::up(&self.db, None)
             .await
             .context("applying migrations")?;
         self.refresh_statistics().await
+    }
+
+    /// A database another jitbot migrated further than this one knows (a replica of a newer
+    /// version is running, or ran) is refused with a clear line, before anything is changed:
+    /// this version would misread the newer schema.
+    async fn refuse_a_newer_schema(&self) -> anyhow::Result<()> {
+        let known: std::collections::BTreeSet<String> = migration::Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect();
+        let backend = self.db.get_database_backend();
+        // No table yet: a new database.
+        let Ok(rows) = self
+            .db
+            .query_all_raw(sea_orm::Statement::from_string(
+                backend,
+                "SELECT version FROM seaql_migrations",
+            ))
+            .await
+        else {
+            return Ok(());
+        };
+        let unknown: Vec<String> = rows
+            .iter()
+            .filter_map(|row| row.try_get::<String>("", "version").ok())
+            .filter(|v| !known.contains(v))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(UserError(format!(
+            "the database was migrated by a newer jitbot ({}): this version ({}) does not know that schema. Run the newer version on every replica.",
+            unknown.join(", "),
+            env!("CARGO_PKG_VERSION")
+        ))
+        .into())
     }
 
     /// `ANALYZE` on PostgreSQL, `PRAGMA optimize` on SQLite: after migrating, and now and then

@@ -248,3 +248,26 @@ fn check_list_prints_the_resources_a_template_stands_for() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_jitbot_is_refused_with_one_line() {
+    use sea_orm::sqlx::{Connection, SqliteConnection};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+    let (code, _, stderr) = jitbot(&["migrate"], &[("JIT_DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "{stderr}");
+    // A newer jitbot ran a migration this one does not have.
+    let mut db = SqliteConnection::connect(&url).await.expect("the store");
+    sea_orm::sqlx::query("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m20991231_000001_from_the_future', 0)")
+        .execute(&mut db)
+        .await
+        .expect("a row");
+    db.close().await.expect("closed");
+    let (code, _, stderr) = jitbot(&["migrate"], &[("JIT_DATABASE_URL", &url)]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("migrated by a newer jitbot (m20991231_000001_from_the_future)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
