@@ -20,6 +20,7 @@ mod lifecycle;
 mod outage;
 mod pace;
 mod policy_change;
+mod replicas;
 mod restart;
 mod slack_faults;
 mod snapshots;
