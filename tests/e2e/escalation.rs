@@ -37,6 +37,7 @@ async fn the_ladder_pages_the_person_on_call(backend: Backend) {
         )
     })
     .await;
+    let asked = std::time::Instant::now();
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 20m INC-3").await);
 
     // The reminder reaches the approvers: dba's members and the one on call, not Eve.
@@ -47,6 +48,16 @@ async fn the_ladder_pages_the_person_on_call(backend: Backend) {
     // Then the page to the person on call, with the card's buttons.
     let page = app.wait_dm(DAVE, "you are on call for").await;
     assert!(has_buttons(&page), "{}", page.body);
+    // From the step's due time (2 s after the request) to the DM.
+    let late = page
+        .at
+        .saturating_duration_since(asked)
+        .saturating_sub(std::time::Duration::from_secs(2));
+    eprintln!(
+        "escalation DM {} ms after its step was due",
+        late.as_millis()
+    );
+    assert!(late < std::time::Duration::from_secs(3), "{late:?}");
     app.wait_channel_note("Paged `sre` (on call) after").await;
     assert_eq!(pages_to(&app, EVE, "#"), 0, "Eve is not on call");
 
