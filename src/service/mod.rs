@@ -10,13 +10,15 @@
 //! - [`extend`]: more time on an active grant;
 //! - [`forms`]: the denial form and the request form;
 //! - [`home`]: the App Home tab;
-//! - [`views`]: list, pending, resources, explain;
+//! - [`views`]: list, pending, resources;
+//! - [`explain`]: a resource's terms for the person who asks;
 //! - [`policy_change`]: pending requests held to the policy in force after it changes.
 
 mod create;
 mod decide;
 pub mod digest;
 mod ends;
+mod explain;
 mod extend;
 mod forms;
 mod home;

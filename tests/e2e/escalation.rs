@@ -37,6 +37,18 @@ async fn the_ladder_pages_the_person_on_call(backend: Backend) {
         )
     })
     .await;
+    // `explain` says who would be paged, and when.
+    let explain = app.say(ALICE, "explain billing-admin").await;
+    assert!(
+        explain.contains(&format!(
+            "after 2s, `sre` is paged: <@{DAVE}> (on call now)"
+        )),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("a reminder to the approvers after 1s"),
+        "{explain}"
+    );
     let asked = std::time::Instant::now();
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 20m INC-3").await);
 
