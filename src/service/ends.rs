@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Service, label, ms};
-use crate::domain::{EndReason, Job, Lane, RequestId, State};
+use crate::domain::{EndReason, Job, Lane, RequestId, Scheduled, State};
 use crate::slack::blocks;
 use crate::store::{self, BundleSpec, GrantChange, Transition};
 
@@ -25,11 +25,7 @@ impl Service {
             )));
         }
         let now_ms = ms(now);
-        let card = Job::UpdateCard {
-            request_id: request.id,
-            channel: request.channel.clone(),
-        }
-        .at(now_ms);
+        let card = card_of(&request, now_ms);
         let mut t = Transition::new(request.id, &[State::Pending], State::Cancelled, now_ms);
         t.decided_by = Some(user.to_string());
         t.jobs = vec![
@@ -71,7 +67,7 @@ impl Service {
         request: &store::Request,
         user: &str,
         reason: EndReason,
-        card: crate::domain::Scheduled,
+        card: Scheduled,
         now_ms: i64,
     ) -> anyhow::Result<bool> {
         let provider = self
@@ -134,30 +130,10 @@ impl Service {
             )));
         }
         let now_ms = ms(now);
-        let card = Job::UpdateCard {
-            request_id: request.id,
-            channel: request.channel.clone(),
-        }
-        .at(now_ms);
-        let provider = self
-            .store
-            .grant(request.id)
-            .await?
-            .map(|g| g.provider_name)
-            .unwrap_or_default();
-        let mut t = Transition::new(request.id, &[State::Active], State::Revoking, now_ms);
-        t.decided_by = Some(user.to_string());
-        t.grant = Some(GrantChange::End(EndReason::Revoked));
-        t.jobs = vec![
-            Job::EndAccess {
-                request_id: request.id,
-                provider,
-            }
-            .at(now_ms),
-            card.clone(),
-        ];
-        t.audit = vec![store::audit(user, "revoke_requested", json!({}))];
-        let lead_active = self.store.transition(t).await?;
+        let card = card_of(&request, now_ms);
+        let lead_active = self
+            .start_revoke(&request, user, json!({}), card.clone(), now_ms)
+            .await?;
         // A bundle's other resources end with it.
         let members = self.end_members(&request, user, now_ms).await?;
         if lead_active || members > 0 {
@@ -209,7 +185,47 @@ impl Service {
     }
 }
 
+/// The update of `request`'s card, now.
+fn card_of(request: &store::Request, now_ms: i64) -> Scheduled {
+    Job::UpdateCard {
+        request_id: request.id,
+        channel: request.channel.clone(),
+    }
+    .at(now_ms)
+}
+
 impl Service {
+    /// An active grant starts ending early (`revoking`), with its end-access job and the card's
+    /// update; `false` when it was not active.
+    async fn start_revoke(
+        &self,
+        request: &store::Request,
+        user: &str,
+        detail: serde_json::Value,
+        card: Scheduled,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let provider = self
+            .store
+            .grant(request.id)
+            .await?
+            .map(|g| g.provider_name)
+            .unwrap_or_default();
+        let mut t = Transition::new(request.id, &[State::Active], State::Revoking, now_ms);
+        t.decided_by = Some(user.to_string());
+        t.grant = Some(GrantChange::End(EndReason::Revoked));
+        t.jobs = vec![
+            Job::EndAccess {
+                request_id: request.id,
+                provider,
+            }
+            .at(now_ms),
+            card,
+        ];
+        t.audit = vec![store::audit(user, "revoke_requested", detail)];
+        self.store.transition(t).await
+    }
+
     /// Ends the other resources of the bundle `lead` leads that are still granted or being
     /// granted (each its own guarded change: one that ended meanwhile is left alone); how many.
     async fn end_members(
@@ -223,34 +239,16 @@ impl Service {
         }
         let mut ended = 0;
         for member in self.store.bundle_members(lead.id).await? {
-            let card = Job::UpdateCard {
-                request_id: member.id,
-                channel: member.channel.clone(),
-            }
-            .at(now_ms);
-            let provider = self
-                .store
-                .grant(member.id)
+            let card = card_of(&member, now_ms);
+            if self
+                .start_revoke(
+                    &member,
+                    user,
+                    json!({"with": lead.id}),
+                    card.clone(),
+                    now_ms,
+                )
                 .await?
-                .map(|g| g.provider_name)
-                .unwrap_or_default();
-            let mut t = Transition::new(member.id, &[State::Active], State::Revoking, now_ms);
-            t.decided_by = Some(user.to_string());
-            t.grant = Some(GrantChange::End(EndReason::Revoked));
-            t.jobs = vec![
-                Job::EndAccess {
-                    request_id: member.id,
-                    provider,
-                }
-                .at(now_ms),
-                card.clone(),
-            ];
-            t.audit = vec![store::audit(
-                user,
-                "revoke_requested",
-                json!({"with": lead.id}),
-            )];
-            if self.store.transition(t).await?
                 || self
                     .stop_grant(&member, user, EndReason::Revoked, card, now_ms)
                     .await?
