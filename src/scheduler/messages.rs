@@ -251,9 +251,7 @@ impl Scheduler {
         let policy = self.policy.now();
         let resource = policy.resources.get(&request.resource);
         // A bundle's approvers are those of each of its resources.
-        let names = store::BundleSpec::of(request)
-            .map(|b| b.resources)
-            .unwrap_or_else(|| vec![request.resource.clone()]);
+        let names = store::BundleSpec::resources_of(request);
         let resources: Vec<_> = names
             .iter()
             .filter_map(|n| policy.resources.get(n))

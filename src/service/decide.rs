@@ -224,9 +224,7 @@ impl Service {
         let decider = user.to_string();
         // Break-glass: every approver of the resources and the channel are told at once.
         let alerts: Vec<crate::domain::Scheduled> = if break_glass {
-            let what = store::BundleSpec::of(&request)
-                .map(|b| b.label())
-                .unwrap_or_else(|| request.resource.clone());
+            let what = store::BundleSpec::what(&request);
             let text = blocks::break_glass_alert(
                 id,
                 &request.requester,

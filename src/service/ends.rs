@@ -112,9 +112,7 @@ impl Service {
         // A grant of a resource that left the policy has no approvers any more: its requester
         // and the admins can still end it.
         let policy = self.policy.now();
-        let resources = BundleSpec::of(&request)
-            .map(|b| b.resources)
-            .unwrap_or_else(|| vec![request.resource.clone()]);
+        let resources = BundleSpec::resources_of(&request);
         let may = request.requester == user
             || policy.is_admin(user)
             || resources.iter().any(|name| {

@@ -22,9 +22,7 @@ impl Service {
         let policy = self.policy.now();
         match self.judge(&policy, user, id, Decision::Deny).await? {
             Ok(super::judge::Judged { request, .. }) => {
-                let what = BundleSpec::of(&request)
-                    .map(|b| b.label())
-                    .unwrap_or_else(|| request.resource.clone());
+                let what = BundleSpec::what(&request);
                 Ok(Ok(modals::deny_form(
                     id,
                     &request.requester,

@@ -3,10 +3,10 @@
 use chrono::DateTime;
 use serde_json::Value;
 
-use super::views::what;
 use super::{Service, secs};
 use crate::domain::State;
 use crate::slack::home::{self, ForMe, MyGrant, MyWait};
+use crate::store::BundleSpec;
 
 impl Service {
     /// The Home tab of `user`.
@@ -17,7 +17,7 @@ impl Service {
             .filter(|(r, _)| r.state != State::Pending.as_str())
             .map(|(r, g)| MyGrant {
                 id: r.id,
-                what: what(r),
+                what: BundleSpec::what(r),
                 state: r.state.clone(),
                 ends: g
                     .as_ref()
@@ -30,7 +30,7 @@ impl Service {
             .filter(|(r, _)| r.state == State::Pending.as_str())
             .map(|(r, _)| MyWait {
                 id: r.id,
-                what: what(r),
+                what: BundleSpec::what(r),
                 duration: secs(r.duration_secs),
             })
             .collect();
@@ -40,7 +40,7 @@ impl Service {
             .into_iter()
             .map(|(r, mine)| ForMe {
                 id: r.id,
-                what: what(&r),
+                what: BundleSpec::what(&r),
                 duration: secs(r.duration_secs),
                 requester: r.requester,
                 reason: r.reason,

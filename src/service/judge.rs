@@ -34,9 +34,7 @@ impl Service {
         let Some(request) = self.store.request(id).await? else {
             return Ok(Err(format!("There is no request #{id}.")));
         };
-        let names = BundleSpec::of(&request)
-            .map(|b| b.resources)
-            .unwrap_or_else(|| vec![request.resource.clone()]);
+        let names = BundleSpec::resources_of(&request);
         let mut resources = Vec::with_capacity(names.len());
         for name in &names {
             let Some(resource) = policy.resources.get(name) else {

@@ -96,9 +96,7 @@ impl Service {
 /// Why `policy` would not let this stored request go on, if it would not.
 /// A bundle is held to every resource's rules.
 pub fn refusal(policy: &Policy, request: &store::Request) -> Option<String> {
-    let names = store::BundleSpec::of(request)
-        .map(|b| b.resources)
-        .unwrap_or_else(|| vec![request.resource.clone()]);
+    let names = store::BundleSpec::resources_of(request);
     names
         .iter()
         .find_map(|name| match policy.resources.get(name) {

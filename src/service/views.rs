@@ -9,13 +9,6 @@ use crate::domain::{Resource, State};
 use crate::slack::blocks::{self, mention};
 use crate::store::{self, BundleSpec};
 
-/// What a request is for, as people read it: the resource, or the bundle.
-pub(super) fn what(r: &store::Request) -> String {
-    BundleSpec::of(r)
-        .map(|b| b.label())
-        .unwrap_or_else(|| r.resource.clone())
-}
-
 /// ` (bundle: …)` on a bundle's lead, ` (with #42)` on its other resources' requests,
 /// ` (extends #42)` on an extension.
 fn bundle_note(r: &store::Request) -> String {
@@ -168,7 +161,7 @@ impl Service {
                     "• #{} {} wants *{}* for {}: {}{}",
                     r.id,
                     mention(&r.requester),
-                    what(r),
+                    BundleSpec::what(r),
                     secs(r.duration_secs),
                     blocks::escape(&r.reason),
                     if *may_decide {
@@ -239,9 +232,7 @@ impl Service {
                 if !seen.insert(r.id) {
                     continue;
                 }
-                let names = BundleSpec::of(&r)
-                    .map(|b| b.resources)
-                    .unwrap_or_else(|| vec![r.resource.clone()]);
+                let names = BundleSpec::resources_of(&r);
                 let may_decide = names.iter().any(|name| {
                     policy.resources.get(name).is_some_and(|res| {
                         policy.is_approver(res, user) && (r.requester != user || res.self_approval)

@@ -47,6 +47,20 @@ impl BundleSpec {
         serde_json::from_str(request.bundle.as_deref()?).ok()
     }
 
+    /// The resources a request stands for: a bundle's every one, else its own.
+    pub fn resources_of(request: &Request) -> Vec<String> {
+        Self::of(request)
+            .map(|b| b.resources)
+            .unwrap_or_else(|| vec![request.resource.clone()])
+    }
+
+    /// What a request is for, as people read it: the bundle's label, else the resource.
+    pub fn what(request: &Request) -> String {
+        Self::of(request)
+            .map(|b| b.label())
+            .unwrap_or_else(|| request.resource.clone())
+    }
+
     /// How people read it: the bundle's name, or the resources joined.
     pub fn label(&self) -> String {
         match &self.name {
