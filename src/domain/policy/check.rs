@@ -306,7 +306,7 @@ impl Checker<'_> {
             .and_then(|s| s.admins.clone())
             .unwrap_or_default();
         let mut settings = self.settings(raw.settings);
-        let groups = self.groups(raw.groups);
+        let groups = self.groups(raw.groups, settings.timezone);
         let clients = self.clients(raw.clients, &groups);
         settings.admins = self.principals(&admins, "settings.admins", &groups);
         let identities = self.identities(raw.identities);
@@ -320,7 +320,7 @@ impl Checker<'_> {
         }
         self.same_access_twice(&resources);
         let bundles = self.bundles(raw.bundles, &resources);
-        let digest = raw.digest.and_then(|d| self.digest(d));
+        let digest = raw.digest.and_then(|d| self.digest(d, settings.timezone));
         Policy {
             settings,
             groups,
@@ -346,6 +346,7 @@ impl Checker<'_> {
                 .expect("constant is positive"),
             admins: Vec::new(),
             max_open_per_user: DEFAULT_MAX_OPEN_PER_USER,
+            timezone: chrono_tz::UTC,
         };
         let Some(raw) = raw else { return settings };
         if let Some(deadline) = raw
@@ -380,19 +381,35 @@ impl Checker<'_> {
         {
             settings.min_duration = min;
         }
-        if let Some(tz) = &raw.timezone
-            && tz.as_str() != "UTC"
-        {
-            self.error(
-                tz,
-                "settings.timezone",
-                "only UTC is supported by this version of jitbot",
-            );
+        if let Some(tz) = &raw.timezone {
+            match tz.as_str().parse::<chrono_tz::Tz>() {
+                Ok(zone) => settings.timezone = zone,
+                Err(_) => {
+                    let hint = super::Policy::closest(
+                        tz.as_str(),
+                        chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()),
+                    )
+                    .map(|z| format!(" Did you mean `{z}`?"))
+                    .unwrap_or_default();
+                    self.error(
+                        tz,
+                        "settings.timezone",
+                        format!(
+                            "`{}` is not an IANA time zone name such as Europe/Berlin or UTC.{hint}",
+                            tz.as_str()
+                        ),
+                    );
+                }
+            }
         }
         settings
     }
 
-    pub(super) fn groups(&mut self, raw: Map<RawGroup>) -> BTreeMap<String, Vec<String>> {
+    pub(super) fn groups(
+        &mut self,
+        raw: Map<RawGroup>,
+        tz: chrono_tz::Tz,
+    ) -> BTreeMap<String, Vec<String>> {
         let mut groups = BTreeMap::new();
         for (name, group) in raw {
             let path = format!("groups.{name}");
@@ -423,12 +440,12 @@ impl Checker<'_> {
                 self.user_ids(members, &format!("{path}.members"))
             } else if let Some(rotation) = &group.rotation {
                 let shift = self.duration(&rotation.shift, &format!("{path}.rotation.shift"));
-                let start = chrono::DateTime::parse_from_rfc3339(&rotation.start);
-                if start.is_err() {
+                let start = super::oncall::parse_start(&rotation.start, tz);
+                if start.is_none() {
                     self.error(
                         &rotation.start,
                         format!("{path}.rotation.start"),
-                        "not an RFC 3339 time such as 2026-01-05T09:00:00Z",
+                        format!("not a time such as 2026-01-05T09:00 (in settings.timezone, {tz}) or 2026-01-05T09:00:00Z"),
                     );
                 }
                 let members = self.user_ids(&rotation.members, &format!("{path}.rotation.members"));
@@ -446,7 +463,7 @@ impl Checker<'_> {
                         false
                     }
                 };
-                if let (Some(shift), Ok(start)) = (shift, start)
+                if let (Some(shift), Some(start)) = (shift, start)
                     && !members.is_empty()
                 {
                     self.rotations.insert(
@@ -454,7 +471,8 @@ impl Checker<'_> {
                         super::Rotation {
                             members: members.clone(),
                             shift,
-                            start: start.with_timezone(&chrono::Utc),
+                            start,
+                            tz,
                             everyone_approves,
                         },
                     );

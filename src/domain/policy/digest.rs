@@ -1,5 +1,5 @@
 //! `digest:`: the weekly picture of who got access to what, posted to `channel` on `schedule`
-//! (cron with a seconds field, in `settings.timezone`, UTC in this version).
+//! (cron with a seconds field, on the wall clock of `settings.timezone`).
 
 use std::str::FromStr;
 
@@ -22,20 +22,22 @@ pub(super) struct RawDigest {
 pub struct DigestSettings {
     pub channel: String,
     pub schedule: cron::Schedule,
+    /// `settings.timezone`: "9:00 on Monday" is nine in the morning there.
+    pub tz: chrono_tz::Tz,
 }
 
 impl DigestSettings {
     /// The period containing `at`: from the last posting time at or before it to the next one
     /// after it (the digest posted at the end covers it).
     pub fn period(&self, at: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        let end = self.schedule.after(&at).next()?;
+        let end = self.schedule.after(&at.with_timezone(&self.tz)).next()?;
         let start = self.schedule.after(&end).next_back()?;
-        Some((start, end))
+        Some((start.with_timezone(&Utc), end.with_timezone(&Utc)))
     }
 }
 
 impl Checker<'_> {
-    pub(super) fn digest(&mut self, raw: RawDigest) -> Option<DigestSettings> {
+    pub(super) fn digest(&mut self, raw: RawDigest, tz: chrono_tz::Tz) -> Option<DigestSettings> {
         let mut ok = true;
         if !is_channel_id(&raw.channel) {
             self.error(
@@ -49,7 +51,7 @@ impl Checker<'_> {
             ok = false;
         }
         let schedule = match cron::Schedule::from_str(raw.schedule.as_str()) {
-            Ok(s) if s.upcoming(Utc).next().is_some() => Some(s),
+            Ok(s) if s.upcoming(tz).next().is_some() => Some(s),
             Ok(_) => {
                 self.error(
                     &raw.schedule,
@@ -73,6 +75,7 @@ impl Checker<'_> {
             (true, Some(schedule)) => Some(DigestSettings {
                 channel: raw.channel.to_string(),
                 schedule,
+                tz,
             }),
             _ => None,
         }

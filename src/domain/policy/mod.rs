@@ -125,6 +125,9 @@ pub struct Settings {
     pub admins: Vec<String>,
     /// Pending and active requests one person may hold at once.
     pub max_open_per_user: u32,
+    /// `settings.timezone` (an IANA name): the digest's schedule and dates, and rotation shifts,
+    /// follow its wall clock.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// Default `settings.request_ttl`: two hours is long enough for a reviewer in another meeting.

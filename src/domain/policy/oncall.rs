@@ -16,20 +16,46 @@ pub struct Rotation {
     pub members: Vec<String>,
     pub shift: GrantDuration,
     pub start: DateTime<Utc>,
+    /// `settings.timezone`: shifts hand over at the same wall-clock time across daylight saving.
+    pub tz: chrono_tz::Tz,
     /// `approve: members`: every member may approve, not only the one on call.
     pub everyone_approves: bool,
 }
 
 impl Rotation {
-    /// The member on call at `now` (before `start`, the first).
+    /// The member on call at `now` (before `start`, the first). Time is counted on the wall
+    /// clock of `settings.timezone`, so a weekly 09:00 handover stays at 09:00 after a clock change.
     pub fn on_call(&self, now: DateTime<Utc>) -> &str {
         let shift = self.shift.secs().max(1) as i64;
-        let shifts = (now - self.start).num_seconds().max(0) / shift;
+        let wall = |t: DateTime<Utc>| t.with_timezone(&self.tz).naive_local();
+        let shifts = (wall(now) - wall(self.start)).num_seconds().max(0) / shift;
         let len = self.members.len().max(1) as i64;
         self.members
             .get(shifts.rem_euclid(len) as usize)
             .map(String::as_str)
             .unwrap_or("")
+    }
+}
+
+/// A rotation's `start`: RFC 3339 with an offset, or a wall-clock time (`2026-01-05T09:00`,
+/// seconds optional, `T` or a space) in `tz`. A time the clock skips is moved past the gap, one
+/// it shows twice is the earlier.
+pub(super) fn parse_start(text: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    use chrono::{NaiveDateTime, TimeZone};
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())?;
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            Some(t.with_timezone(&Utc))
+        }
+        chrono::LocalResult::None => tz
+            .from_local_datetime(&(naive + chrono::TimeDelta::hours(1)))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc)),
     }
 }
 

@@ -127,3 +127,52 @@ fn a_rotation_has_one_person_on_call_and_the_ladder_is_checked() {
         );
     }
 }
+
+#[test]
+fn the_digest_and_rotations_follow_the_wall_clock_of_settings_timezone() {
+    use chrono::TimeZone;
+    let utc = |y, mo, d, h, mi| chrono::Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
+    let text = GOOD
+        .replace(
+            "  min_duration: 5m\n",
+            "  min_duration: 5m\n  timezone: Europe/Berlin\n",
+        )
+        .replace(
+            "groups:\n",
+            "groups:\n  sre:\n    rotation: { members: [U0SRE1, U0SRE2], shift: 7d, start: \"2026-03-23T09:00\" }\n",
+        )
+        + "digest:\n  channel: C0AUDIT\n  schedule: \"0 0 9 * * Mon\"\n";
+    let (policy, _) = Policy::parse("p.yaml", &text).unwrap();
+    assert_eq!(policy.settings.timezone, chrono_tz::Europe::Berlin);
+
+    // Monday 09:00 in Berlin is 08:00 UTC in winter and 07:00 UTC in summer (from 29 March).
+    let digest = policy.digest.as_ref().expect("a digest");
+    let (from, to) = digest.period(utc(2026, 3, 25, 12, 0)).expect("a period");
+    assert_eq!((from, to), (utc(2026, 3, 23, 8, 0), utc(2026, 3, 30, 7, 0)));
+
+    // The start has no offset: 09:00 Berlin (08:00 UTC). The handover a week later, after the
+    // clocks went forward, is still at 09:00 there, which is 07:00 UTC.
+    let sre = &policy.rotations["sre"];
+    assert_eq!(sre.start, utc(2026, 3, 23, 8, 0));
+    assert_eq!(sre.on_call(utc(2026, 3, 30, 6, 59)), "U0SRE1");
+    assert_eq!(sre.on_call(utc(2026, 3, 30, 7, 0)), "U0SRE2");
+
+    // A name that is not a zone is refused where it stands, with the closest zone.
+    let errs = errors(&GOOD.replace(
+        "  min_duration: 5m\n",
+        "  min_duration: 5m\n  timezone: Europe/Berlinn\n",
+    ));
+    let tz = errs
+        .iter()
+        .find(|e| e.path == "settings.timezone")
+        .unwrap_or_else(|| panic!("{errs:?}"));
+    assert_eq!(tz.line, 5, "{tz:?}");
+    assert!(tz.message.contains("Did you mean `Europe/Berlin`"), "{tz:?}");
+    // A rotation start that is no time at all names the zone it would be read in.
+    let errs = errors(&text.replace("2026-03-23T09:00", "next monday"));
+    assert!(
+        errs.iter().any(|e| e.path == "groups.sre.rotation.start"
+            && e.message.contains("Europe/Berlin")),
+        "{errs:?}"
+    );
+}
