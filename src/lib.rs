@@ -9,6 +9,7 @@
 //! - [`scheduler`]: runs due jobs (grants, expiries, timeouts, Slack posts) with retries.
 //! - [`http`]: axum routes; verifies Slack signatures before reading anything.
 //! - [`app`]: wiring: config → store → router + scheduler.
+//! - [`directory`]: Slack user groups and PagerDuty on-call, asked and kept for the policy.
 //! - [`fakes`]: recording stand-ins for the Slack Web API and a webhook receiver (demo, tests).
 //! - [`demo`]: `jitbot demo`.
 
@@ -17,6 +18,7 @@ pub mod app;
 pub mod audit_export;
 pub mod config;
 pub mod demo;
+pub mod directory;
 pub mod domain;
 pub mod fakes;
 pub mod http;

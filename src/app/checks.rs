@@ -15,10 +15,39 @@ pub fn ready_to_serve(policy: &Policy, env: &Env) -> anyhow::Result<()> {
             }
         }
     }
+    for (name, group) in &policy.pagerduty {
+        if let Err(e) = env.require(&group.token_env) {
+            problems.push(format!("{e} (PagerDuty group {name})"));
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(UserError(problems.join("\n")).into())
+    }
+}
+
+/// How long `serve` (or a reload) waits for Slack and PagerDuty to say who is in the policy's
+/// user groups and on call, before it goes on and asks again in the background.
+const DIRECTORY_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the policy's Slack user groups and PagerDuty schedules: a workspace without user
+/// groups, or a group it does not have, refuses the policy now rather than at the first click.
+pub(super) async fn check_directory(
+    directory: &crate::directory::Directory,
+    policy: &Policy,
+) -> anyhow::Result<()> {
+    if policy.all_usergroups().is_empty() && policy.pagerduty.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(DIRECTORY_CHECK_DEADLINE, directory.check(policy)).await {
+        Ok(checked) => checked,
+        Err(_) => {
+            tracing::warn!(
+                "Slack or PagerDuty did not answer in time to read the policy's user groups and on-call schedules; going on, asking again in the background"
+            );
+            Ok(())
+        }
     }
 }
 

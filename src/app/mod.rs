@@ -21,7 +21,7 @@ use crate::store::{SingleProcess, Store};
 mod checks;
 mod reload;
 
-use checks::check_bot_token;
+use checks::{check_bot_token, check_directory};
 pub use checks::{prepare, ready_to_serve, refuse_privileged_identities};
 pub use reload::Reloader;
 use reload::reload_on_hangup;
@@ -126,6 +126,12 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         );
     }
     let policy = Arc::new(LivePolicy::new(policy));
+    let directory = Arc::new(crate::directory::Directory::new(
+        slack.clone(),
+        env.clone(),
+        policy.lookups().clone(),
+    )?);
+    check_directory(&directory, &policy.now()).await?;
     let wake = Arc::new(Wake::default());
     let tuning = config.tuning;
     let providers = Arc::new(Providers::new(env.clone())?);
@@ -139,10 +145,12 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         wake: wake.clone(),
         metrics: metrics.clone(),
         pacer: pacer.clone(),
+        directory: directory.clone(),
     };
     let reloader = Arc::new(Reloader {
         path: config.policy.clone(),
         env: env.clone(),
+        directory: directory.clone(),
         policy: policy.clone(),
         service: service.clone(),
         metrics: metrics.clone(),
@@ -160,6 +168,7 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         pacer,
         job_retention: tuning.job_retention,
         ending_soon: tuning.ending_soon,
+        directory: directory.clone(),
     });
     // The store's upkeep runs every round; queueing the next one is a no-op if it is queued.
     let now = chrono::Utc::now().timestamp_millis();
@@ -233,6 +242,10 @@ impl App {
         let sched = tokio::spawn(self.runner.run());
         let learn = tokio::spawn(learn_workspace(self.workspace));
         let seal = tokio::spawn(seal_audit_trail(self.store.clone()));
+        let directory = tokio::spawn(self.reloader.directory.clone().run(
+            self.reloader.policy.clone(),
+            crate::directory::ON_CALL_FRESHNESS,
+        ));
         // Requests stored under an earlier policy are held to this one from the start.
         let service = self.reloader.service.clone();
         let enforce = tokio::spawn(async move {
@@ -249,7 +262,7 @@ impl App {
             metrics: self.metrics,
             reloader: self.reloader,
             worker,
-            tasks: vec![http, sched, learn, enforce, seal],
+            tasks: vec![http, sched, learn, enforce, seal, directory],
             _single: self.single,
         }
     }

@@ -8,6 +8,7 @@ use super::*;
 pub struct Reloader {
     pub(super) path: std::path::PathBuf,
     pub(super) env: Env,
+    pub(super) directory: Arc<crate::directory::Directory>,
     pub(super) policy: Arc<LivePolicy>,
     pub(super) service: Service,
     pub(super) metrics: Arc<Metrics>,
@@ -30,6 +31,12 @@ impl Reloader {
             });
         let loaded = match loaded {
             Ok(policy) => refuse_privileged_identities(&policy, &self.env)
+                .await
+                .map(|()| policy),
+            Err(e) => Err(e),
+        };
+        let loaded = match loaded {
+            Ok(policy) => super::check_directory(&self.directory, &policy)
                 .await
                 .map(|()| policy),
             Err(e) => Err(e),

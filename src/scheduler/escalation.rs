@@ -30,18 +30,41 @@ impl Scheduler {
             GrantDuration::from_secs(((ms(now) - request.created_at).max(1000) / 1000) as u64)
                 .map(|d| d.to_string())
                 .unwrap_or_default();
+        // Whom the policy names, as Slack and PagerDuty say now (or lately).
+        let named: Vec<String> = if step < 0 {
+            resource.approvers.clone()
+        } else {
+            usize::try_from(step)
+                .ok()
+                .and_then(|i| resource.escalation.get(i))
+                .map(|s| vec![s.to.clone()])
+                .unwrap_or_default()
+        };
+        self.directory
+            .refresh_usergroups(
+                policy.usergroups_in(&named),
+                crate::directory::ON_CALL_FRESHNESS,
+            )
+            .await;
+        for entry in &named {
+            self.directory
+                .refresh_on_call(&policy, entry, crate::directory::ON_CALL_FRESHNESS)
+                .await;
+        }
+        let fallback = named
+            .iter()
+            .filter_map(|e| {
+                policy
+                    .on_call_fallback(e)
+                    .map(|why| format!(" (`{e}`: {why}; its members stand in)"))
+            })
+            .collect::<String>();
         let (people, why, whom) = if step < 0 {
-            let mut people = std::collections::BTreeSet::new();
-            for entry in &resource.approvers {
-                match policy.rotations.get(entry) {
-                    Some(r) if !r.everyone_approves => {
-                        people.insert(r.on_call(now).to_string());
-                    }
-                    _ => people.extend(policy.expand(std::slice::from_ref(entry))),
-                }
-            }
             (
-                people.into_iter().collect::<Vec<_>>(),
+                policy
+                    .approvers_now(&resource.approvers, now)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
                 format!(
                     "⏳ Reminder: request #{id} for *{}* has waited {waited} for an approver.",
                     request.resource
@@ -55,7 +78,7 @@ impl Scheduler {
             else {
                 return Ok(());
             };
-            let on_call = policy.rotations.contains_key(&s.to);
+            let on_call = policy.is_on_call_group(&s.to);
             (
                 policy.paged(&s.to, now),
                 format!(
@@ -90,7 +113,7 @@ impl Scheduler {
                     request_id: id,
                     channel: request.channel.clone(),
                     text: format!(
-                        "{} {} after {waited}: {}",
+                        "{} {} after {waited}: {}{fallback}",
                         if step < 0 {
                             "⏳ Reminded"
                         } else {
@@ -114,7 +137,7 @@ impl Scheduler {
                 store::audit(
                     "jitbot",
                     if step < 0 { "reminded" } else { "escalated" },
-                    json!({"step": step, "paged": paged}),
+                    json!({"step": step, "paged": paged, "fallback": (!fallback.is_empty()).then(|| fallback.trim())}),
                 ),
                 now_ms,
             )

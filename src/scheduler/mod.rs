@@ -129,6 +129,8 @@ pub struct Scheduler {
     pub job_retention: Duration,
     /// How long before its end the requester is offered to extend a grant.
     pub ending_soon: Duration,
+    /// Who is on call on PagerDuty, asked before an escalation step pages.
+    pub directory: Arc<crate::directory::Directory>,
 }
 
 /// One semaphore per provider and lane, sized by the provider's `concurrency`.

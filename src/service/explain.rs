@@ -103,10 +103,10 @@ impl Service {
                 step.after,
                 step.to,
                 paged.join(", "),
-                if policy.rotations.contains_key(&step.to) {
-                    " (on call now)"
-                } else {
-                    ""
+                match policy.on_call_fallback(&step.to) {
+                    Some(why) => format!(" (its members: {why})"),
+                    None if policy.is_on_call_group(&step.to) => " (on call now)".to_string(),
+                    None => String::new(),
                 }
             ));
         }

@@ -77,6 +77,8 @@ impl Service {
                 "You cannot {verb} your own request #{id}; someone else must decide it. (Use `/jit cancel {id}` to withdraw it.)"
             )));
         }
+        let approvers: Vec<&[String]> = resources.iter().map(|r| r.approvers.as_slice()).collect();
+        self.directory.before_decision(policy, &approvers).await;
         if !resources.iter().any(|r| policy.is_approver(r, user)) {
             let name = &resources[0].name;
             let what = if resources.len() > 1 {

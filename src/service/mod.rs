@@ -54,6 +54,8 @@ pub struct Service {
     /// as the request is stored, so the card's job is written once, due at that turn, instead
     /// of being claimed only to be booked and put back.
     pub pacer: Arc<Pacer>,
+    /// Slack user groups and PagerDuty on-call, read again before a decision.
+    pub directory: Arc<crate::directory::Directory>,
 }
 
 /// A decision from a button or from `/jit approve|deny`.

@@ -39,12 +39,12 @@ const RESPONSE_URL_HOST: &str = "hooks.slack.com";
 
 #[derive(Clone)]
 pub struct SlackApi {
-    client: Arc<SlackClient<SlackClientHyperHttpsConnector>>,
+    pub(super) client: Arc<SlackClient<SlackClientHyperHttpsConnector>>,
     /// For `response_url` posts: no redirects, a deadline per call.
     http: reqwest::Client,
     /// Scheme, host and port of `SLACK_API_URL`.
     api_origin: Option<(String, String, Option<u16>)>,
-    token: SlackApiToken,
+    pub(super) token: SlackApiToken,
     timeout: Duration,
     gate: Arc<RateGate>,
     metrics: Arc<Metrics>,
@@ -100,7 +100,7 @@ impl SlackApi {
     /// One call: checks our own holds first, runs under the deadline, records its latency and
     /// any rate limit.
     /// `send` is the (lazy) call itself; it goes out only if nothing holds the method back.
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: &'static str,
         channel: &str,

@@ -8,6 +8,7 @@ pub mod gate;
 pub mod home;
 pub mod modals;
 pub mod payload;
+pub mod people;
 pub mod scopes;
 pub mod texts;
 pub mod verify;

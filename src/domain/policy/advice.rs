@@ -6,22 +6,13 @@ use std::collections::BTreeMap;
 use super::check::{Checker, Key};
 use super::*;
 
-/// Keys the file format has that this version does not implement yet: accepted by the parser so
-/// the error says so, but never offered as a choice.
-const NOT_YET_KEYS: &[&str] = &["escalation", "pagerduty"];
-
 /// A parser's message in words an operator can act on: an unknown key with the keys this version
 /// takes (and the closest one), a type error with what was expected.
 pub(super) fn plain_error(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("Unknown field `")
         && let Some((key, expected)) = rest.split_once("`, expected ")
     {
-        let choices: Vec<&str> = expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .filter(|k| !NOT_YET_KEYS.contains(k))
-            .collect();
+        let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         let hint = Policy::closest(key, choices.iter().copied())
             .map(|k| format!(" Did you mean `{k}`?"))
             .unwrap_or_default();

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use marked_yaml::Spanned;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::*;
 
@@ -80,7 +79,7 @@ pub(super) struct RawSettings {
 pub(super) struct RawGroup {
     pub(super) members: Option<Vec<Spanned<String>>>,
     pub(super) rotation: Option<RawRotation>,
-    pub(super) pagerduty: Option<Spanned<IgnoredAny>>,
+    pub(super) pagerduty: Option<super::directory::RawPagerDuty>,
     /// `on_call` (default) or `members`: who of an on-call group may approve.
     pub(super) approve: Option<Spanned<String>>,
 }
@@ -148,6 +147,7 @@ pub(super) struct Checker<'a> {
     pub(super) client_names: std::collections::BTreeSet<String>,
     /// The rotation groups, once `groups` is checked.
     pub(super) rotations: BTreeMap<String, super::Rotation>,
+    pub(super) pagerduty_groups: BTreeMap<String, super::PagerDutyGroup>,
 }
 
 /// Something with a place in the file: a spanned value, or a key given by its path.
@@ -249,7 +249,27 @@ impl Checker<'_> {
         users
     }
 
-    /// Group names and user IDs; an unknown name is an error.
+    /// A plain group's members: user IDs and Slack user groups (`S…`).
+    pub(super) fn members(&mut self, list: &[Spanned<String>], path: &str) -> Vec<String> {
+        let mut users = Vec::new();
+        for (i, user) in list.iter().enumerate() {
+            if is_user_id(user) || super::is_usergroup_id(user) {
+                users.push(user.to_string());
+            } else {
+                self.error(
+                    user,
+                    format!("{path}[{i}]"),
+                    format!(
+                        "`{}` is not a Slack user ID (U… or W…) or user group ID (S…)",
+                        user.as_str()
+                    ),
+                );
+            }
+        }
+        users
+    }
+
+    /// Group names, user IDs and Slack user groups (`S…`); an unknown name is an error.
     pub(super) fn principals(
         &mut self,
         list: &[Spanned<String>],
@@ -258,7 +278,10 @@ impl Checker<'_> {
     ) -> Vec<String> {
         let mut out = Vec::new();
         for (i, entry) in list.iter().enumerate() {
-            if groups.contains_key(entry.as_str()) || is_user_id(entry) {
+            if groups.contains_key(entry.as_str())
+                || is_user_id(entry)
+                || super::is_usergroup_id(entry)
+            {
                 out.push(entry.to_string());
             } else if self.client_names.contains(entry.as_str()) {
                 self.error(
@@ -333,6 +356,8 @@ impl Checker<'_> {
             families: BTreeMap::new(),
             digest,
             rotations: std::mem::take(&mut self.rotations),
+            pagerduty: std::mem::take(&mut self.pagerduty_groups),
+            lookups: Default::default(),
         }
     }
 
@@ -417,27 +442,44 @@ impl Checker<'_> {
                 self.error(Key(&["groups", &name]), &path, "a group name must not look like a Slack ID; use a lowercase name such as `dba`");
                 continue;
             }
-            let kinds = usize::from(group.members.is_some())
-                + usize::from(group.rotation.is_some())
-                + usize::from(group.pagerduty.is_some());
-            if kinds != 1 {
+            if group.rotation.is_some() && (group.members.is_some() || group.pagerduty.is_some())
+                || group.members.is_none() && group.rotation.is_none()
+            {
                 self.error(
                     Key(&["groups", &name]),
                     &path,
-                    "a group has exactly one of `members`, `rotation` or `pagerduty`",
+                    "a group has `members`, a `rotation`, or `pagerduty` with `members` to fall back on",
                 );
                 continue;
             }
-            if let Some(pd) = &group.pagerduty {
+            let everyone_approves = match group.approve.as_ref().map(|a| a.as_str()) {
+                None | Some("on_call") => false,
+                Some("members") => true,
+                Some(_) => {
+                    if let Some(a) = &group.approve {
+                        self.error(
+                            a,
+                            format!("{path}.approve"),
+                            "`on_call` (only the person on call approves) or `members`",
+                        );
+                    }
+                    false
+                }
+            };
+            if let (Some(a), None, None) = (&group.approve, &group.rotation, &group.pagerduty) {
                 self.error(
-                    pd,
-                    format!("{path}.pagerduty"),
-                    "PagerDuty groups are not supported by this version of jitbot yet",
+                    a,
+                    format!("{path}.approve"),
+                    "`approve` is for on-call groups (`rotation` or `pagerduty`); every member of this group approves",
                 );
-                continue;
+            }
+            if let Some(pd) = &group.pagerduty
+                && let Some(config) = self.pagerduty(pd, &path, everyone_approves)
+            {
+                self.pagerduty_groups.insert(name.to_string(), config);
             }
             let members = if let Some(members) = &group.members {
-                self.user_ids(members, &format!("{path}.members"))
+                self.members(members, &format!("{path}.members"))
             } else if let Some(rotation) = &group.rotation {
                 let shift = self.duration(&rotation.shift, &format!("{path}.rotation.shift"));
                 let start = super::oncall::parse_start(&rotation.start, tz);
@@ -449,20 +491,6 @@ impl Checker<'_> {
                     );
                 }
                 let members = self.user_ids(&rotation.members, &format!("{path}.rotation.members"));
-                let everyone_approves = match group.approve.as_ref().map(|a| a.as_str()) {
-                    None | Some("on_call") => false,
-                    Some("members") => true,
-                    Some(_) => {
-                        if let Some(a) = &group.approve {
-                            self.error(
-                                a,
-                                format!("{path}.approve"),
-                                "`on_call` (only the person on call approves) or `members`",
-                            );
-                        }
-                        false
-                    }
-                };
                 if let (Some(shift), Some(start)) = (shift, start)
                     && !members.is_empty()
                 {

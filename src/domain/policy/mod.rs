@@ -12,6 +12,7 @@ pub use bundles::MAX_BUNDLE;
 use check::{Checker, RawPolicy, load_error};
 pub use clients::{Client, DEFAULT_CLIENT_RATE, token_sha256};
 pub use digest::DigestSettings;
+pub use directory::{Lookups, OnCall, PagerDutyGroup, STALE_AFTER, is_usergroup_id};
 pub use live::LivePolicy;
 pub use oncall::{Rotation, Step};
 
@@ -20,6 +21,7 @@ mod bundles;
 mod check;
 mod clients;
 mod digest;
+mod directory;
 mod identities;
 mod live;
 mod oncall;
@@ -81,6 +83,11 @@ pub struct Policy {
     pub bundles: BTreeMap<String, Vec<String>>,
     /// The rotation groups: who is on call when.
     pub rotations: BTreeMap<String, Rotation>,
+    /// The PagerDuty groups (their `members` are in `groups`, to fall back on).
+    pub pagerduty: BTreeMap<String, PagerDutyGroup>,
+    /// What Slack and PagerDuty last said (user groups' members, who is on call); shared by
+    /// every version of the policy, see [`LivePolicy`].
+    pub lookups: std::sync::Arc<Lookups>,
     /// The weekly digest: where and when (`digest:`).
     pub digest: Option<DigestSettings>,
     /// The template each expanded resource came from (`aws-prod-read` → `aws-{account}-{level}`).
@@ -219,25 +226,72 @@ impl Policy {
         self.limits.get(name).copied().unwrap_or_default()
     }
 
-    /// Is `user` named by a list of group names and user IDs? (No allocation: called per request.)
+    /// Is `user` named by a list of group names, user IDs and Slack user groups (as Slack last
+    /// said)? (No allocation: called per request.)
     pub fn names(&self, entries: &[String], user: &str) -> bool {
+        let one = |entry: &String| {
+            entry == user || (is_usergroup_id(entry) && self.lookups.in_usergroup(entry, user))
+        };
         entries.iter().any(|entry| match self.groups.get(entry) {
-            Some(members) => members.iter().any(|m| m == user),
-            None => entry == user,
+            Some(members) => members.iter().any(one),
+            None => one(entry),
         })
     }
 
+    /// The people a list names: groups and Slack user groups (as Slack last said) expanded.
     pub fn expand(&self, entries: &[String]) -> BTreeSet<String> {
         let mut users = BTreeSet::new();
+        let mut one = |entry: &String| {
+            if is_usergroup_id(entry) {
+                users.extend(self.lookups.usergroup(entry).unwrap_or_default());
+            } else {
+                users.insert(entry.clone());
+            }
+        };
         for entry in entries {
             match self.groups.get(entry) {
-                Some(members) => users.extend(members.iter().cloned()),
-                None => {
-                    users.insert(entry.clone());
-                }
+                Some(members) => members.iter().for_each(&mut one),
+                None => one(entry),
             }
         }
         users
+    }
+
+    /// The Slack user groups a list names, directly or through its groups.
+    pub fn usergroups_in<'a>(&'a self, entries: &'a [String]) -> BTreeSet<&'a str> {
+        entries
+            .iter()
+            .flat_map(|e| {
+                self.groups
+                    .get(e)
+                    .map(|m| m.as_slice())
+                    .unwrap_or(std::slice::from_ref(e))
+            })
+            .filter(|e| is_usergroup_id(e))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Every Slack user group the policy names anywhere.
+    pub fn all_usergroups(&self) -> BTreeSet<&str> {
+        let mut out: BTreeSet<&str> = self
+            .groups
+            .values()
+            .flatten()
+            .chain(&self.settings.admins)
+            .filter(|e| is_usergroup_id(e))
+            .map(String::as_str)
+            .collect();
+        for r in self.resources.values() {
+            out.extend(self.usergroups_in(&r.approvers));
+            if let Some(q) = &r.requesters {
+                out.extend(self.usergroups_in(q));
+            }
+            for rule in &r.auto_approve {
+                out.extend(self.usergroups_in(&rule.requesters));
+            }
+        }
+        out
     }
 
     pub fn may_request(&self, resource: &Resource, user: &str) -> bool {
@@ -398,6 +452,7 @@ impl Policy {
             warnings: Vec::new(),
             client_names: BTreeSet::new(),
             rotations: BTreeMap::new(),
+            pagerduty_groups: BTreeMap::new(),
         };
         let mut policy = checker.compile(raw);
         policy.families = families;

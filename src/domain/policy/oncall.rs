@@ -45,9 +45,14 @@ pub(super) fn parse_start(text: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));
     }
-    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())?;
+    let naive = [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())?;
     match tz.from_local_datetime(&naive) {
         chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
             Some(t.with_timezone(&Utc))
@@ -85,23 +90,79 @@ pub(super) struct RawStep {
 }
 
 impl Policy {
-    /// Is `user` named by these approver entries at `now`? A rotation group names only the
-    /// person on call, unless it says `approve: members`.
+    /// Is `user` named by these approver entries at `now`? An on-call group names only the
+    /// person on call, unless it says `approve: members` (or PagerDuty cannot say who: then its
+    /// members).
     pub fn approves(&self, entries: &[String], user: &str, now: DateTime<Utc>) -> bool {
-        entries.iter().any(|entry| match self.rotations.get(entry) {
-            Some(r) if !r.everyone_approves => r.on_call(now) == user,
-            _ => self.names(std::slice::from_ref(entry), user),
-        })
+        entries
+            .iter()
+            .any(|entry| match self.on_call_now(entry, now) {
+                Some(person) => person == user,
+                None => self.names(std::slice::from_ref(entry), user),
+            })
     }
 
-    /// Who a step to `to` pages at `now`: the person on call for a rotation group, every member
-    /// of another group, or the user it names.
-    pub fn paged(&self, to: &str, now: DateTime<Utc>) -> Vec<String> {
-        match (self.rotations.get(to), self.groups.get(to)) {
-            (Some(r), _) => vec![r.on_call(now).to_string()],
-            (None, Some(members)) => members.clone(),
-            (None, None) => vec![to.to_string()],
+    /// The one person an on-call group that approves alone has on call at `now`; `None` for
+    /// any other entry, for `approve: members`, and for a PagerDuty group falling back to its
+    /// members.
+    fn on_call_now(&self, entry: &str, now: DateTime<Utc>) -> Option<String> {
+        if let Some(r) = self.rotations.get(entry) {
+            return (!r.everyone_approves).then(|| r.on_call(now).to_string());
         }
+        let pd = self.pagerduty.get(entry)?;
+        match self.lookups.on_call(entry) {
+            Some(super::OnCall::Person(p)) if !pd.everyone_approves => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Is `name` a group with someone on call (a rotation or a PagerDuty schedule)?
+    pub fn is_on_call_group(&self, name: &str) -> bool {
+        self.rotations.contains_key(name) || self.pagerduty.contains_key(name)
+    }
+
+    /// Who a step to `to` pages at `now`: the person on call for an on-call group (a PagerDuty
+    /// group's members when PagerDuty cannot say), every member of another group, or the user
+    /// (or the members of the Slack user group) it names.
+    pub fn paged(&self, to: &str, now: DateTime<Utc>) -> Vec<String> {
+        if let Some(r) = self.rotations.get(to) {
+            return vec![r.on_call(now).to_string()];
+        }
+        if self.pagerduty.contains_key(to)
+            && let Some(super::OnCall::Person(p)) = self.lookups.on_call(to)
+        {
+            return vec![p];
+        }
+        self.expand(&[to.to_string()]).into_iter().collect()
+    }
+
+    /// Why a PagerDuty group's members stand in for the person on call, if they do.
+    pub fn on_call_fallback(&self, to: &str) -> Option<String> {
+        self.pagerduty.get(to)?;
+        match self.lookups.on_call(to) {
+            Some(super::OnCall::Person(_)) => None,
+            Some(super::OnCall::Fallback(why)) => Some(why),
+            None => Some("PagerDuty has not answered recently".into()),
+        }
+    }
+
+    /// The people who may approve with these entries at `now`: for an on-call group that
+    /// approves alone, the person on call; everyone else the entries name.
+    pub fn approvers_now(
+        &self,
+        entries: &[String],
+        now: DateTime<Utc>,
+    ) -> std::collections::BTreeSet<String> {
+        let mut people = std::collections::BTreeSet::new();
+        for entry in entries {
+            match self.on_call_now(entry, now) {
+                Some(person) => {
+                    people.insert(person);
+                }
+                None => people.extend(self.expand(std::slice::from_ref(entry))),
+            }
+        }
+        people
     }
 }
 
@@ -142,7 +203,7 @@ impl Checker<'_> {
                 continue;
             }
             let to = step.to.as_str();
-            if !groups.contains_key(to) && !is_user_id(to) {
+            if !groups.contains_key(to) && !is_user_id(to) && !super::is_usergroup_id(to) {
                 self.error(
                     Key(&key),
                     format!("{at}.to"),

@@ -167,12 +167,15 @@ fn the_digest_and_rotations_follow_the_wall_clock_of_settings_timezone() {
         .find(|e| e.path == "settings.timezone")
         .unwrap_or_else(|| panic!("{errs:?}"));
     assert_eq!(tz.line, 5, "{tz:?}");
-    assert!(tz.message.contains("Did you mean `Europe/Berlin`"), "{tz:?}");
+    assert!(
+        tz.message.contains("Did you mean `Europe/Berlin`"),
+        "{tz:?}"
+    );
     // A rotation start that is no time at all names the zone it would be read in.
     let errs = errors(&text.replace("2026-03-23T09:00", "next monday"));
     assert!(
-        errs.iter().any(|e| e.path == "groups.sre.rotation.start"
-            && e.message.contains("Europe/Berlin")),
+        errs.iter()
+            .any(|e| e.path == "groups.sre.rotation.start" && e.message.contains("Europe/Berlin")),
         "{errs:?}"
     );
 }
