@@ -58,7 +58,7 @@ impl Directory {
     /// unreachable is logged and tried again in the background.
     pub async fn check(&self, policy: &Policy) -> anyhow::Result<()> {
         let failed = self
-            .refresh_usergroups(policy.all_usergroups(), Duration::ZERO)
+            .read_usergroups(policy.all_usergroups(), Duration::ZERO)
             .await;
         let mut problems = Vec::new();
         for (id, e) in failed {
@@ -72,7 +72,7 @@ impl Directory {
                 Some("missing_scope") => problems.push(format!(
                     "the policy names Slack user group {id}, but the app lacks the usergroups:read scope; add it and reinstall the app"
                 )),
-                _ => {}
+                _ => log_unread(&id, &e),
             }
         }
         for group in policy.pagerduty.keys() {
@@ -124,9 +124,16 @@ impl Directory {
         }
     }
 
+    /// Reads the user groups whose last answer is older than `max_age`; logs those that failed.
+    pub async fn refresh_usergroups(&self, ids: BTreeSet<&str>, max_age: Duration) {
+        for (id, e) in self.read_usergroups(ids, max_age).await {
+            log_unread(&id, &e);
+        }
+    }
+
     /// Reads the user groups whose last answer is older than `max_age`; returns those that
-    /// failed, with why (each logged).
-    pub async fn refresh_usergroups(
+    /// failed, with why.
+    async fn read_usergroups(
         &self,
         ids: BTreeSet<&str>,
         max_age: Duration,
@@ -142,15 +149,7 @@ impl Directory {
             }
             match self.slack.usergroup_members(id).await {
                 Ok(members) => self.lookups.set_usergroup(id, members),
-                Err(e) => {
-                    tracing::warn!(
-                        usergroup = id,
-                        error = format!("{e:#}"),
-                        "cannot list a Slack user group's members; its last answer stands for up to {} min",
-                        STALE_AFTER.as_secs() / 60
-                    );
-                    failed.push((id.to_string(), e));
-                }
+                Err(e) => failed.push((id.to_string(), e)),
             }
         }
         failed
@@ -248,4 +247,13 @@ impl Directory {
             self.refresh(&policy.now()).await;
         }
     }
+}
+
+fn log_unread(id: &str, e: &anyhow::Error) {
+    tracing::warn!(
+        usergroup = id,
+        error = format!("{e:#}"),
+        "cannot list a Slack user group's members; its last answer stands for up to {} min",
+        STALE_AFTER.as_secs() / 60
+    );
 }

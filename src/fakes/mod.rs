@@ -5,13 +5,17 @@
 //!
 //! - [`slack`]: the fake Slack Web API;
 //! - [`webhook`]: the webhook receiver;
+//! - [`pagerduty`]: PagerDuty's `/oncalls`, checking the API token;
 //! - [`sender`]: a signed sender standing in for Slack's side of jitbot's HTTP edge.
 
+pub mod pagerduty;
+mod people;
 pub mod sender;
 pub mod slack;
 pub mod views;
 pub mod webhook;
 
+pub use pagerduty::{FakePagerDuty, PagerDutyMode};
 pub use sender::{Answer, SlackSender};
 pub use slack::{FakeSlack, SlackCall, SlackFault};
 pub use webhook::{HookFault, WebhookEvent, WebhookReceiver};

@@ -72,6 +72,8 @@ struct SlackState {
     team: Mutex<(String, Option<String>)>,
     /// Posts so far to each `response_url`.
     responses_per_url: Mutex<HashMap<String, u32>>,
+    /// User groups, for `usergroups.users.list`.
+    people: Mutex<super::people::People>,
     changed: Notify,
 }
 
@@ -252,7 +254,15 @@ async fn slack_method(
         _ if posting => block_kit_error(&body).map(str::to_string),
         _ if method == "views.open" => super::views::view_error(&body).map(str::to_string),
         _ if method == "views.publish" => super::views::publish_error(&body).map(str::to_string),
-        _ => None,
+        _ => {
+            let emails = state
+                .emails
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let people = state.people.lock().unwrap_or_else(|e| e.into_inner());
+            people.refusal(&emails, &method, &body)
+        }
     };
     let record = |answer: &str| {
         state
@@ -346,7 +356,17 @@ async fn slack_method(
             };
             json!({"ok": true, "channel": {"id": format!("D{users}")}})
         }
-        _ => json!({"ok": true}),
+        _ => {
+            let emails = state
+                .emails
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let people = state.people.lock().unwrap_or_else(|e| e.into_inner());
+            people
+                .answer(&emails, &method, &body)
+                .unwrap_or_else(|| json!({"ok": true}))
+        }
     };
     state
         .calls
@@ -488,13 +508,35 @@ impl FakeSlack {
             .collect()
     }
 
-    /// The email `users.info` reports for `user`.
+    /// The email `users.info` reports for `user`, and by which `users.lookupByEmail` finds them.
     pub fn set_email(&self, user: &str, email: &str) {
         self.state
             .emails
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(user.to_string(), email.to_string());
+    }
+
+    /// The members `usergroups.users.list` reports for user group `id` (which then exists).
+    pub fn set_usergroup(&self, id: &str, members: &[&str]) {
+        self.state
+            .people
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .usergroups
+            .insert(
+                id.to_string(),
+                members.iter().map(|m| m.to_string()).collect(),
+            );
+    }
+
+    /// A free workspace: every `usergroups.users.list` answers `plan_upgrade_required`.
+    pub fn without_usergroups(&self) {
+        self.state
+            .people
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .no_usergroups = true;
     }
 
     /// Every call received, whatever the answer, in order.

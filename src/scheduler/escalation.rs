@@ -79,12 +79,20 @@ impl Scheduler {
                 return Ok(());
             };
             let on_call = policy.is_on_call_group(&s.to);
+            // When PagerDuty cannot say who is on call, the members are paged as members.
+            let standing_in = policy.on_call_fallback(&s.to).is_some();
             (
                 policy.paged(&s.to, now),
                 format!(
                     "⏰ Request #{id} for *{}* has waited {waited} and nobody has decided it: you are {} `{}`.",
                     request.resource,
-                    if on_call { "on call for" } else { "paged as" },
+                    if standing_in {
+                        "paged as a member of"
+                    } else if on_call {
+                        "on call for"
+                    } else {
+                        "paged as"
+                    },
                     s.to
                 ),
                 format!("`{}`{}", s.to, if on_call { " (on call)" } else { "" }),

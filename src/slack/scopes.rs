@@ -9,6 +9,10 @@ pub const METHODS: &[(&str, &[&str])] = &[
     ("chat.postEphemeral", &["chat:write"]),
     // The Slack profile's email, for providers that name people by email.
     ("users.info", &["users:read", "users:read.email"]),
+    // The Slack account of the person PagerDuty has on call.
+    ("users.lookupByEmail", &["users:read", "users:read.email"]),
+    // The members of Slack user groups the policy names.
+    ("usergroups.users.list", &["usergroups:read"]),
     ("views.open", &[]),
     ("views.publish", &[]),
     ("auth.test", &[]),
@@ -29,6 +33,7 @@ mod tests {
     const MANIFEST: &str = include_str!("../../manifest/slack-app.yaml");
     const CLIENT: &str = include_str!("client.rs");
     const GATE: &str = include_str!("gate.rs");
+    const PEOPLE: &str = include_str!("people.rs");
 
     fn node<'a>(root: &'a marked_yaml::Node, path: &[&str]) -> &'a marked_yaml::Node {
         let mut node = root;
@@ -52,11 +57,10 @@ mod tests {
     /// Every `"family.method"` string literal in the client's source.
     fn called_methods() -> BTreeSet<String> {
         let mut found = BTreeSet::new();
-        for source in [CLIENT, GATE] {
+        for source in [CLIENT, GATE, PEOPLE] {
             for piece in source.split('"').skip(1).step_by(2) {
-                let mut parts = piece.split('.');
-                let (Some(family), Some(method), None) = (parts.next(), parts.next(), parts.next())
-                else {
+                // `family.method` or `family.sub.method` (`usergroups.users.list`).
+                let Some((family, method)) = piece.split_once('.') else {
                     continue;
                 };
                 if [
@@ -68,7 +72,10 @@ mod tests {
                     "usergroups",
                 ]
                 .contains(&family)
-                    && method.chars().all(|c| c.is_ascii_alphabetic())
+                    && method.split('.').count() <= 2
+                    && method.split('.').all(|part| {
+                        !part.is_empty() && part.chars().all(|c| c.is_ascii_alphabetic())
+                    })
                 {
                     found.insert(piece.to_string());
                 }

@@ -271,3 +271,84 @@ async fn a_database_migrated_by_a_newer_jitbot_is_refused_with_one_line() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// A policy naming Slack user group S0DBATEAM and, when `pagerduty` is given, a PagerDuty group.
+fn directory_policy(dir: &std::path::Path, pagerduty: &str) -> std::path::PathBuf {
+    let file = dir.join("policy.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "groups:\n  dba: {{ members: [S0DBATEAM] }}\n{pagerduty}providers:\n  hooks: {{ kind: webhook, url: \"https://h.example.com/\", secret_env: JIT_HOOK }}\n\
+             resources:\n  db:\n    provider: hooks\n    grant: {{ host: db1 }}\n    max_duration: 1h\n    channel: C0REVIEW\n    approvers: [dba]\n"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[tokio::test]
+async fn serve_refuses_user_groups_on_a_workspace_without_them_at_start() {
+    let slack = jitbot::fakes::FakeSlack::start().await.expect("fake Slack");
+    slack.without_usergroups();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = directory_policy(dir.path(), "");
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("j.db").display());
+    let (code, _, stderr) = jitbot(
+        &["serve"],
+        &[
+            ("JIT_POLICY", policy.to_str().unwrap()),
+            ("SLACK_SIGNING_SECRET", "s"),
+            ("SLACK_BOT_TOKEN", "xoxb-t"),
+            ("SLACK_API_URL", &slack.base_url),
+            ("JIT_DATABASE_URL", &db),
+            ("JIT_LISTEN", "127.0.0.1:0"),
+            ("JIT_HOOK", "x"),
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let refusal: Vec<&str> = stderr.lines().filter(|l| l.contains("S0DBATEAM")).collect();
+    assert_eq!(refusal.len(), 1, "{stderr}");
+    assert!(
+        refusal[0].contains("plan_upgrade_required") && refusal[0].contains("list user IDs"),
+        "{stderr}"
+    );
+    // It was found by asking Slack once at start, not at a click.
+    assert_eq!(
+        slack
+            .attempts()
+            .iter()
+            .filter(|c| c.method == "usergroups.users.list")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_pagerduty_token_that_is_not_set_is_a_warning_for_check_and_an_error_for_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = directory_policy(
+        dir.path(),
+        "  sre:\n    pagerduty: { schedule_id: PSRE1, token_env: JIT_TEST_PD_UNSET }\n    members: [U0SRE1]\n",
+    );
+    let (code, stdout, stderr) = jitbot(&["check", policy.to_str().unwrap()], &[("JIT_HOOK", "x")]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("JIT_TEST_PD_UNSET is not set"),
+        "{stdout}{stderr}"
+    );
+    let (code, _, stderr) = jitbot(
+        &["serve"],
+        &[
+            ("JIT_POLICY", policy.to_str().unwrap()),
+            ("SLACK_SIGNING_SECRET", "s"),
+            ("SLACK_BOT_TOKEN", "xoxb-t"),
+            ("JIT_DATABASE_URL", "sqlite::memory:"),
+            ("JIT_HOOK", "x"),
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("JIT_TEST_PD_UNSET") && stderr.contains("PagerDuty group sre"),
+        "{stderr}"
+    );
+}

@@ -17,6 +17,7 @@ mod forms;
 mod home;
 mod lanes;
 mod lifecycle;
+mod oncall;
 mod outage;
 mod pace;
 mod policy_change;

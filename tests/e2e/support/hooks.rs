@@ -86,6 +86,17 @@ pub async fn spawn_hook_app_env(
     edit: impl FnOnce(String) -> String,
     extra: HashMap<String, String>,
 ) -> ((TestApp, jitbot::fakes::WebhookReceiver), String) {
+    let slack = FakeSlack::start().await.expect("fake Slack");
+    spawn_hook_app_on(backend, edit, extra, slack).await
+}
+
+/// Like [`spawn_hook_app_env`], talking to a fake Slack the test has set up first.
+pub async fn spawn_hook_app_on(
+    backend: Backend,
+    edit: impl FnOnce(String) -> String,
+    extra: HashMap<String, String>,
+    slack: FakeSlack,
+) -> ((TestApp, jitbot::fakes::WebhookReceiver), String) {
     let secret = format!("hook-{}", suffix());
     let hook = jitbot::fakes::WebhookReceiver::start(&secret)
         .await
@@ -100,7 +111,13 @@ pub async fn spawn_hook_app_env(
         ),
     ]);
     env.extend(extra);
-    let app = spawn_app(backend, &edit(hook_policy(&hook.url, &env_name)), env).await;
+    let app = spawn_app_on(
+        backend,
+        &edit(hook_policy(&hook.url, &env_name)),
+        env,
+        slack,
+    )
+    .await;
     ((app, hook), secret)
 }
 

@@ -172,8 +172,18 @@ pub struct TestApp {
 /// Starts the real app with `policy` on a fresh store of `backend`; `env` supplies the variables
 /// the policy names (admin URLs, webhook secrets).
 pub async fn spawn_app(backend: Backend, policy: &str, env: HashMap<String, String>) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
     let slack = FakeSlack::start().await.expect("fake Slack");
+    spawn_app_on(backend, policy, env, slack).await
+}
+
+/// Like [`spawn_app`], talking to a fake Slack the test has set up first (user groups, emails).
+pub async fn spawn_app_on(
+    backend: Backend,
+    policy: &str,
+    env: HashMap<String, String>,
+    slack: FakeSlack,
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
     let pg = match backend {
         Backend::Sqlite => None,
         Backend::Postgres => Some(PgScratch::new().await),
@@ -404,6 +414,17 @@ impl TestApp {
             .into_iter()
             .map(|e| e.action)
             .collect()
+    }
+
+    /// The detail of request `id`'s first audit event named `action`.
+    pub async fn audit_details(&self, id: i32, action: &str) -> Option<String> {
+        self.store
+            .audit_events(Some(id))
+            .await
+            .expect("audit")
+            .into_iter()
+            .find(|e| e.action == action)
+            .map(|e| e.detail)
     }
 
     pub async fn finish(self) {

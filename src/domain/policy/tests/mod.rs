@@ -296,5 +296,6 @@ fn a_resource_whose_approvers_cannot_approve_each_other_is_warned_about() {
 
 mod bundles;
 mod clients;
+mod directory;
 mod schedules;
 mod templates;
