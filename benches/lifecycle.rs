@@ -52,6 +52,7 @@ async fn run(label: &str, database_url: String) -> anyhow::Result<()> {
         bot_token: Secret::new("xoxb-bench"),
         slack_api_url: slack.base_url.clone(),
         team_id: None,
+        app_token: None,
         tuning: Default::default(),
     };
     let env = Env::with_overrides(HashMap::from([(

@@ -219,6 +219,9 @@ pub struct Config {
     /// `SLACK_TEAM_ID`: the one workspace (`T…`) or Enterprise Grid org (`E…`) served; when
     /// unset, the team `auth.test` names at start.
     pub team_id: Option<String>,
+    /// `SLACK_APP_TOKEN` (`xapp-…`): when set, `serve` also takes Slack's payloads over Socket
+    /// Mode.
+    pub app_token: Option<Secret>,
     pub tuning: Tuning,
 }
 
@@ -246,6 +249,14 @@ impl Config {
         let database_url = secrets.next().flatten();
         let signing_secret = secrets.next().flatten();
         let bot_token = secrets.next().flatten();
+        let app_token = secrets.next().flatten();
+        if let Some(token) = &app_token
+            && !token.expose().starts_with("xapp-")
+        {
+            problems.push(
+                "SLACK_APP_TOKEN is not an app-level token: it must start with xapp- (Basic Information → App-Level Tokens, with the connections:write scope)".into(),
+            );
+        }
         if signing_secret.is_none() && !env.is_set("SLACK_SIGNING_SECRET") {
             problems.push(
                 "environment variable SLACK_SIGNING_SECRET (or SLACK_SIGNING_SECRET_FILE) is not set: the Signing Secret from the Slack app's Basic Information".into(),
@@ -298,6 +309,7 @@ impl Config {
                 bot_token,
                 slack_api_url,
                 team_id: env.get("SLACK_TEAM_ID"),
+                app_token,
                 tuning,
             }),
             _ => Err(UserError(problems.join("\n")).into()),

@@ -128,6 +128,7 @@ pub async fn run() -> anyhow::Result<()> {
         bot_token: Secret::new("xoxb-demo"),
         slack_api_url: slack.base_url.clone(),
         team_id: None,
+        app_token: None,
         tuning: Tuning {
             retry_base: std::time::Duration::from_millis(200),
             ..Tuning::default()

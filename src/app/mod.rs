@@ -37,6 +37,8 @@ pub struct App {
     single: Option<SingleProcess>,
     workspace: Arc<crate::slack::Workspace>,
     reloader: Arc<Reloader>,
+    /// With `SLACK_APP_TOKEN`: what Socket Mode serves, Slack's API URL, and the app token.
+    socket: Option<(AppState, String, crate::config::Secret)>,
 }
 
 /// A running app; stops (as abruptly as `kill -9`, from the database's point of view) on drop.
@@ -49,6 +51,8 @@ pub struct Running {
     /// This process's name on the jobs it holds.
     pub worker: String,
     tasks: Vec<JoinHandle<()>>,
+    /// Socket Mode, when on: told to close its connections at [`Running::stop`].
+    socket: Option<(Arc<tokio::sync::Notify>, JoinHandle<()>)>,
     _single: Option<SingleProcess>,
 }
 
@@ -56,6 +60,10 @@ impl Drop for Running {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some((stop, task)) = &self.socket {
+            stop.notify_one();
+            task.abort();
         }
     }
 }
@@ -68,9 +76,13 @@ impl Running {
     /// Stops at once and hands back the jobs this process held, so another replica (or the next
     /// start) runs them now rather than after their lease runs out. A job cut off mid-way runs
     /// again from the start: every job is idempotent.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some((stop, task)) = self.socket.take() {
+            stop.notify_one();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
         }
         let released = tokio::time::timeout(
             std::time::Duration::from_secs(2),
@@ -120,10 +132,8 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
     }
     ready_to_serve(&policy, &env)?;
     refuse_privileged_identities(&policy, &env).await?;
-    if env.secret("SLACK_APP_TOKEN")?.is_some() {
-        tracing::warn!(
-            "SLACK_APP_TOKEN is set, but this version serves Slack over HTTP only (no Socket Mode yet)"
-        );
+    if let Some(token) = &config.app_token {
+        http::socket::check_app_token(&config.slack_api_url, token).await?;
     }
     let policy = Arc::new(LivePolicy::new(policy));
     let directory = Arc::new(crate::directory::Directory::new(
@@ -190,14 +200,19 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
     if let Some(me) = &me {
         workspace.learned_from(me);
     }
-    let router = http::router(AppState {
+    let state = AppState {
         workspace: workspace.clone(),
         service,
         signing_secret: config.signing_secret.clone(),
         metrics: metrics.clone(),
         body_timeout: tuning.edge.body_timeout,
         slack: slack.clone(),
-    });
+    };
+    let socket = config
+        .app_token
+        .clone()
+        .map(|token| (state.clone(), config.slack_api_url.clone(), token));
+    let router = http::router(state);
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| UserError(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -213,6 +228,7 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         single,
         workspace,
         reloader,
+        socket,
     })
 }
 
@@ -256,7 +272,25 @@ impl App {
                 );
             }
         });
+        let socket = self.socket.map(|(state, api_url, token)| {
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let stopped = stop.clone();
+            let task = tokio::spawn(async move {
+                match http::socket::start(state, &api_url, &token).await {
+                    Ok(socket) => {
+                        stopped.notified().await;
+                        socket.shutdown().await;
+                    }
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "could not start Socket Mode; Slack reaches jitbot over HTTP only"
+                    ),
+                }
+            });
+            (stop, task)
+        });
         Running {
+            socket,
             addr: self.addr,
             store: self.store,
             metrics: self.metrics,

@@ -6,16 +6,19 @@
 //! - [`slack`]: the fake Slack Web API;
 //! - [`webhook`]: the webhook receiver;
 //! - [`pagerduty`]: PagerDuty's `/oncalls`, checking the API token;
+//! - [`socket`]: Slack's Socket Mode (WebSocket envelopes and acks);
 //! - [`sender`]: a signed sender standing in for Slack's side of jitbot's HTTP edge.
 
 pub mod pagerduty;
 mod people;
 pub mod sender;
 pub mod slack;
+pub mod socket;
 pub mod views;
 pub mod webhook;
 
 pub use pagerduty::{FakePagerDuty, PagerDutyMode};
 pub use sender::{Answer, SlackSender};
 pub use slack::{FakeSlack, SlackCall, SlackFault};
+pub use socket::FakeSocketMode;
 pub use webhook::{HookFault, WebhookEvent, WebhookReceiver};

@@ -74,6 +74,8 @@ struct SlackState {
     responses_per_url: Mutex<HashMap<String, u32>>,
     /// User groups, for `usergroups.users.list`.
     people: Mutex<super::people::People>,
+    /// Socket Mode: the URL `apps.connections.open` hands out and the app token it takes.
+    socket: Mutex<Option<(String, String)>>,
     changed: Notify,
 }
 
@@ -206,11 +208,16 @@ async fn slack_method(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let authed = headers
+    let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer xox"));
-    if !authed {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    if method == "apps.connections.open" {
+        return super::socket::connections_open(&state.socket, &bearer);
+    }
+    if !bearer.starts_with("xox") {
         return axum::Json(json!({"ok": false, "error": "not_authed"})).into_response();
     }
     let body = body_json(&headers, &uri, &body);
@@ -528,6 +535,13 @@ impl FakeSlack {
                 id.to_string(),
                 members.iter().map(|m| m.to_string()).collect(),
             );
+    }
+
+    /// Socket Mode: `apps.connections.open` with `app_token` answers `url` (a
+    /// [`super::FakeSocketMode`]'s); any other app token is `invalid_auth`.
+    pub fn set_socket_mode(&self, url: &str, app_token: &str) {
+        *self.state.socket.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((url.to_string(), app_token.to_string()));
     }
 
     /// A free workspace: every `usergroups.users.list` answers `plan_upgrade_required`.

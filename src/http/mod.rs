@@ -3,6 +3,7 @@
 //! accept loop with deadlines on slow clients.
 
 pub mod serve;
+pub mod socket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,10 +155,19 @@ async fn open_form(state: &AppState, trigger_id: &str, form: serde_json::Value) 
 /// The answer when the store was too slow to finish within Slack's deadline.
 const TOO_SLOW: &str = "jitbot could not finish that in time (its database is slow or unreachable). Try again in a moment; `/jit list` shows what went through.";
 
+/// The answer when a command cannot be read.
+const UNREADABLE_COMMAND: &str = "jitbot could not read that command. Try `/jit help`.";
+
 async fn command(State(state): State<AppState>, SignedBody(body): SignedBody) -> Response {
     let Ok(cmd) = serde_urlencoded::from_bytes::<SlashCommand>(&body) else {
-        return ephemeral("jitbot could not read that command. Try `/jit help`.");
+        return ephemeral(UNREADABLE_COMMAND);
     };
+    handle_command(&state, cmd).await
+}
+
+/// A `/jit` command, however it arrived (HTTP or Socket Mode): the answer Slack shows.
+pub(crate) async fn handle_command(state: &AppState, cmd: SlashCommand) -> Response {
+    let state = state.clone();
     if let Some(refusal) = admit(
         &state,
         &cmd.user_id,
@@ -289,7 +299,14 @@ async fn interaction(State(state): State<AppState>, SignedBody(body): SignedBody
         )
             .into_response();
     };
-    let click = match payload::parse_interaction(&form.payload) {
+    handle_interaction(&state, &form.payload).await
+}
+
+/// A click or a form submission (the interaction `payload` JSON), however it arrived: an empty
+/// 200, the form's field errors, or a failure status.
+pub(crate) async fn handle_interaction(state: &AppState, payload: &str) -> Response {
+    let state = state.clone();
+    let click = match payload::parse_interaction(payload) {
         Ok(Interaction::Click(c)) => c,
         Ok(Interaction::Submission(submission)) => return submitted(&state, submission).await,
         Err(PayloadError::Unsupported(kind)) => {
@@ -404,7 +421,13 @@ struct InnerEvent {
 /// Slack's Events API: the URL check, and `app_home_opened` (the Home tab is published). Answered
 /// at once; the publishing happens after.
 async fn event(State(state): State<AppState>, SignedBody(body): SignedBody) -> Response {
-    let Ok(envelope) = serde_json::from_slice::<EventEnvelope>(&body) else {
+    handle_event(&state, &body).await
+}
+
+/// An Events API envelope (JSON), however it arrived.
+pub(crate) async fn handle_event(state: &AppState, body: &[u8]) -> Response {
+    let state = state.clone();
+    let Ok(envelope) = serde_json::from_slice::<EventEnvelope>(body) else {
         return (StatusCode::BAD_REQUEST, "expected a Slack event").into_response();
     };
     match envelope.kind.as_str() {

@@ -37,6 +37,25 @@ pub struct BotIdentity {
 /// `SLACK_API_URL`, so a fake Slack in tests can take them.)
 const RESPONSE_URL_HOST: &str = "hooks.slack.com";
 
+/// slack-morphism's HTTP connector for `api_url`: https, or plain http (a fake on this machine),
+/// with a connect deadline.
+pub(crate) fn connector(api_url: &str) -> anyhow::Result<SlackClientHyperHttpsConnector> {
+    crate::config::install_crypto_provider();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .context("loading the system's TLS roots")?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    // slack-morphism joins base and method with its own `/`.
+    let base = api_url.trim_end_matches('/');
+    Ok(SlackClientHyperConnector::with_connector(https).with_slack_api_url(base))
+}
+
 #[derive(Clone)]
 pub struct SlackApi {
     pub(super) client: Arc<SlackClient<SlackClientHyperHttpsConnector>>,
@@ -58,20 +77,7 @@ impl SlackApi {
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        crate::config::install_crypto_provider();
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .context("loading the system's TLS roots")?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        // slack-morphism joins base and method with its own `/`.
-        let base = api_url.trim_end_matches('/');
-        let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(base);
+        let connector = connector(api_url)?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)

@@ -352,3 +352,45 @@ fn a_pagerduty_token_that_is_not_set_is_a_warning_for_check_and_an_error_for_ser
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn serve_refuses_an_app_token_slack_refuses_with_one_line() {
+    let slack = jitbot::fakes::FakeSlack::start().await.expect("fake Slack");
+    slack.set_socket_mode("ws://127.0.0.1:9/link", "xapp-the-right-one");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "groups:\n  dba: { members: [U0DBA1] }\nproviders:\n  hooks: { kind: webhook, url: \"https://h.example.com/\", secret_env: JIT_HOOK }\n\
+         resources:\n  db:\n    provider: hooks\n    grant: { host: db1 }\n    max_duration: 1h\n    channel: C0REVIEW\n    approvers: [dba]\n",
+    )
+    .unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("j.db").display());
+    let run = |token: &str| {
+        jitbot(
+            &["serve"],
+            &[
+                ("JIT_POLICY", policy.to_str().unwrap()),
+                ("SLACK_SIGNING_SECRET", "s"),
+                ("SLACK_BOT_TOKEN", "xoxb-t"),
+                ("SLACK_APP_TOKEN", token),
+                ("SLACK_API_URL", &slack.base_url),
+                ("JIT_DATABASE_URL", &db),
+                ("JIT_LISTEN", "127.0.0.1:0"),
+                ("JIT_HOOK", "x"),
+            ],
+        )
+    };
+    let (code, _, stderr) = run("xapp-a-stale-one");
+    assert_eq!(code, 1, "{stderr}");
+    let refusal: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("SLACK_APP_TOKEN"))
+        .collect();
+    assert_eq!(refusal.len(), 1, "{stderr}");
+    assert!(refusal[0].contains("invalid_auth"), "{stderr}");
+    // A bot token where the app token goes is named before anything starts.
+    let (code, _, stderr) = run("xoxb-not-an-app-token");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("must start with xapp-"), "{stderr}");
+}

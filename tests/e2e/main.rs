@@ -25,5 +25,6 @@ mod replicas;
 mod restart;
 mod slack_faults;
 mod snapshots;
+mod socket_mode;
 mod support;
 mod trust;

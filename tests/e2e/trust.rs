@@ -464,6 +464,7 @@ async fn serve_refuses_a_bot_token_that_slack_refuses_before_touching_the_databa
         bot_token: jitbot::config::Secret::new("xoxb-revoked"),
         slack_api_url: slack.base_url.clone(),
         team_id: None,
+        app_token: None,
         tuning: jitbot::config::Tuning::default(),
     };
     let (policy, _) = jitbot::domain::Policy::parse("p.yaml", "resources: {}\n").unwrap();

@@ -217,6 +217,7 @@ pub async fn spawn_with(
     };
     // Timings a test may shorten, named in its env map.
     let team_id = env.remove(TEST_TEAM_ID);
+    let app_token = env.remove("SLACK_APP_TOKEN").map(Secret::new);
     let mut take = |name: &str| {
         env.remove(name)
             .and_then(|v| v.parse::<u64>().ok())
@@ -251,6 +252,7 @@ pub async fn spawn_with(
         bot_token: Secret::new("xoxb-test"),
         slack_api_url: slack.base_url.clone(),
         team_id,
+        app_token,
         tuning,
     };
     let app = app::build(config, Env::with_overrides(env), policy)
