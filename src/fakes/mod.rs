@@ -5,10 +5,12 @@
 //!
 //! - [`slack`]: the fake Slack Web API;
 //! - [`webhook`]: the webhook receiver;
+//! - [`kubernetes`]: the Kubernetes API's RBAC bindings, with its status codes;
 //! - [`pagerduty`]: PagerDuty's `/oncalls`, checking the API token;
 //! - [`socket`]: Slack's Socket Mode (WebSocket envelopes and acks);
 //! - [`sender`]: a signed sender standing in for Slack's side of jitbot's HTTP edge.
 
+pub mod kubernetes;
 pub mod pagerduty;
 mod people;
 pub mod sender;
@@ -17,6 +19,7 @@ pub mod socket;
 pub mod views;
 pub mod webhook;
 
+pub use kubernetes::FakeKubernetes;
 pub use pagerduty::{FakePagerDuty, PagerDutyMode};
 pub use sender::{Answer, SlackSender};
 pub use slack::{FakeSlack, SlackCall, SlackFault};

@@ -1,6 +1,8 @@
 //! Where access is granted and revoked. One file per kind behind [`Provider`]; both operations
 //! are idempotent ("already granted" / "already gone" are successes).
 
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod postgres;
 pub mod webhook;
 
@@ -94,6 +96,18 @@ impl Providers {
                     timeout,
                 ))
             }
+            #[cfg(feature = "kubernetes")]
+            ProviderConfig::Kubernetes { kubeconfig_env } => {
+                Arc::new(kubernetes::KubernetesProvider::new(
+                    self.env.clone(),
+                    kubeconfig_env.clone(),
+                    timeout,
+                ))
+            }
+            #[cfg(not(feature = "kubernetes"))]
+            ProviderConfig::Kubernetes { .. } => anyhow::bail!(
+                "this jitbot was built without the `kubernetes` feature; run a build with default features to grant and revoke this access"
+            ),
         };
         built.insert(key, provider.clone());
         Ok(provider)

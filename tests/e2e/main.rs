@@ -15,6 +15,7 @@ mod failures;
 mod footprint;
 mod forms;
 mod home;
+mod kubernetes;
 mod lanes;
 mod lifecycle;
 mod oncall;

@@ -101,6 +101,7 @@ pub(super) struct RawProvider {
     pub(super) secret_env: Option<Spanned<String>>,
     pub(super) region: Option<Spanned<String>>,
     pub(super) endpoint_url: Option<Spanned<String>>,
+    pub(super) kubeconfig_env: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<u32>>,
     pub(super) timeout: Option<Spanned<String>>,
 }
@@ -135,8 +136,7 @@ pub(super) struct RawAutoApprove {
 }
 
 /// Provider kinds of the interface that this version does not implement yet.
-pub(super) const LATER_PROVIDER_KINDS: &[&str] =
-    &["aws_iam", "gcp_iam", "gcp", "kubernetes", "k8s"];
+pub(super) const LATER_PROVIDER_KINDS: &[&str] = &["aws_iam", "aws_sso", "gcp_iam", "gcp"];
 
 pub(super) struct Checker<'a> {
     pub(super) root: &'a marked_yaml::Node,

@@ -157,8 +157,19 @@ pub const FALLBACK_DURATION_SECS: u64 = 3_600;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProviderConfig {
-    Postgres { url_env: String },
-    Webhook { url: String, secret_env: String },
+    Postgres {
+        url_env: String,
+    },
+    Webhook {
+        url: String,
+        secret_env: String,
+    },
+    /// A cluster reached through the kubeconfig file named by `kubeconfig_env`, else
+    /// `KUBECONFIG`, `~/.kube/config` or the pod's service account.
+    Kubernetes {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kubeconfig_env: Option<String>,
+    },
 }
 
 impl ProviderConfig {
@@ -166,12 +177,16 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Postgres { .. } => "postgres",
             ProviderConfig::Webhook { .. } => "webhook",
+            ProviderConfig::Kubernetes { .. } => "kubernetes",
         }
     }
 
     /// Can this provider name a person by email (and so fall back to the Slack profile's)?
     pub fn uses_email(&self) -> bool {
-        matches!(self, ProviderConfig::Webhook { .. })
+        matches!(
+            self,
+            ProviderConfig::Webhook { .. } | ProviderConfig::Kubernetes { .. }
+        )
     }
 
     /// Names of the environment variables this provider reads.
@@ -179,6 +194,9 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Postgres { url_env } => vec![url_env],
             ProviderConfig::Webhook { secret_env, .. } => vec![secret_env],
+            ProviderConfig::Kubernetes { kubeconfig_env } => {
+                kubeconfig_env.iter().map(String::as_str).collect()
+            }
         }
     }
 }
@@ -364,6 +382,14 @@ impl Policy {
             "postgres" => known
                 .get("postgres")
                 .map(|login| BTreeMap::from([("postgres".to_string(), login.clone())])),
+            // The Kubernetes user: `k8s_user`, else the email (an OIDC cluster's usual user
+            // name), from `identities` or, at the grant, the Slack profile.
+            "kubernetes" => Some(
+                known
+                    .into_iter()
+                    .filter(|(k, _)| k == "k8s_user" || k == "email")
+                    .collect(),
+            ),
             _ => Some(known),
         }
     }

@@ -61,6 +61,7 @@ impl Checker<'_> {
                             ("secret_env", &p.secret_env),
                             ("region", &p.region),
                             ("endpoint_url", &p.endpoint_url),
+                            ("kubeconfig_env", &p.kubeconfig_env),
                         ],
                     );
                     match &p.url_env {
@@ -81,6 +82,7 @@ impl Checker<'_> {
                             ("url_env", &p.url_env),
                             ("region", &p.region),
                             ("endpoint_url", &p.endpoint_url),
+                            ("kubeconfig_env", &p.kubeconfig_env),
                         ],
                     );
                     match (&p.url, &p.secret_env) {
@@ -107,6 +109,30 @@ impl Checker<'_> {
                         }
                     }
                 }
+                "kubernetes" if !cfg!(feature = "kubernetes") => {
+                    self.error(
+                        &p.kind,
+                        format!("{path}.kind"),
+                        "this jitbot was built without the `kubernetes` feature; use a build with default features",
+                    );
+                    None
+                }
+                "kubernetes" => {
+                    self.refuse_fields(
+                        &path,
+                        kind,
+                        [
+                            ("url", &p.url),
+                            ("url_env", &p.url_env),
+                            ("secret_env", &p.secret_env),
+                            ("region", &p.region),
+                            ("endpoint_url", &p.endpoint_url),
+                        ],
+                    );
+                    Some(ProviderConfig::Kubernetes {
+                        kubeconfig_env: p.kubeconfig_env.as_ref().map(|v| v.to_string()),
+                    })
+                }
                 k if LATER_PROVIDER_KINDS.contains(&k) => {
                     self.error(
                         &p.kind,
@@ -121,7 +147,9 @@ impl Checker<'_> {
                     self.error(
                         &p.kind,
                         format!("{path}.kind"),
-                        format!("unknown provider kind `{k}`; expected postgres or webhook"),
+                        format!(
+                            "unknown provider kind `{k}`; expected postgres, webhook or kubernetes"
+                        ),
                     );
                     None
                 }

@@ -61,6 +61,15 @@ impl Checker<'_> {
                 }
             }
         }
+        #[cfg(feature = "kubernetes")]
+        if let Some(ProviderConfig::Kubernetes { .. }) = provider
+            && let Err(why) = crate::providers::kubernetes::Binding::parse(&grant)
+        {
+            match &raw.grant {
+                Some(g) => self.error(g, format!("{path}.grant"), why),
+                None => self.error(Key(&["resources", name]), format!("{path}.grant"), why),
+            }
+        }
         let max_duration = self.duration(&raw.max_duration, &format!("{path}.max_duration"));
         let min_duration = match &raw.min_duration {
             Some(d) => self.duration(d, &format!("{path}.min_duration")),

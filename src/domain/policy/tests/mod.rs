@@ -297,5 +297,7 @@ fn a_resource_whose_approvers_cannot_approve_each_other_is_warned_about() {
 mod bundles;
 mod clients;
 mod directory;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod schedules;
 mod templates;
