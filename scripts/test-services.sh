@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite needs are up, and prints the environment the tests
-# should use (eval it). Today that is PostgreSQL: the one at $JIT_TEST_PG_URL (default
+# should use (eval it): moto for the AWS tests, and PostgreSQL: the one at $JIT_TEST_PG_URL (default
 # 127.0.0.1:5432, user postgres) if it answers; else this machine's own cluster, started; else a
 # throwaway cluster made with initdb as the postgres user on port 55432. The outage test also
 # makes clusters of its own, so PostgreSQL's server programs (initdb, pg_ctl) must be here too.
 set -euo pipefail
 
 say() { echo "test-services: $*" >&2; }
+
+# moto, the AWS stand-in the aws_iam tests run (each test starts its own server, with signature
+# checking on): on PATH, else installed once into target/moto-venv from PyPI.
+moto="$(command -v moto_server || true)"
+if [ -n "$moto" ] && ! "$moto" --help >/dev/null 2>&1; then
+  moto="" # a shim with nothing behind it
+fi
+if [ -z "$moto" ]; then
+  venv="$PWD/target/moto-venv"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    say "installing moto into $venv (first run only)"
+    python3 -m venv "$venv" >&2 && "$venv/bin/pip" install -q 'moto[server]>=5,<6' >&2
+  fi
+  moto="$venv/bin/moto_server"
+fi
+echo "export JIT_TEST_MOTO='$moto'"
 
 url="${JIT_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 

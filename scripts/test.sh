@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/test-services.sh)"
-export JIT_TEST_PG_URL
+export JIT_TEST_PG_URL JIT_TEST_MOTO
 cargo test --workspace --locked "$@"

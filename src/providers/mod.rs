@@ -1,6 +1,8 @@
 //! Where access is granted and revoked. One file per kind behind [`Provider`]; both operations
 //! are idempotent ("already granted" / "already gone" are successes).
 
+#[cfg(feature = "aws")]
+pub mod aws_iam;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod postgres;
@@ -104,6 +106,20 @@ impl Providers {
                     timeout,
                 ))
             }
+            #[cfg(feature = "aws")]
+            ProviderConfig::AwsIam {
+                region,
+                endpoint_url,
+            } => Arc::new(aws_iam::AwsIamProvider::new(
+                self.env.clone(),
+                region.clone(),
+                endpoint_url.clone(),
+                timeout,
+            )),
+            #[cfg(not(feature = "aws"))]
+            ProviderConfig::AwsIam { .. } => anyhow::bail!(
+                "this jitbot was built without the `aws` feature; run a build with default features to grant and revoke this access"
+            ),
             #[cfg(not(feature = "kubernetes"))]
             ProviderConfig::Kubernetes { .. } => anyhow::bail!(
                 "this jitbot was built without the `kubernetes` feature; run a build with default features to grant and revoke this access"

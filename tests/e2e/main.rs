@@ -4,6 +4,8 @@
 mod api;
 mod approvals;
 mod audit;
+#[cfg(feature = "aws")]
+mod aws_iam;
 mod break_glass;
 mod bundles;
 mod cli;
@@ -15,6 +17,7 @@ mod failures;
 mod footprint;
 mod forms;
 mod home;
+#[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod lanes;
 mod lifecycle;

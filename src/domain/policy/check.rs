@@ -136,7 +136,7 @@ pub(super) struct RawAutoApprove {
 }
 
 /// Provider kinds of the interface that this version does not implement yet.
-pub(super) const LATER_PROVIDER_KINDS: &[&str] = &["aws_iam", "aws_sso", "gcp_iam", "gcp"];
+pub(super) const LATER_PROVIDER_KINDS: &[&str] = &["aws_sso", "gcp_iam", "gcp"];
 
 pub(super) struct Checker<'a> {
     pub(super) root: &'a marked_yaml::Node,

@@ -170,6 +170,13 @@ pub enum ProviderConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kubeconfig_env: Option<String>,
     },
+    /// AWS IAM through the SDK's credential chain; `endpoint_url` for a stand-in such as moto.
+    AwsIam {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
 }
 
 impl ProviderConfig {
@@ -178,6 +185,7 @@ impl ProviderConfig {
             ProviderConfig::Postgres { .. } => "postgres",
             ProviderConfig::Webhook { .. } => "webhook",
             ProviderConfig::Kubernetes { .. } => "kubernetes",
+            ProviderConfig::AwsIam { .. } => "aws_iam",
         }
     }
 
@@ -197,6 +205,7 @@ impl ProviderConfig {
             ProviderConfig::Kubernetes { kubeconfig_env } => {
                 kubeconfig_env.iter().map(String::as_str).collect()
             }
+            ProviderConfig::AwsIam { .. } => Vec::new(),
         }
     }
 }
@@ -382,6 +391,9 @@ impl Policy {
             "postgres" => known
                 .get("postgres")
                 .map(|login| BTreeMap::from([("postgres".to_string(), login.clone())])),
+            "aws_iam" => known
+                .get("aws_iam_user")
+                .map(|user| BTreeMap::from([("aws_iam_user".to_string(), user.clone())])),
             // The Kubernetes user: `k8s_user`, else the email (an OIDC cluster's usual user
             // name), from `identities` or, at the grant, the Slack profile.
             "kubernetes" => Some(

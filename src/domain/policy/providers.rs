@@ -133,6 +133,56 @@ impl Checker<'_> {
                         kubeconfig_env: p.kubeconfig_env.as_ref().map(|v| v.to_string()),
                     })
                 }
+                "aws_iam" if !cfg!(feature = "aws") => {
+                    self.error(
+                        &p.kind,
+                        format!("{path}.kind"),
+                        "this jitbot was built without the `aws` feature; use a build with default features",
+                    );
+                    None
+                }
+                "aws_iam" => {
+                    self.refuse_fields(
+                        &path,
+                        kind,
+                        [
+                            ("url", &p.url),
+                            ("url_env", &p.url_env),
+                            ("secret_env", &p.secret_env),
+                            ("kubeconfig_env", &p.kubeconfig_env),
+                        ],
+                    );
+                    if let Some(region) = &p.region
+                        && (region.is_empty()
+                            || !region
+                                .chars()
+                                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+                    {
+                        self.error(
+                            region,
+                            format!("{path}.region"),
+                            "an AWS region such as us-east-1",
+                        );
+                    }
+                    if let Some(url) = &p.endpoint_url {
+                        let ok = reqwest::Url::parse(url.as_str()).is_ok_and(|u| {
+                            u.scheme() == "https"
+                                || (u.scheme() == "http"
+                                    && matches!(u.host_str(), Some("127.0.0.1" | "localhost")))
+                        });
+                        if !ok {
+                            self.error(
+                                url,
+                                format!("{path}.endpoint_url"),
+                                "an https URL (plain http only to 127.0.0.1, for a stand-in such as moto)",
+                            );
+                        }
+                    }
+                    Some(ProviderConfig::AwsIam {
+                        region: p.region.as_ref().map(|r| r.to_string()),
+                        endpoint_url: p.endpoint_url.as_ref().map(|u| u.to_string()),
+                    })
+                }
                 k if LATER_PROVIDER_KINDS.contains(&k) => {
                     self.error(
                         &p.kind,
@@ -148,7 +198,7 @@ impl Checker<'_> {
                         &p.kind,
                         format!("{path}.kind"),
                         format!(
-                            "unknown provider kind `{k}`; expected postgres, webhook or kubernetes"
+                            "unknown provider kind `{k}`; expected postgres, webhook, kubernetes or aws_iam"
                         ),
                     );
                     None

@@ -464,7 +464,12 @@ pub fn has_buttons(call: &SlackCall) -> bool {
 }
 
 mod hooks;
+#[cfg(feature = "aws")]
+mod moto;
 mod process;
 pub use hooks::*;
+#[cfg(feature = "aws")]
+#[allow(unused_imports)] // the plans test binary has no use for moto
+pub use moto::*;
 #[allow(unused_imports)] // the plans test binary has no use for child processes
 pub use process::*;

@@ -86,7 +86,7 @@ fn semantic_errors_name_the_key_path_and_line() {
 fn later_provider_kinds_are_refused_by_name_and_line() {
     let text = GOOD.replace(
         "kind: postgres\n    url_env: JIT_PG_ADMIN_URL",
-        "kind: aws_iam\n    region: us-east-1",
+        "kind: gcp_iam\n    region: us-east-1",
     );
     let errs = errors(&text);
     let e = errs
@@ -94,7 +94,7 @@ fn later_provider_kinds_are_refused_by_name_and_line() {
         .find(|e| e.path == "providers.pg-main.kind")
         .expect("kind error");
     assert!(
-        e.message.contains("aws_iam") && e.message.contains("not supported"),
+        e.message.contains("gcp_iam") && e.message.contains("not supported"),
         "{e}"
     );
     assert_eq!(e.line, 12);
@@ -294,6 +294,8 @@ fn a_resource_whose_approvers_cannot_approve_each_other_is_warned_about() {
     );
 }
 
+#[cfg(feature = "aws")]
+mod aws;
 mod bundles;
 mod clients;
 mod directory;

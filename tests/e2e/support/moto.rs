@@ -1,0 +1,172 @@
+//! moto, the AWS stand-in, as a server of one test's own: started on a free port, given an
+//! admin user with an access key while it still accepts anything, then switched to checking
+//! every request's signature against the keys it holds (as AWS does).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Env key naming the `moto_server` program (set by `scripts/test-services.sh`).
+pub const MOTO_ENV: &str = "JIT_TEST_MOTO";
+
+pub struct Moto {
+    child: Child,
+    pub url: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An IAM query call before signatures are checked (moto reads the service from the scope).
+async fn unsigned(http: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> String {
+    let mut form = form.to_vec();
+    form.push(("Version", "2010-05-08"));
+    let answer = http
+        .post(url)
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=00",
+        )
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(&form).expect("a form"))
+        .send()
+        .await
+        .expect("moto answers");
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    assert!(status.is_success(), "moto {form:?}: {status} {body}");
+    body
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+    text.split(open)
+        .nth(1)
+        .and_then(|rest| rest.split(close).next())
+        .unwrap_or_else(|| panic!("no {open} in {text}"))
+}
+
+impl Moto {
+    /// Starts moto and makes `users`, `groups` and customer-managed `policies` in it, then turns
+    /// on signature checking; fails, saying how to get moto, when it is not installed.
+    pub async fn start(users: &[&str], groups: &[&str], policies: &[&str]) -> Moto {
+        let program = std::env::var(MOTO_ENV).unwrap_or_else(|_| "moto_server".into());
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("its address").port()
+        };
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "moto is not installed ({program}: {e}).\n\
+                     Run `bash scripts/test-services.sh` (it installs moto into target/moto-venv) \
+                     and set {MOTO_ENV} to the moto_server it prints, or run the suite with `bash scripts/test.sh`."
+                )
+            });
+        let url = format!("http://127.0.0.1:{port}");
+        let mut moto = Moto {
+            child,
+            url: url.clone(),
+            key_id: String::new(),
+            secret: String::new(),
+        };
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while http.get(format!("{url}/moto-api/")).send().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto did not start on {url} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let admin_policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+        unsigned(
+            &http,
+            &url,
+            &[("Action", "CreateUser"), ("UserName", "jitbot-admin")],
+        )
+        .await;
+        unsigned(
+            &http,
+            &url,
+            &[
+                ("Action", "PutUserPolicy"),
+                ("UserName", "jitbot-admin"),
+                ("PolicyName", "admin"),
+                ("PolicyDocument", admin_policy),
+            ],
+        )
+        .await;
+        let key = unsigned(
+            &http,
+            &url,
+            &[("Action", "CreateAccessKey"), ("UserName", "jitbot-admin")],
+        )
+        .await;
+        moto.key_id = between(&key, "<AccessKeyId>", "</AccessKeyId>").to_string();
+        moto.secret = between(&key, "<SecretAccessKey>", "</SecretAccessKey>").to_string();
+        for user in users {
+            unsigned(&http, &url, &[("Action", "CreateUser"), ("UserName", user)]).await;
+        }
+        for group in groups {
+            unsigned(
+                &http,
+                &url,
+                &[("Action", "CreateGroup"), ("GroupName", group)],
+            )
+            .await;
+        }
+        let read = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+        for policy in policies {
+            unsigned(
+                &http,
+                &url,
+                &[
+                    ("Action", "CreatePolicy"),
+                    ("PolicyName", policy),
+                    ("PolicyDocument", read),
+                ],
+            )
+            .await;
+        }
+        // From here on, every request must be signed with a key moto holds.
+        let reset = http
+            .post(format!("{url}/moto-api/reset-auth"))
+            .body("0")
+            .send()
+            .await
+            .expect("moto answers");
+        assert!(
+            reset.status().is_success(),
+            "reset-auth: {}",
+            reset.status()
+        );
+        moto
+    }
+
+    /// An IAM client signing with the admin's key (or another secret, to see it refused).
+    pub async fn iam(&self, secret: &str) -> aws_sdk_iam::Client {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_sdk_iam::config::Credentials::new(
+                &self.key_id,
+                secret,
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_iam::Client::new(&config)
+    }
+}
