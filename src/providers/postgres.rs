@@ -1,4 +1,5 @@
-//! A PostgreSQL role granted to the person's login: `GRANT "role" TO "login"`; the revoke also
+//! A PostgreSQL role granted to the person's login: `GRANT "role" TO "login"`, read back in
+//! `pg_auth_members` after the grant and after the revoke; the revoke also
 //! ends that login's open sessions (a role change does not reach sessions already open).
 
 use anyhow::Context;
@@ -151,6 +152,14 @@ impl Provider for PostgresProvider {
             .execute(&self.pool)
             .await
             .with_context(|| format!("GRANT {role}"))?;
+        // The receipt: the membership is there.
+        if !self.holds(spec).await? {
+            anyhow::bail!(
+                "{} is not a member of {} after GRANT",
+                quote_ident(login),
+                quote_ident(role)
+            );
+        }
         Ok(())
     }
 
@@ -169,6 +178,15 @@ impl Provider for PostgresProvider {
                 .execute(&self.pool)
                 .await
                 .with_context(|| format!("REVOKE {role}"))?;
+            // The receipt: the membership is gone. (A REVOKE by a grantor other than the one
+            // that granted it only warns and leaves it in place.)
+            if self.holds(spec).await? {
+                anyhow::bail!(
+                    "{} is still a member of {} after REVOKE (granted by another role?)",
+                    quote_ident(login),
+                    quote_ident(role)
+                );
+            }
         }
         sea_orm::sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
             .bind(login)
