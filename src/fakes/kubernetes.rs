@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server (RBAC bindings only) on 127.0.0.1, answering as the real one
 //! does: a bearer token or 401; `Status` bodies with their codes (404 `NotFound`, 409
 //! `AlreadyExists`, 422 `Invalid` for a ClusterRoleBinding to a `Role` or a bad name); objects
-//! with a `resourceVersion` and `uid`. It can be down (503) or hang, and records every call.
+//! with a `resourceVersion` and `uid`. It can be down (503), hang, or keep bindings after a DELETE
+//! (a finalizer that never finishes), and records every call.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ struct KubeState {
     bindings: Mutex<BTreeMap<(String, String), Value>>,
     version: Mutex<u64>,
     calls: Mutex<Vec<KubeCall>>,
+    /// A finalizer that never finishes: a DELETE is accepted (200) and the binding stays.
+    sticky: Mutex<bool>,
 }
 
 pub struct FakeKubernetes {
@@ -231,6 +234,22 @@ async fn answer(
                 format!("{resource} \"{name}\" not found"),
             ),
         },
+        (Method::DELETE, Some(name)) if *state.sticky.lock().unwrap_or_else(|e| e.into_inner()) => {
+            match bindings.get_mut(&(namespace.to_string(), name.clone())) {
+                Some(object) => {
+                    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.insert("deletionTimestamp".into(), json!("2026-12-05T00:00:00Z"));
+                        meta.insert("finalizers".into(), json!(["example.com/hold"]));
+                    }
+                    axum::Json(object.clone()).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{resource} \"{name}\" not found"),
+                ),
+            }
+        }
         (Method::DELETE, Some(name)) => {
             match bindings.remove(&(namespace.to_string(), name.clone())) {
                 Some(object) => axum::Json(object).into_response(),
@@ -378,6 +397,11 @@ impl FakeKubernetes {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(namespace.unwrap_or("").to_string(), name.to_string()));
+    }
+
+    /// Bindings are kept after a DELETE (a finalizer that never finishes), or not.
+    pub fn set_sticky(&self, sticky: bool) {
+        *self.state.sticky.lock().unwrap_or_else(|e| e.into_inner()) = sticky;
     }
 
     pub fn set_mode(&self, mode: Mode) {

@@ -37,6 +37,12 @@ resources:
     max_duration: 1h
     channel: C0REVIEW
     approvers: [dba]
+  k8s-view:
+    provider: k8s
+    grant: {{ cluster_role: cluster-admin }}
+    max_duration: 1h
+    channel: C0REVIEW
+    approvers: [dba]
   k8s-deploy:
     provider: k8s
     grant: {{ role: deployer, namespace: payments }}
@@ -176,5 +182,56 @@ async fn a_binding_deleted_by_someone_else_counts_as_gone_and_a_foreign_one_is_l
         cluster.binding(None, &format!("jitbot-{next}")),
         Some(foreign)
     );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_binding_the_cluster_keeps_after_the_delete_is_revoke_failed_never_expired() {
+    let (app, cluster, _kubeconfig) = spawn_k8s(Backend::Sqlite).await;
+    let id = TestApp::id_in(&app.say(ALICE, "request k8s-admin 2s INC-24").await);
+    app.click(BOB, APPROVE, id).await;
+    app.wait_state(id, "active").await;
+    cluster.set_sticky(true);
+    app.wait_state(id, "revoke_failed").await;
+    app.wait_channel_note("keeps retrying").await;
+    // However long it retries, it is not shown as ended while the binding stays.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(app.state(id).await, "revoke_failed");
+    assert!(cluster.binding(None, &format!("jitbot-{id}")).is_some());
+    // The finalizer finishes: the next retry confirms it gone.
+    cluster.set_sticky(false);
+    cluster.remove_binding(None, &format!("jitbot-{id}"));
+    app.wait_state(id, "expired").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn two_overlapping_grants_of_one_role_end_one_after_the_other() {
+    let (app, cluster, _kubeconfig) = spawn_k8s(Backend::Postgres).await;
+    // k8s-admin and k8s-view both give cluster-admin; Alice holds both, ending 3 s apart.
+    let short = TestApp::id_in(&app.say(ALICE, "request k8s-admin 2s INC-25").await);
+    let long = TestApp::id_in(&app.say(ALICE, "request k8s-view 5s INC-25").await);
+    app.click(BOB, APPROVE, short).await;
+    app.click(BOB, APPROVE, long).await;
+    app.wait_state(short, "active").await;
+    app.wait_state(long, "active").await;
+    let holds = |cluster: &FakeKubernetes| {
+        [short, long]
+            .iter()
+            .filter_map(|id| cluster.binding(None, &format!("jitbot-{id}")))
+            .any(|b| {
+                b["roleRef"]["name"] == "cluster-admin" && b["subjects"][0]["name"] == ALICE_K8S
+            })
+    };
+    // The first end leaves Alice's cluster-admin in place: the other grant still runs.
+    app.wait_state(short, "expired").await;
+    assert_eq!(app.state(long).await, "active");
+    assert!(
+        holds(&cluster),
+        "the first end took the other grant's access"
+    );
+    // The last end removes it.
+    app.wait_state(long, "expired").await;
+    assert!(!holds(&cluster));
     app.finish().await;
 }
