@@ -189,14 +189,52 @@ pub struct AwsIamProvider {
     client: tokio::sync::OnceCell<Client>,
 }
 
-/// The error an SDK call gave, with AWS's code.
-fn describe<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+/// The SDK's configuration for one provider: its region and endpoint, a deadline per call, and
+/// the credential chain. Keys in jitbot's own environment (or their `_FILE`s) come first, as they
+/// do for the SDK; without them, the rest of the chain (profile, SSO, web identity, ECS, EC2).
+pub(super) async fn sdk_config(
+    env: &Env,
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<aws_config::SdkConfig> {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(super::CONNECT_TIMEOUT)
+        .operation_timeout(timeout)
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(
+            region.unwrap_or(DEFAULT_REGION).to_string(),
+        ))
+        .timeout_config(timeouts);
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let (Some(id), Some(secret)) = (
+        env.secret("AWS_ACCESS_KEY_ID")?,
+        env.secret("AWS_SECRET_ACCESS_KEY")?,
+    ) {
+        let token = env.secret("AWS_SESSION_TOKEN")?;
+        loader = loader.credentials_provider(aws_sdk_iam::config::Credentials::new(
+            id.expose(),
+            secret.expose(),
+            token.map(|t| t.expose().to_string()),
+            None,
+            "jitbot-environment",
+        ));
+    }
+    Ok(loader.load().await)
+}
+
+/// The error an SDK call (`call`: service and action, "IAM PutUserPolicy") gave, with AWS's
+/// code.
+pub(super) fn describe<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     call: &str,
     e: &aws_sdk_iam::error::SdkError<E>,
 ) -> anyhow::Error {
     match e.as_service_error() {
         Some(s) if s.code().is_some() => anyhow!(
-            "IAM {call}: {} ({})",
+            "{call}: {} ({})",
             s.code().unwrap_or("error"),
             s.message().unwrap_or("no message")
         ),
@@ -214,9 +252,9 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
                 .and_then(|rest| rest.split("</Code>").next())
                 .filter(|c| c.len() < 64 && c.chars().all(|ch| ch.is_ascii_alphanumeric()))
                 .unwrap_or("no error code");
-            anyhow!("IAM {call}: HTTP {status} ({code})")
+            anyhow!("{call}: HTTP {status} ({code})")
         }
-        None => anyhow!("IAM {call}: {}", aws_sdk_iam::error::DisplayErrorContext(e)),
+        None => anyhow!("{call}: {}", aws_sdk_iam::error::DisplayErrorContext(e)),
     }
 }
 
@@ -246,34 +284,14 @@ impl AwsIamProvider {
         let client = self
             .client
             .get_or_try_init(|| async {
-                let timeouts = aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(super::CONNECT_TIMEOUT)
-                    .operation_timeout(self.timeout)
-                    .build();
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(
-                        self.region.clone().unwrap_or_else(|| DEFAULT_REGION.into()),
-                    ))
-                    .timeout_config(timeouts);
-                if let Some(url) = &self.endpoint_url {
-                    loader = loader.endpoint_url(url);
-                }
-                // Keys in jitbot's own environment (or their `_FILE`s) are the chain's first
-                // link, as for the SDK; without them, the rest of the chain.
-                if let (Some(id), Some(secret)) = (
-                    self.env.secret("AWS_ACCESS_KEY_ID")?,
-                    self.env.secret("AWS_SECRET_ACCESS_KEY")?,
-                ) {
-                    let token = self.env.secret("AWS_SESSION_TOKEN")?;
-                    loader = loader.credentials_provider(aws_sdk_iam::config::Credentials::new(
-                        id.expose(),
-                        secret.expose(),
-                        token.map(|t| t.expose().to_string()),
-                        None,
-                        "jitbot-environment",
-                    ));
-                }
-                anyhow::Ok(Client::new(&loader.load().await))
+                let config = sdk_config(
+                    &self.env,
+                    self.region.as_deref(),
+                    self.endpoint_url.as_deref(),
+                    self.timeout,
+                )
+                .await?;
+                anyhow::Ok(Client::new(&config))
             })
             .await?;
         Ok(client.clone())
@@ -289,7 +307,7 @@ impl AwsIamProvider {
                 .set_marker(marker)
                 .send()
                 .await
-                .map_err(|e| describe("ListAttachedUserPolicies", &e))?;
+                .map_err(|e| describe("IAM ListAttachedUserPolicies", &e))?;
             arns.extend(
                 page.attached_policies()
                     .iter()
@@ -312,7 +330,7 @@ impl AwsIamProvider {
                 .set_marker(marker)
                 .send()
                 .await
-                .map_err(|e| describe("ListGroupsForUser", &e))?;
+                .map_err(|e| describe("IAM ListGroupsForUser", &e))?;
             groups.extend(page.groups().iter().map(|g| g.group_name().to_string()));
             if !page.is_truncated() {
                 return Ok(groups);
@@ -332,7 +350,7 @@ impl AwsIamProvider {
         {
             Ok(_) => Ok(true),
             Err(e) if no_such_entity(&e) => Ok(false),
-            Err(e) => Err(describe("GetUserPolicy", &e)),
+            Err(e) => Err(describe("IAM GetUserPolicy", &e)),
         }
     }
 
@@ -401,7 +419,7 @@ impl Provider for AwsIamProvider {
                     .policy_document(document.to_string())
                     .send()
                     .await
-                    .map_err(|e| describe("PutUserPolicy", &e))?;
+                    .map_err(|e| describe("IAM PutUserPolicy", &e))?;
             }
             Shape::PolicyArn(arn) => {
                 client
@@ -410,7 +428,7 @@ impl Provider for AwsIamProvider {
                     .policy_arn(arn)
                     .send()
                     .await
-                    .map_err(|e| describe("AttachUserPolicy", &e))?;
+                    .map_err(|e| describe("IAM AttachUserPolicy", &e))?;
             }
             Shape::Group(group) => {
                 client
@@ -419,7 +437,7 @@ impl Provider for AwsIamProvider {
                     .group_name(group)
                     .send()
                     .await
-                    .map_err(|e| describe("AddUserToGroup", &e))?;
+                    .map_err(|e| describe("IAM AddUserToGroup", &e))?;
             }
         }
         // The receipt.
@@ -445,7 +463,7 @@ impl Provider for AwsIamProvider {
                     if no_such_entity(&e) {
                         Ok(())
                     } else {
-                        Err(describe("DeleteUserPolicy", &e))
+                        Err(describe("IAM DeleteUserPolicy", &e))
                     }
                 }),
             Shape::PolicyArn(arn) => client
@@ -459,7 +477,7 @@ impl Provider for AwsIamProvider {
                     if no_such_entity(&e) {
                         Ok(())
                     } else {
-                        Err(describe("DetachUserPolicy", &e))
+                        Err(describe("IAM DetachUserPolicy", &e))
                     }
                 }),
             Shape::Group(group) => client
@@ -473,7 +491,7 @@ impl Provider for AwsIamProvider {
                     if no_such_entity(&e) {
                         Ok(())
                     } else {
-                        Err(describe("RemoveUserFromGroup", &e))
+                        Err(describe("IAM RemoveUserFromGroup", &e))
                     }
                 }),
         };

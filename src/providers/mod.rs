@@ -3,6 +3,8 @@
 
 #[cfg(feature = "aws")]
 pub mod aws_iam;
+#[cfg(feature = "aws")]
+pub mod aws_sso;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod postgres;
@@ -116,8 +118,22 @@ impl Providers {
                 endpoint_url.clone(),
                 timeout,
             )),
+            #[cfg(feature = "aws")]
+            ProviderConfig::AwsSso {
+                region,
+                endpoint_url,
+                instance_arn,
+                identity_store_id,
+            } => Arc::new(aws_sso::AwsSsoProvider::new(
+                self.env.clone(),
+                region.clone(),
+                endpoint_url.clone(),
+                instance_arn.clone(),
+                identity_store_id.clone(),
+                timeout,
+            )),
             #[cfg(not(feature = "aws"))]
-            ProviderConfig::AwsIam { .. } => anyhow::bail!(
+            ProviderConfig::AwsIam { .. } | ProviderConfig::AwsSso { .. } => anyhow::bail!(
                 "this jitbot was built without the `aws` feature; run a build with default features to grant and revoke this access"
             ),
             #[cfg(not(feature = "kubernetes"))]

@@ -102,6 +102,8 @@ pub(super) struct RawProvider {
     pub(super) region: Option<Spanned<String>>,
     pub(super) endpoint_url: Option<Spanned<String>>,
     pub(super) kubeconfig_env: Option<Spanned<String>>,
+    pub(super) instance_arn: Option<Spanned<String>>,
+    pub(super) identity_store_id: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<u32>>,
     pub(super) timeout: Option<Spanned<String>>,
 }
@@ -136,7 +138,7 @@ pub(super) struct RawAutoApprove {
 }
 
 /// Provider kinds of the interface that this version does not implement yet.
-pub(super) const LATER_PROVIDER_KINDS: &[&str] = &["aws_sso", "gcp_iam", "gcp"];
+pub(super) const LATER_PROVIDER_KINDS: &[&str] = &["gcp_iam", "gcp"];
 
 pub(super) struct Checker<'a> {
     pub(super) root: &'a marked_yaml::Node,

@@ -29,6 +29,7 @@ pub fn builtin_identity(key: &str, value: &str) -> Option<&'static str> {
 const IDENTITY_KEYS: &[&str] = &[
     "postgres",
     "aws_iam_user",
+    "aws_sso_user",
     "gcp_member",
     "k8s_user",
     "email",

@@ -177,6 +177,15 @@ pub enum ProviderConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint_url: Option<String>,
     },
+    /// AWS IAM Identity Center: account assignments of permission sets.
+    AwsSso {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+        instance_arn: String,
+        identity_store_id: String,
+    },
 }
 
 impl ProviderConfig {
@@ -186,6 +195,7 @@ impl ProviderConfig {
             ProviderConfig::Webhook { .. } => "webhook",
             ProviderConfig::Kubernetes { .. } => "kubernetes",
             ProviderConfig::AwsIam { .. } => "aws_iam",
+            ProviderConfig::AwsSso { .. } => "aws_sso",
         }
     }
 
@@ -193,7 +203,9 @@ impl ProviderConfig {
     pub fn uses_email(&self) -> bool {
         matches!(
             self,
-            ProviderConfig::Webhook { .. } | ProviderConfig::Kubernetes { .. }
+            ProviderConfig::Webhook { .. }
+                | ProviderConfig::Kubernetes { .. }
+                | ProviderConfig::AwsSso { .. }
         )
     }
 
@@ -205,7 +217,7 @@ impl ProviderConfig {
             ProviderConfig::Kubernetes { kubeconfig_env } => {
                 kubeconfig_env.iter().map(String::as_str).collect()
             }
-            ProviderConfig::AwsIam { .. } => Vec::new(),
+            ProviderConfig::AwsIam { .. } | ProviderConfig::AwsSso { .. } => Vec::new(),
         }
     }
 }
@@ -394,6 +406,13 @@ impl Policy {
             "aws_iam" => known
                 .get("aws_iam_user")
                 .map(|user| BTreeMap::from([("aws_iam_user".to_string(), user.clone())])),
+            // The Identity Store user: `aws_sso_user` (its user name), else the email.
+            "aws_sso" => Some(
+                known
+                    .into_iter()
+                    .filter(|(k, _)| k == "aws_sso_user" || k == "email")
+                    .collect(),
+            ),
             // The Kubernetes user: `k8s_user`, else the email (an OIDC cluster's usual user
             // name), from `identities` or, at the grant, the Slack profile.
             "kubernetes" => Some(

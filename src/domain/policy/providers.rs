@@ -62,6 +62,8 @@ impl Checker<'_> {
                             ("region", &p.region),
                             ("endpoint_url", &p.endpoint_url),
                             ("kubeconfig_env", &p.kubeconfig_env),
+                            ("instance_arn", &p.instance_arn),
+                            ("identity_store_id", &p.identity_store_id),
                         ],
                     );
                     match &p.url_env {
@@ -83,6 +85,8 @@ impl Checker<'_> {
                             ("region", &p.region),
                             ("endpoint_url", &p.endpoint_url),
                             ("kubeconfig_env", &p.kubeconfig_env),
+                            ("instance_arn", &p.instance_arn),
+                            ("identity_store_id", &p.identity_store_id),
                         ],
                     );
                     match (&p.url, &p.secret_env) {
@@ -127,13 +131,15 @@ impl Checker<'_> {
                             ("secret_env", &p.secret_env),
                             ("region", &p.region),
                             ("endpoint_url", &p.endpoint_url),
+                            ("instance_arn", &p.instance_arn),
+                            ("identity_store_id", &p.identity_store_id),
                         ],
                     );
                     Some(ProviderConfig::Kubernetes {
                         kubeconfig_env: p.kubeconfig_env.as_ref().map(|v| v.to_string()),
                     })
                 }
-                "aws_iam" if !cfg!(feature = "aws") => {
+                "aws_iam" | "aws_sso" if !cfg!(feature = "aws") => {
                     self.error(
                         &p.kind,
                         format!("{path}.kind"),
@@ -141,7 +147,7 @@ impl Checker<'_> {
                     );
                     None
                 }
-                "aws_iam" => {
+                "aws_iam" | "aws_sso" => {
                     self.refuse_fields(
                         &path,
                         kind,
@@ -152,36 +158,58 @@ impl Checker<'_> {
                             ("kubeconfig_env", &p.kubeconfig_env),
                         ],
                     );
-                    if let Some(region) = &p.region
-                        && (region.is_empty()
-                            || !region
-                                .chars()
-                                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-                    {
-                        self.error(
-                            region,
-                            format!("{path}.region"),
-                            "an AWS region such as us-east-1",
+                    self.aws_common(&p, &path);
+                    let region = p.region.as_ref().map(|r| r.to_string());
+                    let endpoint_url = p.endpoint_url.as_ref().map(|u| u.to_string());
+                    if kind == "aws_iam" {
+                        self.refuse_fields(
+                            &path,
+                            kind,
+                            [
+                                ("instance_arn", &p.instance_arn),
+                                ("identity_store_id", &p.identity_store_id),
+                            ],
                         );
-                    }
-                    if let Some(url) = &p.endpoint_url {
-                        let ok = reqwest::Url::parse(url.as_str()).is_ok_and(|u| {
-                            u.scheme() == "https"
-                                || (u.scheme() == "http"
-                                    && matches!(u.host_str(), Some("127.0.0.1" | "localhost")))
-                        });
-                        if !ok {
-                            self.error(
-                                url,
-                                format!("{path}.endpoint_url"),
-                                "an https URL (plain http only to 127.0.0.1, for a stand-in such as moto)",
-                            );
+                        Some(ProviderConfig::AwsIam {
+                            region,
+                            endpoint_url,
+                        })
+                    } else {
+                        match (&p.instance_arn, &p.identity_store_id) {
+                            (Some(instance), Some(store)) => {
+                                if !instance.starts_with("arn:aws")
+                                    || !instance.contains(":instance/")
+                                {
+                                    self.error(
+                                        instance,
+                                        format!("{path}.instance_arn"),
+                                        "the Identity Center instance ARN, such as arn:aws:sso:::instance/ssoins-1234567890abcdef",
+                                    );
+                                }
+                                if !store.starts_with("d-") {
+                                    self.error(
+                                        store,
+                                        format!("{path}.identity_store_id"),
+                                        "the Identity Store ID, such as d-1234567890",
+                                    );
+                                }
+                                Some(ProviderConfig::AwsSso {
+                                    region,
+                                    endpoint_url,
+                                    instance_arn: instance.to_string(),
+                                    identity_store_id: store.to_string(),
+                                })
+                            }
+                            _ => {
+                                self.error(
+                                    &p.kind,
+                                    &path,
+                                    "an aws_sso provider needs `instance_arn` and `identity_store_id` (IAM Identity Center → Settings)",
+                                );
+                                None
+                            }
                         }
                     }
-                    Some(ProviderConfig::AwsIam {
-                        region: p.region.as_ref().map(|r| r.to_string()),
-                        endpoint_url: p.endpoint_url.as_ref().map(|u| u.to_string()),
-                    })
                 }
                 k if LATER_PROVIDER_KINDS.contains(&k) => {
                     self.error(
@@ -198,7 +226,7 @@ impl Checker<'_> {
                         &p.kind,
                         format!("{path}.kind"),
                         format!(
-                            "unknown provider kind `{k}`; expected postgres, webhook, kubernetes or aws_iam"
+                            "unknown provider kind `{k}`; expected postgres, webhook, kubernetes, aws_iam or aws_sso"
                         ),
                     );
                     None
@@ -216,6 +244,36 @@ impl Checker<'_> {
             }
         }
         out
+    }
+
+    /// `region` and `endpoint_url`, as AWS providers take them.
+    fn aws_common(&mut self, p: &RawProvider, path: &str) {
+        if let Some(region) = &p.region
+            && (region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        {
+            self.error(
+                region,
+                format!("{path}.region"),
+                "an AWS region such as us-east-1",
+            );
+        }
+        if let Some(url) = &p.endpoint_url {
+            let ok = reqwest::Url::parse(url.as_str()).is_ok_and(|u| {
+                u.scheme() == "https"
+                    || (u.scheme() == "http"
+                        && matches!(u.host_str(), Some("127.0.0.1" | "localhost")))
+            });
+            if !ok {
+                self.error(
+                    url,
+                    format!("{path}.endpoint_url"),
+                    "an https URL (plain http only to 127.0.0.1, for a stand-in such as moto)",
+                );
+            }
+        }
     }
 
     pub(super) fn refuse_fields<const N: usize>(

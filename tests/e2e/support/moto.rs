@@ -5,6 +5,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The Identity Center instance the tests use.
+pub const SSO_INSTANCE: &str = "arn:aws:sso:::instance/ssoins-1234567890abcdef";
+
 /// Env key naming the `moto_server` program (set by `scripts/test-services.sh`).
 pub const MOTO_ENV: &str = "JIT_TEST_MOTO";
 
@@ -13,6 +16,8 @@ pub struct Moto {
     pub url: String,
     pub key_id: String,
     pub secret: String,
+    /// ARNs of the Identity Center permission sets made at start, in order.
+    pub permission_sets: Vec<String>,
 }
 
 impl Drop for Moto {
@@ -54,6 +59,18 @@ impl Moto {
     /// Starts moto and makes `users`, `groups` and customer-managed `policies` in it, then turns
     /// on signature checking; fails, saying how to get moto, when it is not installed.
     pub async fn start(users: &[&str], groups: &[&str], policies: &[&str]) -> Moto {
+        Self::start_with(users, groups, policies, &[]).await
+    }
+
+    /// Like [`Moto::start`], with Identity Center permission sets named `permission_sets` in
+    /// [`SSO_INSTANCE`] (made before signatures are checked: moto's answer to
+    /// `CreatePermissionSet` carries a number where the SDK expects a duration string).
+    pub async fn start_with(
+        users: &[&str],
+        groups: &[&str],
+        policies: &[&str],
+        permission_sets: &[&str],
+    ) -> Moto {
         let program = std::env::var(MOTO_ENV).unwrap_or_else(|_| "moto_server".into());
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -78,6 +95,7 @@ impl Moto {
             url: url.clone(),
             key_id: String::new(),
             secret: String::new(),
+            permission_sets: Vec::new(),
         };
         let http = reqwest::Client::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -138,6 +156,27 @@ impl Moto {
             )
             .await;
         }
+        for name in permission_sets {
+            let answer = http
+                .post(&url)
+                .header(
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/sso/aws4_request, SignedHeaders=host, Signature=00",
+                )
+                .header("X-Amz-Target", "SWBExternalService.CreatePermissionSet")
+                .header("Content-Type", "application/x-amz-json-1.1")
+                .body(serde_json::json!({"InstanceArn": SSO_INSTANCE, "Name": name}).to_string())
+                .send()
+                .await
+                .expect("moto answers");
+            let body: serde_json::Value = answer.json().await.expect("JSON");
+            moto.permission_sets.push(
+                body["PermissionSet"]["PermissionSetArn"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a permission set: {body}"))
+                    .to_string(),
+            );
+        }
         // From here on, every request must be signed with a key moto holds.
         let reset = http
             .post(format!("{url}/moto-api/reset-auth"))
@@ -155,7 +194,12 @@ impl Moto {
 
     /// An IAM client signing with the admin's key (or another secret, to see it refused).
     pub async fn iam(&self, secret: &str) -> aws_sdk_iam::Client {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        aws_sdk_iam::Client::new(&self.config(secret).await)
+    }
+
+    /// The SDK's configuration for this moto, signing with the admin's key id and `secret`.
+    pub async fn config(&self, secret: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.url)
             .credentials_provider(aws_sdk_iam::config::Credentials::new(
@@ -166,7 +210,6 @@ impl Moto {
                 "test",
             ))
             .load()
-            .await;
-        aws_sdk_iam::Client::new(&config)
+            .await
     }
 }

@@ -104,3 +104,46 @@ fn every_statement_of_an_inline_grant_ends_at_the_grants_end() {
         "2026-12-05T10:00:00Z"
     );
 }
+
+#[test]
+fn an_identity_center_provider_names_its_instance_and_store_and_grants_assignments() {
+    const SSO: &str = "    kind: aws_sso\n    instance_arn: \"arn:aws:sso:::instance/ssoins-1234\"\n    identity_store_id: d-1234567890\n";
+    let good = "{ permission_set_arn: \"arn:aws:sso:::permissionSet/ssoins-1234/ps-5678\", account_id: \"111111111111\" }";
+    let (policy, _) = Policy::parse("p.yaml", &aws_policy(SSO, good)).unwrap();
+    assert_eq!(policy.providers["aws"].kind(), "aws_sso");
+    // The Identity Store user, else the email (then the Slack profile's at the grant).
+    assert_eq!(
+        policy.identity("U0ALICE", "aws_sso"),
+        Some(std::collections::BTreeMap::from([(
+            "email".to_string(),
+            "alice@example.com".to_string()
+        )]))
+    );
+    for (grant, says) in [
+        (
+            "{ permission_set_arn: \"arn:aws:sso:::permissionSet/ssoins-1234/ps-5678\" }",
+            "an aws_sso grant is",
+        ),
+        (
+            "{ permission_set_arn: ps-5678, account_id: \"111111111111\" }",
+            "not a permission set ARN",
+        ),
+        (
+            "{ permission_set_arn: \"arn:aws:sso:::permissionSet/ssoins-1234/ps-5678\", account_id: \"1234\" }",
+            "12-digit",
+        ),
+    ] {
+        let errs = errors(&aws_policy(SSO, grant));
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "resources.aws-admin.grant" && e.message.contains(says)),
+            "{grant}: {errs:?}"
+        );
+    }
+    let errs = errors(&aws_policy("    kind: aws_sso\n", good));
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "providers.aws" && e.message.contains("instance_arn")),
+        "{errs:?}"
+    );
+}
