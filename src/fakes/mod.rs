@@ -5,11 +5,13 @@
 //!
 //! - [`slack`]: the fake Slack Web API;
 //! - [`webhook`]: the webhook receiver;
+//! - [`gcp`]: Cloud Resource Manager's IAM policies, with etags and signed bearer JWTs;
 //! - [`kubernetes`]: the Kubernetes API's RBAC bindings, with its status codes;
 //! - [`pagerduty`]: PagerDuty's `/oncalls`, checking the API token;
 //! - [`socket`]: Slack's Socket Mode (WebSocket envelopes and acks);
 //! - [`sender`]: a signed sender standing in for Slack's side of jitbot's HTTP edge.
 
+pub mod gcp;
 pub mod kubernetes;
 pub mod pagerduty;
 mod people;
@@ -19,6 +21,7 @@ pub mod socket;
 pub mod views;
 pub mod webhook;
 
+pub use gcp::FakeGcp;
 pub use kubernetes::FakeKubernetes;
 pub use pagerduty::{FakePagerDuty, PagerDutyMode};
 pub use sender::{Answer, SlackSender};

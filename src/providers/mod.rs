@@ -5,6 +5,8 @@
 pub mod aws_iam;
 #[cfg(feature = "aws")]
 pub mod aws_sso;
+#[cfg(feature = "gcp")]
+pub mod gcp_iam;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod postgres;
@@ -135,6 +137,20 @@ impl Providers {
             #[cfg(not(feature = "aws"))]
             ProviderConfig::AwsIam { .. } | ProviderConfig::AwsSso { .. } => anyhow::bail!(
                 "this jitbot was built without the `aws` feature; run a build with default features to grant and revoke this access"
+            ),
+            #[cfg(feature = "gcp")]
+            ProviderConfig::GcpIam {
+                credentials_env,
+                endpoint_url,
+            } => Arc::new(gcp_iam::GcpIamProvider::new(
+                self.env.clone(),
+                credentials_env.clone(),
+                endpoint_url.clone(),
+                timeout,
+            )),
+            #[cfg(not(feature = "gcp"))]
+            ProviderConfig::GcpIam { .. } => anyhow::bail!(
+                "this jitbot was built without the `gcp` feature; run a build with default features to grant and revoke this access"
             ),
             #[cfg(not(feature = "kubernetes"))]
             ProviderConfig::Kubernetes { .. } => anyhow::bail!(

@@ -44,12 +44,12 @@ fn check_accepts_the_example_policy_and_names_line_and_column_of_errors() {
 
     let later = std::fs::read_to_string(example)
         .unwrap()
-        .replace("kind: webhook", "kind: gcp_iam");
+        .replace("kind: webhook", "kind: azure_ad");
     std::fs::write(&bad, &later).unwrap();
     let (code, _, stderr) = jitbot(&["check", bad.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("gcp_iam") && stderr.contains("not supported"),
+        stderr.contains("azure_ad") && stderr.contains("unknown provider kind"),
         "{stderr}"
     );
 

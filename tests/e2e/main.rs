@@ -16,6 +16,8 @@ mod extend;
 mod failures;
 mod footprint;
 mod forms;
+#[cfg(feature = "gcp")]
+mod gcp_iam;
 mod home;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;

@@ -104,6 +104,7 @@ pub(super) struct RawProvider {
     pub(super) kubeconfig_env: Option<Spanned<String>>,
     pub(super) instance_arn: Option<Spanned<String>>,
     pub(super) identity_store_id: Option<Spanned<String>>,
+    pub(super) credentials_env: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<u32>>,
     pub(super) timeout: Option<Spanned<String>>,
 }
@@ -136,9 +137,6 @@ pub(super) struct RawAutoApprove {
     pub(super) requesters: Spanned<Vec<Spanned<String>>>,
     pub(super) max_duration: Spanned<String>,
 }
-
-/// Provider kinds of the interface that this version does not implement yet.
-pub(super) const LATER_PROVIDER_KINDS: &[&str] = &["gcp_iam", "gcp"];
 
 pub(super) struct Checker<'a> {
     pub(super) root: &'a marked_yaml::Node,

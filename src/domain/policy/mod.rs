@@ -177,6 +177,14 @@ pub enum ProviderConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint_url: Option<String>,
     },
+    /// GCP IAM through Application Default Credentials, or the key file whose path is in
+    /// `credentials_env`; `endpoint_url` for a stand-in.
+    GcpIam {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials_env: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
     /// AWS IAM Identity Center: account assignments of permission sets.
     AwsSso {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +204,7 @@ impl ProviderConfig {
             ProviderConfig::Kubernetes { .. } => "kubernetes",
             ProviderConfig::AwsIam { .. } => "aws_iam",
             ProviderConfig::AwsSso { .. } => "aws_sso",
+            ProviderConfig::GcpIam { .. } => "gcp_iam",
         }
     }
 
@@ -206,6 +215,7 @@ impl ProviderConfig {
             ProviderConfig::Webhook { .. }
                 | ProviderConfig::Kubernetes { .. }
                 | ProviderConfig::AwsSso { .. }
+                | ProviderConfig::GcpIam { .. }
         )
     }
 
@@ -218,6 +228,9 @@ impl ProviderConfig {
                 kubeconfig_env.iter().map(String::as_str).collect()
             }
             ProviderConfig::AwsIam { .. } | ProviderConfig::AwsSso { .. } => Vec::new(),
+            ProviderConfig::GcpIam {
+                credentials_env, ..
+            } => credentials_env.iter().map(String::as_str).collect(),
         }
     }
 }
@@ -406,6 +419,13 @@ impl Policy {
             "aws_iam" => known
                 .get("aws_iam_user")
                 .map(|user| BTreeMap::from([("aws_iam_user".to_string(), user.clone())])),
+            // The IAM member: `gcp_member` (`user:…`, `group:…`), else `user:<email>`.
+            "gcp_iam" => Some(
+                known
+                    .into_iter()
+                    .filter(|(k, _)| k == "gcp_member" || k == "email")
+                    .collect(),
+            ),
             // The Identity Store user: `aws_sso_user` (its user name), else the email.
             "aws_sso" => Some(
                 known

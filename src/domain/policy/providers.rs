@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use marked_yaml::Spanned;
 
-use super::check::{Checker, Key, LATER_PROVIDER_KINDS, Map, RawProvider};
+use super::check::{Checker, Key, Map, RawProvider};
 use super::*;
 
 impl Checker<'_> {
@@ -64,6 +64,7 @@ impl Checker<'_> {
                             ("kubeconfig_env", &p.kubeconfig_env),
                             ("instance_arn", &p.instance_arn),
                             ("identity_store_id", &p.identity_store_id),
+                            ("credentials_env", &p.credentials_env),
                         ],
                     );
                     match &p.url_env {
@@ -87,6 +88,7 @@ impl Checker<'_> {
                             ("kubeconfig_env", &p.kubeconfig_env),
                             ("instance_arn", &p.instance_arn),
                             ("identity_store_id", &p.identity_store_id),
+                            ("credentials_env", &p.credentials_env),
                         ],
                     );
                     match (&p.url, &p.secret_env) {
@@ -133,6 +135,7 @@ impl Checker<'_> {
                             ("endpoint_url", &p.endpoint_url),
                             ("instance_arn", &p.instance_arn),
                             ("identity_store_id", &p.identity_store_id),
+                            ("credentials_env", &p.credentials_env),
                         ],
                     );
                     Some(ProviderConfig::Kubernetes {
@@ -156,6 +159,7 @@ impl Checker<'_> {
                             ("url_env", &p.url_env),
                             ("secret_env", &p.secret_env),
                             ("kubeconfig_env", &p.kubeconfig_env),
+                            ("credentials_env", &p.credentials_env),
                         ],
                     );
                     self.aws_common(&p, &path);
@@ -211,22 +215,40 @@ impl Checker<'_> {
                         }
                     }
                 }
-                k if LATER_PROVIDER_KINDS.contains(&k) => {
+                "gcp_iam" if !cfg!(feature = "gcp") => {
                     self.error(
                         &p.kind,
                         format!("{path}.kind"),
-                        format!(
-                            "provider kind `{k}` is not supported by this version of jitbot yet"
-                        ),
+                        "this jitbot was built without the `gcp` feature; use a build with default features",
                     );
                     None
+                }
+                "gcp_iam" => {
+                    self.refuse_fields(
+                        &path,
+                        kind,
+                        [
+                            ("url", &p.url),
+                            ("url_env", &p.url_env),
+                            ("secret_env", &p.secret_env),
+                            ("kubeconfig_env", &p.kubeconfig_env),
+                            ("region", &p.region),
+                            ("instance_arn", &p.instance_arn),
+                            ("identity_store_id", &p.identity_store_id),
+                        ],
+                    );
+                    self.aws_common(&p, &path);
+                    Some(ProviderConfig::GcpIam {
+                        credentials_env: p.credentials_env.as_ref().map(|v| v.to_string()),
+                        endpoint_url: p.endpoint_url.as_ref().map(|u| u.to_string()),
+                    })
                 }
                 k => {
                     self.error(
                         &p.kind,
                         format!("{path}.kind"),
                         format!(
-                            "unknown provider kind `{k}`; expected postgres, webhook, kubernetes, aws_iam or aws_sso"
+                            "unknown provider kind `{k}`; expected postgres, webhook, kubernetes, aws_iam, aws_sso or gcp_iam"
                         ),
                     );
                     None

@@ -88,6 +88,15 @@ impl Checker<'_> {
                 None => self.error(Key(&["resources", name]), format!("{path}.grant"), why),
             }
         }
+        #[cfg(feature = "gcp")]
+        if let Some(ProviderConfig::GcpIam { .. }) = provider
+            && let Err(why) = crate::providers::gcp_iam::Target::parse(&grant)
+        {
+            match &raw.grant {
+                Some(g) => self.error(g, format!("{path}.grant"), why),
+                None => self.error(Key(&["resources", name]), format!("{path}.grant"), why),
+            }
+        }
         let max_duration = self.duration(&raw.max_duration, &format!("{path}.max_duration"));
         let min_duration = match &raw.min_duration {
             Some(d) => self.duration(d, &format!("{path}.min_duration")),

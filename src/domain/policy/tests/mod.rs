@@ -83,10 +83,10 @@ fn semantic_errors_name_the_key_path_and_line() {
 }
 
 #[test]
-fn later_provider_kinds_are_refused_by_name_and_line() {
+fn an_unknown_provider_kind_is_refused_by_name_and_line() {
     let text = GOOD.replace(
         "kind: postgres\n    url_env: JIT_PG_ADMIN_URL",
-        "kind: gcp_iam\n    region: us-east-1",
+        "kind: azure_ad\n    region: us-east-1",
     );
     let errs = errors(&text);
     let e = errs
@@ -94,7 +94,7 @@ fn later_provider_kinds_are_refused_by_name_and_line() {
         .find(|e| e.path == "providers.pg-main.kind")
         .expect("kind error");
     assert!(
-        e.message.contains("gcp_iam") && e.message.contains("not supported"),
+        e.message.contains("azure_ad") && e.message.contains("unknown provider kind"),
         "{e}"
     );
     assert_eq!(e.line, 12);
@@ -299,6 +299,8 @@ mod aws;
 mod bundles;
 mod clients;
 mod directory;
+#[cfg(feature = "gcp")]
+mod gcp;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod schedules;
