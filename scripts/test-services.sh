@@ -18,7 +18,7 @@ if [ -z "$moto" ]; then
   venv="$PWD/target/moto-venv"
   if [ ! -x "$venv/bin/moto_server" ]; then
     say "installing moto into $venv (first run only)"
-    python3 -m venv "$venv" >&2 && "$venv/bin/pip" install -q 'moto[server]>=5,<6' >&2
+    python3 -m venv "$venv" >&2 && "$venv/bin/pip" install -q 'moto[server]==5.2.6' >&2
   fi
   moto="$venv/bin/moto_server"
 fi

@@ -347,11 +347,14 @@ impl Scheduler {
                             .decided_by
                             .as_deref()
                             .filter(|by| *by != request.requester),
+                        grant.already_held == Some(false),
                     ),
                     EndReason::Cancelled => {
                         blocks::dm_cancelled_after_approval(id, &request.resource)
                     }
-                    _ => blocks::dm_expired(id, &request.resource),
+                    _ => {
+                        blocks::dm_expired(id, &request.resource, grant.already_held == Some(false))
+                    }
                 };
                 let mut t = Transition::new(
                     id,

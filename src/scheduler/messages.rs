@@ -320,6 +320,9 @@ impl Scheduler {
             parts: Vec::new(),
             extends: request.extends,
             extensions: Vec::new(),
+            confirmed_at_target: grant
+                .as_ref()
+                .is_some_and(|g| g.already_held == Some(false) && g.ended_at.is_some()),
         })
     }
 

@@ -34,6 +34,9 @@ pub struct CardView {
     pub extends: Option<i32>,
     /// A grant's extensions so far, as the card lists them.
     pub extensions: Vec<String>,
+    /// The ended grant was taken back at its target and read back gone (`false`: the person held
+    /// the access before jitbot, so it was left alone).
+    pub confirmed_at_target: bool,
 }
 
 /// One resource of a bundle, as its card shows it.
@@ -273,9 +276,10 @@ fn status_line(v: &CardView) -> String {
             note_suffix(v)
         ),
         State::Expired => format!(
-            "⌛ {} · access expired {}",
+            "⌛ {} · access expired {} · {}",
             approved_line(v),
-            v.ended_at.map(when).unwrap_or(ends)
+            v.ended_at.map(when).unwrap_or(ends),
+            super::texts::ended_at_target(v.confirmed_at_target)
         ),
         State::Revoked => format!(
             "🔒 {} · access revoked early by {}{}",
@@ -285,7 +289,11 @@ fn status_line(v: &CardView) -> String {
                 .map(mention)
                 .unwrap_or_else(|| "jitbot".into()),
             v.ended_at
-                .map(|t| format!(" at {}", when(t)))
+                .map(|t| format!(
+                    " at {} · {}",
+                    when(t),
+                    super::texts::ended_at_target(v.confirmed_at_target)
+                ))
                 .unwrap_or_default()
         ),
         State::Denied => format!(

@@ -76,15 +76,31 @@ pub fn dm_timed_out(id: i32, resource: &str, ttl: &str) -> String {
     )
 }
 
-pub fn dm_expired(id: i32, resource: &str) -> String {
-    format!("⌛ Your access to *{resource}* (#{id}) has expired and was removed.")
+/// How an ended grant stands at its target: removed and read back gone, or held before jitbot
+/// and so left alone.
+pub fn ended_at_target(confirmed: bool) -> &'static str {
+    if confirmed {
+        "ended, confirmed at the target"
+    } else {
+        "ended; you held it before jitbot, so it was left as it was"
+    }
 }
 
-pub fn dm_revoked(id: i32, resource: &str, by: Option<&str>) -> String {
+pub fn dm_expired(id: i32, resource: &str, confirmed: bool) -> String {
+    format!(
+        "⌛ Your access to *{resource}* (#{id}) has expired: {}.",
+        ended_at_target(confirmed)
+    )
+}
+
+pub fn dm_revoked(id: i32, resource: &str, by: Option<&str>, confirmed: bool) -> String {
     let by = by
         .map(|u| format!(" by {}", mention(u)))
         .unwrap_or_default();
-    format!("🔒 Your access to *{resource}* (#{id}) was revoked{by}.")
+    format!(
+        "🔒 Your access to *{resource}* (#{id}) was revoked{by}: {}.",
+        ended_at_target(confirmed)
+    )
 }
 
 pub fn dm_grant_failed(id: i32, resource: &str, error: &str) -> String {

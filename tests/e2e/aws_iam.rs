@@ -197,6 +197,23 @@ async fn each_grant_shape_is_made_read_back_and_undone_at_iam() {
         "held before: {now_attached:?}"
     );
     assert!(groups(&iam).await.is_empty());
+    // The DMs say so: confirmed at the target, or left as it was.
+    app.wait_dm(
+        ALICE,
+        &format!(
+            "(#{}) has expired: ended, confirmed at the target",
+            ids["aws-read"]
+        ),
+    )
+    .await;
+    app.wait_dm(
+        ALICE,
+        &format!(
+            "(#{}) has expired: ended; you held it before jitbot",
+            ids["aws-audit"]
+        ),
+    )
+    .await;
     app.finish().await;
 }
 

@@ -114,7 +114,9 @@ async fn a_binding_is_made_read_back_and_deleted_at_the_end(backend: Backend) {
             .any(|c| c.method == "GET" && c.path.ends_with(&name) && c.status == 404),
         "read back after the delete: {calls:?}"
     );
-    app.wait_dm(ALICE, "has expired").await;
+    app.wait_dm(ALICE, "has expired: ended, confirmed at the target")
+        .await;
+    app.wait_card_update("confirmed at the target").await;
     app.finish().await;
 }
 
