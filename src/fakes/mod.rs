@@ -11,6 +11,7 @@
 //! - [`socket`]: Slack's Socket Mode (WebSocket envelopes and acks);
 //! - [`sender`]: a signed sender standing in for Slack's side of jitbot's HTTP edge.
 
+mod blockkit;
 pub mod gcp;
 pub mod kubernetes;
 pub mod pagerduty;

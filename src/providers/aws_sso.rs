@@ -16,7 +16,7 @@ use aws_sdk_identitystore::types::{AlternateIdentifier, UniqueAttribute};
 use aws_sdk_ssoadmin::error::ProvideErrorMetadata;
 use aws_sdk_ssoadmin::types::{PrincipalType, StatusValues, TargetType};
 
-use super::aws_iam::{describe, sdk_config};
+use super::aws::{describe, sdk_config};
 use super::{GrantSpec, Provider};
 use crate::config::Env;
 

@@ -2,6 +2,8 @@
 //! are idempotent ("already granted" / "already gone" are successes).
 
 #[cfg(feature = "aws")]
+mod aws;
+#[cfg(feature = "aws")]
 pub mod aws_iam;
 #[cfg(feature = "aws")]
 pub mod aws_sso;

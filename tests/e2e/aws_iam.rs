@@ -108,8 +108,7 @@ async fn groups(iam: &aws_sdk_iam::Client) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn each_grant_shape_is_made_read_back_and_undone_at_iam() {
+async fn each_grant_shape_is_made_read_back_and_undone_at_iam(backend: Backend) {
     let moto = Moto::start(&["alice"], &["ops"], &["JitRead", "JitAudit"]).await;
     let iam = moto.iam(&moto.secret).await;
     // moto checks signatures now: a wrong secret is refused.
@@ -137,7 +136,7 @@ async fn each_grant_shape_is_made_read_back_and_undone_at_iam() {
         ("AWS_ACCESS_KEY_ID".to_string(), moto.key_id.clone()),
         ("AWS_SECRET_ACCESS_KEY".to_string(), moto.secret.clone()),
     ]);
-    let app = spawn_app(Backend::Sqlite, &policy(&moto.url), env).await;
+    let app = spawn_app(backend, &policy(&moto.url), env).await;
     let mut ids = HashMap::new();
     for resource in ["aws-admin", "aws-s3", "aws-read", "aws-audit", "aws-ops"] {
         let id = TestApp::id_in(
@@ -215,6 +214,16 @@ async fn each_grant_shape_is_made_read_back_and_undone_at_iam() {
     )
     .await;
     app.finish().await;
+}
+
+#[tokio::test]
+async fn each_grant_shape_is_made_read_back_and_undone_at_iam_on_sqlite() {
+    each_grant_shape_is_made_read_back_and_undone_at_iam(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn each_grant_shape_is_made_read_back_and_undone_at_iam_on_postgres() {
+    each_grant_shape_is_made_read_back_and_undone_at_iam(Backend::Postgres).await;
 }
 
 #[tokio::test]
