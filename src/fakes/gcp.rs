@@ -253,27 +253,7 @@ impl FakeGcp {
         let app = Router::new()
             .route("/v3/{kind}/{rest}", post(iam))
             .with_state(state.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        // Its own thread and runtime, like the other fakes.
-        std::thread::Builder::new()
-            .name("fake-gcp".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })?;
+        let (addr, stop) = super::serve_apart("fake-gcp", app)?;
         let key_json = json!({
             "type": "service_account", "project_id": "test-project",
             "private_key_id": "fake-key-1", "private_key": pem,

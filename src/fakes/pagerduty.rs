@@ -170,27 +170,7 @@ impl FakePagerDuty {
         let app = Router::new()
             .route("/oncalls", get(oncalls))
             .with_state(state.clone());
-        // Its own thread and runtime, like the fake Slack, so it answers while the caller blocks.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name("fake-pagerduty".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })?;
+        let (addr, stop) = super::serve_apart("fake-pagerduty", app)?;
         Ok(FakePagerDuty {
             url: format!("http://{addr}"),
             state,

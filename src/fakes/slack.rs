@@ -374,28 +374,7 @@ impl FakeSlack {
             .route("/api/{method}", any(slack_method))
             .route("/hooks/{*rest}", axum::routing::post(response_url))
             .with_state(state.clone());
-        // The fake answers from a thread and runtime of its own, so it keeps answering while
-        // the code under test (or a test waiting on a child process) blocks the caller's runtime.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name("fake-slack".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })?;
+        let (addr, stop) = super::serve_apart("fake-slack", app)?;
         Ok(FakeSlack {
             base_url: format!("http://{addr}/api/"),
             state,

@@ -187,6 +187,18 @@ pub struct AwsIamProvider {
     client: tokio::sync::OnceCell<Client>,
 }
 
+/// A delete that found nothing to delete: already gone, which is what it was for.
+fn gone_already<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    call: &str,
+    e: &aws_sdk_iam::error::SdkError<E>,
+) -> anyhow::Result<()> {
+    if no_such_entity(e) {
+        Ok(())
+    } else {
+        Err(describe(call, e))
+    }
+}
+
 fn no_such_entity<E: ProvideErrorMetadata>(e: &aws_sdk_iam::error::SdkError<E>) -> bool {
     e.as_service_error()
         .and_then(ProvideErrorMetadata::code)
@@ -388,13 +400,7 @@ impl Provider for AwsIamProvider {
                 .send()
                 .await
                 .map(|_| ())
-                .or_else(|e| {
-                    if no_such_entity(&e) {
-                        Ok(())
-                    } else {
-                        Err(describe("IAM DeleteUserPolicy", &e))
-                    }
-                }),
+                .or_else(|e| gone_already("IAM DeleteUserPolicy", &e)),
             Shape::PolicyArn(arn) => client
                 .detach_user_policy()
                 .user_name(&user)
@@ -402,13 +408,7 @@ impl Provider for AwsIamProvider {
                 .send()
                 .await
                 .map(|_| ())
-                .or_else(|e| {
-                    if no_such_entity(&e) {
-                        Ok(())
-                    } else {
-                        Err(describe("IAM DetachUserPolicy", &e))
-                    }
-                }),
+                .or_else(|e| gone_already("IAM DetachUserPolicy", &e)),
             Shape::Group(group) => client
                 .remove_user_from_group()
                 .user_name(&user)
@@ -416,13 +416,7 @@ impl Provider for AwsIamProvider {
                 .send()
                 .await
                 .map(|_| ())
-                .or_else(|e| {
-                    if no_such_entity(&e) {
-                        Ok(())
-                    } else {
-                        Err(describe("IAM RemoveUserFromGroup", &e))
-                    }
-                }),
+                .or_else(|e| gone_already("IAM RemoveUserFromGroup", &e)),
         };
         gone?;
         // The receipt: IAM no longer shows it (a user deleted meanwhile has nothing left).

@@ -14,7 +14,9 @@ use anyhow::{anyhow, bail};
 use async_trait::async_trait;
 use aws_sdk_identitystore::types::{AlternateIdentifier, UniqueAttribute};
 use aws_sdk_ssoadmin::error::ProvideErrorMetadata;
-use aws_sdk_ssoadmin::types::{PrincipalType, StatusValues, TargetType};
+use aws_sdk_ssoadmin::types::{
+    AccountAssignmentOperationStatus, PrincipalType, StatusValues, TargetType,
+};
 
 use super::aws::{describe, sdk_config};
 use super::{GrantSpec, Provider};
@@ -196,27 +198,27 @@ impl AwsSsoProvider {
         &self,
         sso: &aws_sdk_ssoadmin::Client,
         creating: bool,
-        mut status: Option<StatusValues>,
-        request_id: Option<String>,
-        mut reason: Option<String>,
+        first: Option<&AccountAssignmentOperationStatus>,
     ) -> anyhow::Result<()> {
         let what = if creating { "creation" } else { "deletion" };
+        let mut status = first.cloned();
         loop {
-            match status {
+            let now = status.as_ref();
+            match now.and_then(|s| s.status()) {
                 Some(StatusValues::Succeeded) => return Ok(()),
                 Some(StatusValues::Failed) => bail!(
                     "Identity Center: the assignment {what} failed: {}",
-                    reason.as_deref().unwrap_or("no reason given")
+                    now.and_then(|s| s.failure_reason())
+                        .unwrap_or("no reason given")
                 ),
                 _ => {}
             }
-            let Some(id) = &request_id else {
+            let Some(id) = now.and_then(|s| s.request_id()).map(str::to_string) else {
                 bail!("Identity Center gave no request ID to follow the assignment {what}");
             };
             tokio::time::sleep(POLL_EVERY).await;
-            let (s, r) = if creating {
-                let answer = sso
-                    .describe_account_assignment_creation_status()
+            status = if creating {
+                sso.describe_account_assignment_creation_status()
                     .instance_arn(&self.instance_arn)
                     .account_assignment_creation_request_id(id)
                     .send()
@@ -226,15 +228,11 @@ impl AwsSsoProvider {
                             "Identity Center DescribeAccountAssignmentCreationStatus",
                             &e,
                         )
-                    })?;
-                let st = answer.account_assignment_creation_status();
-                (
-                    st.and_then(|x| x.status().cloned()),
-                    st.and_then(|x| x.failure_reason().map(str::to_string)),
-                )
+                    })?
+                    .account_assignment_creation_status()
+                    .cloned()
             } else {
-                let answer = sso
-                    .describe_account_assignment_deletion_status()
+                sso.describe_account_assignment_deletion_status()
                     .instance_arn(&self.instance_arn)
                     .account_assignment_deletion_request_id(id)
                     .send()
@@ -244,15 +242,10 @@ impl AwsSsoProvider {
                             "Identity Center DescribeAccountAssignmentDeletionStatus",
                             &e,
                         )
-                    })?;
-                let st = answer.account_assignment_deletion_status();
-                (
-                    st.and_then(|x| x.status().cloned()),
-                    st.and_then(|x| x.failure_reason().map(str::to_string)),
-                )
+                    })?
+                    .account_assignment_deletion_status()
+                    .cloned()
             };
-            status = s;
-            reason = r;
         }
     }
 }
@@ -281,15 +274,8 @@ impl Provider for AwsSsoProvider {
             .send()
             .await
             .map_err(|e| describe("Identity Center CreateAccountAssignment", &e))?;
-        let st = answer.account_assignment_creation_status();
-        self.settle(
-            &sso,
-            true,
-            st.and_then(|x| x.status().cloned()),
-            st.and_then(|x| x.request_id().map(str::to_string)),
-            st.and_then(|x| x.failure_reason().map(str::to_string)),
-        )
-        .await?;
+        self.settle(&sso, true, answer.account_assignment_creation_status())
+            .await?;
         if !self.assigned(&sso, &a, &principal).await? {
             bail!("Identity Center does not list the assignment after it was made");
         }
@@ -314,15 +300,8 @@ impl Provider for AwsSsoProvider {
             .send()
             .await
             .map_err(|e| describe("Identity Center DeleteAccountAssignment", &e))?;
-        let st = answer.account_assignment_deletion_status();
-        self.settle(
-            &sso,
-            false,
-            st.and_then(|x| x.status().cloned()),
-            st.and_then(|x| x.request_id().map(str::to_string)),
-            st.and_then(|x| x.failure_reason().map(str::to_string)),
-        )
-        .await?;
+        self.settle(&sso, false, answer.account_assignment_deletion_status())
+            .await?;
         if self.assigned(&sso, &a, &principal).await? {
             bail!("Identity Center still lists the assignment after it was deleted");
         }

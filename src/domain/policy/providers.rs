@@ -3,10 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use marked_yaml::Spanned;
-
 use super::check::{Checker, Key, Map, RawProvider};
 use super::*;
+
+/// What `aws_iam` and `aws_sso` providers may set (only `aws_sso` takes the last two).
+const AWS_KEYS: &[&str] = &[
+    "region",
+    "endpoint_url",
+    "instance_arn",
+    "identity_store_id",
+];
 
 impl Checker<'_> {
     pub(super) fn provider_limits(
@@ -53,20 +59,7 @@ impl Checker<'_> {
             let kind = p.kind.as_str();
             let config = match kind {
                 "postgres" => {
-                    self.refuse_fields(
-                        &path,
-                        kind,
-                        [
-                            ("url", &p.url),
-                            ("secret_env", &p.secret_env),
-                            ("region", &p.region),
-                            ("endpoint_url", &p.endpoint_url),
-                            ("kubeconfig_env", &p.kubeconfig_env),
-                            ("instance_arn", &p.instance_arn),
-                            ("identity_store_id", &p.identity_store_id),
-                            ("credentials_env", &p.credentials_env),
-                        ],
-                    );
+                    self.refuse_others(&p, &path, kind, &["url_env"]);
                     match &p.url_env {
                         Some(url_env) => Some(ProviderConfig::Postgres {
                             url_env: url_env.to_string(),
@@ -78,19 +71,7 @@ impl Checker<'_> {
                     }
                 }
                 "webhook" => {
-                    self.refuse_fields(
-                        &path,
-                        kind,
-                        [
-                            ("url_env", &p.url_env),
-                            ("region", &p.region),
-                            ("endpoint_url", &p.endpoint_url),
-                            ("kubeconfig_env", &p.kubeconfig_env),
-                            ("instance_arn", &p.instance_arn),
-                            ("identity_store_id", &p.identity_store_id),
-                            ("credentials_env", &p.credentials_env),
-                        ],
-                    );
+                    self.refuse_others(&p, &path, kind, &["url", "secret_env"]);
                     match (&p.url, &p.secret_env) {
                         (Some(url), Some(secret_env)) => {
                             if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -124,20 +105,7 @@ impl Checker<'_> {
                     None
                 }
                 "kubernetes" => {
-                    self.refuse_fields(
-                        &path,
-                        kind,
-                        [
-                            ("url", &p.url),
-                            ("url_env", &p.url_env),
-                            ("secret_env", &p.secret_env),
-                            ("region", &p.region),
-                            ("endpoint_url", &p.endpoint_url),
-                            ("instance_arn", &p.instance_arn),
-                            ("identity_store_id", &p.identity_store_id),
-                            ("credentials_env", &p.credentials_env),
-                        ],
-                    );
+                    self.refuse_others(&p, &path, kind, &["kubeconfig_env"]);
                     Some(ProviderConfig::Kubernetes {
                         kubeconfig_env: p.kubeconfig_env.as_ref().map(|v| v.to_string()),
                     })
@@ -151,29 +119,16 @@ impl Checker<'_> {
                     None
                 }
                 "aws_iam" | "aws_sso" => {
-                    self.refuse_fields(
-                        &path,
-                        kind,
-                        [
-                            ("url", &p.url),
-                            ("url_env", &p.url_env),
-                            ("secret_env", &p.secret_env),
-                            ("kubeconfig_env", &p.kubeconfig_env),
-                            ("credentials_env", &p.credentials_env),
-                        ],
-                    );
+                    let allowed = if kind == "aws_iam" {
+                        &AWS_KEYS[..2]
+                    } else {
+                        AWS_KEYS
+                    };
+                    self.refuse_others(&p, &path, kind, allowed);
                     self.aws_common(&p, &path);
                     let region = p.region.as_ref().map(|r| r.to_string());
                     let endpoint_url = p.endpoint_url.as_ref().map(|u| u.to_string());
                     if kind == "aws_iam" {
-                        self.refuse_fields(
-                            &path,
-                            kind,
-                            [
-                                ("instance_arn", &p.instance_arn),
-                                ("identity_store_id", &p.identity_store_id),
-                            ],
-                        );
                         Some(ProviderConfig::AwsIam {
                             region,
                             endpoint_url,
@@ -224,19 +179,7 @@ impl Checker<'_> {
                     None
                 }
                 "gcp_iam" => {
-                    self.refuse_fields(
-                        &path,
-                        kind,
-                        [
-                            ("url", &p.url),
-                            ("url_env", &p.url_env),
-                            ("secret_env", &p.secret_env),
-                            ("kubeconfig_env", &p.kubeconfig_env),
-                            ("region", &p.region),
-                            ("instance_arn", &p.instance_arn),
-                            ("identity_store_id", &p.identity_store_id),
-                        ],
-                    );
+                    self.refuse_others(&p, &path, kind, &["credentials_env", "endpoint_url"]);
                     self.aws_common(&p, &path);
                     Some(ProviderConfig::GcpIam {
                         credentials_env: p.credentials_env.as_ref().map(|v| v.to_string()),
@@ -298,13 +241,24 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn refuse_fields<const N: usize>(
-        &mut self,
-        path: &str,
-        kind: &str,
-        fields: [(&str, &Option<Spanned<String>>); N],
-    ) {
-        for (key, value) in fields {
+    /// Refuses every setting of `p` but `allowed`, each at its own line.
+    fn refuse_others(&mut self, p: &RawProvider, path: &str, kind: &str, allowed: &[&str]) {
+        let settings = [
+            ("url", &p.url),
+            ("url_env", &p.url_env),
+            ("secret_env", &p.secret_env),
+            ("region", &p.region),
+            ("endpoint_url", &p.endpoint_url),
+            ("kubeconfig_env", &p.kubeconfig_env),
+            ("instance_arn", &p.instance_arn),
+            ("identity_store_id", &p.identity_store_id),
+            ("credentials_env", &p.credentials_env),
+        ];
+        let others: Vec<_> = settings
+            .into_iter()
+            .filter(|(key, _)| !allowed.contains(key))
+            .collect();
+        for (key, value) in others {
             if let Some(value) = value {
                 self.error(
                     value,
