@@ -13,6 +13,7 @@ mod m20261204_000005_audit_chain;
 mod m20261204_000006_bundles;
 mod m20261204_000007_extensions;
 mod m20261204_000008_pages;
+mod m20261205_000009_shared_access;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000006_bundles::Migration),
             Box::new(m20261204_000007_extensions::Migration),
             Box::new(m20261204_000008_pages::Migration),
+            Box::new(m20261205_000009_shared_access::Migration),
         ]
     }
 }

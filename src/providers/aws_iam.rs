@@ -328,8 +328,9 @@ fn user_of(spec: &GrantSpec) -> anyhow::Result<String> {
 
 #[async_trait]
 impl Provider for AwsIamProvider {
-    /// An attachment or group membership the user already has was given by someone else (or
-    /// another grant): it is left as it is, and not removed at the end. An inline policy named
+    /// An attachment or group membership the user already has, and no running grant of jitbot's
+    /// gave (those are counted, see `access_key`), was given by someone else: it is left as it
+    /// is, and not removed at the end. An inline policy named
     /// after this request is never anyone else's.
     async fn holds(&self, spec: &GrantSpec) -> anyhow::Result<bool> {
         let shape = Shape::parse(&spec.grant).map_err(|e| anyhow!(e))?;
@@ -339,6 +340,17 @@ impl Provider for AwsIamProvider {
         let user = user_of(spec)?;
         let client = self.client().await?;
         self.shows(&client, &shape, &user, spec.request_id).await
+    }
+
+    /// An attachment or a group membership is one fact per user, however many grants asked for
+    /// it; an inline policy is named after its request.
+    fn access_key(&self, spec: &GrantSpec) -> Option<String> {
+        let user = user_of(spec).ok()?;
+        match Shape::parse(&spec.grant).ok()? {
+            Shape::PolicyArn(arn) => Some(format!("user={user}\npolicy_arn={arn}")),
+            Shape::Group(group) => Some(format!("user={user}\ngroup={group}")),
+            Shape::Policy(_) | Shape::AssumeRole(_) => None,
+        }
     }
 
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {

@@ -259,10 +259,33 @@ impl Provider for AwsSsoProvider {
         self.assigned(&sso, &a, &principal).await
     }
 
+    /// An account assignment is one fact per permission set, account and principal, however
+    /// many grants asked for it.
+    fn access_key(&self, spec: &GrantSpec) -> Option<String> {
+        let a = Assignment::parse(&spec.grant).ok()?;
+        let who = match (
+            spec.identity.get("aws_sso_user"),
+            spec.identity.get("email"),
+        ) {
+            (Some(user), _) if !user.is_empty() => format!("user_name={user}"),
+            (_, Some(email)) if !email.is_empty() => format!("email={email}"),
+            _ => return None,
+        };
+        Some(format!(
+            "instance={}\naccount={}\npermission_set={}\n{who}",
+            self.instance_arn, a.account_id, a.permission_set_arn
+        ))
+    }
+
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let a = Assignment::parse(&spec.grant).map_err(|e| anyhow!(e))?;
         let (sso, store) = self.clients().await?;
         let principal = self.principal(&store, spec).await?;
+        // Another grant of the same assignment made it already (they are counted): nothing to
+        // create.
+        if self.assigned(&sso, &a, &principal).await? {
+            return Ok(());
+        }
         let answer = sso
             .create_account_assignment()
             .instance_arn(&self.instance_arn)

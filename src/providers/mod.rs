@@ -44,6 +44,13 @@ pub trait Provider: Send + Sync {
     /// Does the identity already hold this access, given by someone other than jitbot? Checked
     /// once before the first grant, so the revoke can leave such access alone.
     async fn holds(&self, spec: &GrantSpec) -> anyhow::Result<bool>;
+    /// What this grant gives at the target, when another grant may give the very same thing
+    /// (one role named by two resources): such grants are counted, and only the last to end
+    /// removes it. `None` where each grant is its own object at the target (a binding or an
+    /// inline policy named after the request), or where the identity is not known yet.
+    fn access_key(&self, _spec: &GrantSpec) -> Option<String> {
+        None
+    }
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()>;
     async fn revoke(&self, spec: &GrantSpec) -> anyhow::Result<()>;
 }

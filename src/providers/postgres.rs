@@ -135,6 +135,12 @@ impl Provider for PostgresProvider {
         Ok(member)
     }
 
+    /// Membership is one fact per role and login, however many grants asked for it.
+    fn access_key(&self, spec: &GrantSpec) -> Option<String> {
+        let (role, login) = Self::names(spec).ok()?;
+        Some(format!("role={role}\nlogin={login}"))
+    }
+
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let (role, login) = Self::names(spec)?;
         if let Some(why) = self.privileged(login).await? {

@@ -15,8 +15,35 @@ use crate::domain::policy::is_slack_user;
 use crate::domain::{EndReason, GrantDuration, Job, Lane, ProviderConfig, State};
 use crate::metrics::{Metrics, label};
 use crate::providers::GrantSpec;
+use crate::providers::Provider;
 use crate::slack::blocks;
-use crate::store::{self, GrantChange, JobRow, Transition};
+use crate::store::{self, GrantChange, JobRow, Join, Leave, Transition};
+
+/// How a grant attempt went, short of an error.
+enum Granting {
+    /// The access is there (`true`: the person held it before jitbot).
+    Done(bool),
+    /// Another grant of the same access is being established or released (request `.0`).
+    WaitFor(i32),
+}
+
+/// The key under which grants of the same access are counted: the provider's own description of
+/// the access, with the provider's stored configuration (which names the target), digested.
+fn access_key(
+    config: &ProviderConfig,
+    provider: &dyn Provider,
+    spec: &GrantSpec,
+) -> anyhow::Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    let Some(access) = provider.access_key(spec) else {
+        return Ok(None);
+    };
+    let mut digest = Sha256::new();
+    digest.update(serde_json::to_string(config)?.as_bytes());
+    digest.update(b"\n");
+    digest.update(access.as_bytes());
+    Ok(Some(hex::encode(digest.finalize())))
+}
 
 /// While a request's grant job is still running, its revoke waits this long and looks again:
 /// a revoke sent before the grant lands would leave the access in place.
@@ -158,21 +185,47 @@ impl Scheduler {
             }
             let held = match grant.already_held {
                 Some(held) => held,
-                None => {
-                    let held = self
-                        .provider_call(&name, "holds", limits, provider.holds(&spec))
-                        .await?;
-                    self.store.set_already_held(id, held).await?
-                }
+                None => match access_key(&config, provider.as_ref(), &spec)? {
+                    // Counted with other grants of the same access (one role named by two
+                    // resources): only the first asks whether the person had it before.
+                    Some(key) => match self.store.join_access(id, &key).await? {
+                        Join::Joined(_) => false,
+                        Join::Wait(other) => return Ok(Granting::WaitFor(other)),
+                        Join::First => {
+                            let held = self
+                                .provider_call(&name, "holds", limits, provider.holds(&spec))
+                                .await?;
+                            self.store.settle_access(id, held).await?
+                        }
+                    },
+                    None => {
+                        let held = self
+                            .provider_call(&name, "holds", limits, provider.holds(&spec))
+                            .await?;
+                        self.store.set_already_held(id, held).await?
+                    }
+                },
             };
             spec.expires_at = Some(Utc::now() + duration);
             if !held {
                 self.provider_call(&name, "grant", limits, provider.grant(&spec))
                     .await?;
             }
-            anyhow::Ok(held)
+            anyhow::Ok(Granting::Done(held))
         }
         .await;
+        let attempt = match attempt {
+            Ok(Granting::WaitFor(other)) => {
+                tracing::debug!(
+                    request = id,
+                    other,
+                    "waiting for the other grant of the same access to settle"
+                );
+                return Err(JobError::Defer(GRANT_IN_FLIGHT_WAIT));
+            }
+            Ok(Granting::Done(held)) => Ok(held),
+            Err(e) => Err(e),
+        };
         let now = Utc::now();
         // Confirmed after the deadline: it is taken back (the clean-up revokes it), not used.
         let attempt = match attempt {
@@ -329,7 +382,7 @@ impl Scheduler {
         let result = self.revoke_at_provider(&config, &spec, &grant).await;
         let now = Utc::now();
         match result {
-            Ok(()) => {
+            Ok(at_target) => {
                 Metrics::inc(&self.metrics.revokes);
                 if reason == EndReason::Expired
                     && let Some(expires_at) = grant.expires_at
@@ -347,14 +400,12 @@ impl Scheduler {
                             .decided_by
                             .as_deref()
                             .filter(|by| *by != request.requester),
-                        grant.already_held == Some(false),
+                        at_target,
                     ),
                     EndReason::Cancelled => {
                         blocks::dm_cancelled_after_approval(id, &request.resource)
                     }
-                    _ => {
-                        blocks::dm_expired(id, &request.resource, grant.already_held == Some(false))
-                    }
+                    _ => blocks::dm_expired(id, &request.resource, at_target),
                 };
                 let mut t = Transition::new(
                     id,
@@ -378,6 +429,9 @@ impl Scheduler {
                 ];
                 let mut detail = json!({"already_held": grant.already_held.unwrap_or(false),
                                          "granted": grant.granted_at.is_some()});
+                if let blocks::AtTarget::StillHeldBy(other) = at_target {
+                    detail["still_held_by"] = json!(other);
+                }
                 if let Some(expires_at) = grant.expires_at {
                     detail["expires_at"] =
                         json!(super::time(Some(expires_at)).map(|t| t.to_rfc3339()));
@@ -422,18 +476,27 @@ impl Scheduler {
         }
     }
 
+    /// Takes the grant's access away at the target, unless another grant of the same access
+    /// still runs (then it is handed over) or the person held it before jitbot.
     async fn revoke_at_provider(
         &self,
         config: &ProviderConfig,
         spec: &GrantSpec,
         grant: &store::Grant,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<blocks::AtTarget> {
+        let last = match self.store.leave_access(grant.request_id).await? {
+            Leave::Holds(Some(other)) => return Ok(blocks::AtTarget::StillHeldBy(other)),
+            // Released already (this is a retry after a confirmed revoke), or never given.
+            Leave::Holds(None) => return Ok(blocks::AtTarget::of(grant.already_held, None)),
+            Leave::Last => true,
+            Leave::Uncounted => false,
+        };
         match grant.already_held {
             // The person had this access before jitbot: leave it alone.
-            Some(true) => return Ok(()),
+            Some(true) => return Ok(blocks::AtTarget::HeldBefore),
             // Never checked, so never granted (the check comes before the first grant call):
             // there is nothing of ours to take away, and the person may hold it on their own.
-            None => return Ok(()),
+            None => return Ok(blocks::AtTarget::HeldBefore),
             Some(false) => {}
         }
         let limits = self.policy.now().provider_limits(&grant.provider_name);
@@ -444,7 +507,11 @@ impl Scheduler {
             limits,
             provider.revoke(spec),
         )
-        .await
+        .await?;
+        if last {
+            self.store.released(grant.request_id).await?;
+        }
+        Ok(blocks::AtTarget::Confirmed)
     }
 
     /// After `grant_failed`: revoke in case part of the grant took. Retried until it succeeds.
@@ -457,7 +524,7 @@ impl Scheduler {
         if self.store.job_unfinished(&Job::grant_key(id)).await? {
             return Err(JobError::Defer(GRANT_IN_FLIGHT_WAIT));
         }
-        self.revoke_at_provider(&config, &spec, &grant).await?;
+        let at_target = self.revoke_at_provider(&config, &spec, &grant).await?;
         let now = ms(Utc::now());
         self.store
             .set_grant_error(id, grant.last_error.as_deref(), Some(now))
@@ -468,7 +535,11 @@ impl Scheduler {
                 store::audit(
                     "jitbot",
                     "cleanup_done",
-                    json!({"revoke_sent": grant.already_held == Some(false)}),
+                    json!({"revoke_sent": at_target == blocks::AtTarget::Confirmed,
+                    "still_held_by": match at_target {
+                        blocks::AtTarget::StillHeldBy(other) => Some(other),
+                        _ => None,
+                    }}),
                 ),
                 now,
             )

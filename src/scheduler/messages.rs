@@ -12,7 +12,7 @@ use crate::domain::policy::is_slack_user;
 use crate::domain::{GrantDuration, Job, State};
 use crate::metrics::label;
 use crate::slack::SlackError;
-use crate::slack::blocks::{self, CardView, Part};
+use crate::slack::blocks::{self, AtTarget, CardView, Part};
 use crate::store::{self, JobRow};
 
 impl Scheduler {
@@ -320,9 +320,11 @@ impl Scheduler {
             parts: Vec::new(),
             extends: request.extends,
             extensions: Vec::new(),
-            confirmed_at_target: grant
-                .as_ref()
-                .is_some_and(|g| g.already_held == Some(false) && g.ended_at.is_some()),
+            // Shown only once the grant has ended.
+            at_target: match grant.as_ref() {
+                Some(g) if g.ended_at.is_some() => AtTarget::of(g.already_held, g.handed_to),
+                _ => AtTarget::HeldBefore,
+            },
         })
     }
 

@@ -34,9 +34,8 @@ pub struct CardView {
     pub extends: Option<i32>,
     /// A grant's extensions so far, as the card lists them.
     pub extensions: Vec<String>,
-    /// The ended grant was taken back at its target and read back gone (`false`: the person held
-    /// the access before jitbot, so it was left alone).
-    pub confirmed_at_target: bool,
+    /// How the ended grant stands at its target (shown once it has ended).
+    pub at_target: super::texts::AtTarget,
 }
 
 /// One resource of a bundle, as its card shows it.
@@ -279,7 +278,7 @@ fn status_line(v: &CardView) -> String {
             "⌛ {} · access expired {} · {}",
             approved_line(v),
             v.ended_at.map(when).unwrap_or(ends),
-            super::texts::ended_at_target(v.confirmed_at_target)
+            super::texts::ended_at_target(v.at_target)
         ),
         State::Revoked => format!(
             "🔒 {} · access revoked early by {}{}",
@@ -292,7 +291,7 @@ fn status_line(v: &CardView) -> String {
                 .map(|t| format!(
                     " at {} · {}",
                     when(t),
-                    super::texts::ended_at_target(v.confirmed_at_target)
+                    super::texts::ended_at_target(v.at_target)
                 ))
                 .unwrap_or_default()
         ),

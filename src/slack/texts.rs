@@ -76,30 +76,53 @@ pub fn dm_timed_out(id: i32, resource: &str, ttl: &str) -> String {
     )
 }
 
-/// How an ended grant stands at its target: removed and read back gone, or held before jitbot
-/// and so left alone.
-pub fn ended_at_target(confirmed: bool) -> &'static str {
-    if confirmed {
-        "ended, confirmed at the target"
-    } else {
-        "ended; you held it before jitbot, so it was left as it was"
+/// How an ended grant stands at its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtTarget {
+    /// jitbot removed it and read it back gone.
+    Confirmed,
+    /// The person held it before jitbot: left as it was.
+    HeldBefore,
+    /// Another grant (request `.0`) gives the same access and still runs: it stays until that
+    /// one ends.
+    StillHeldBy(i32),
+}
+
+impl AtTarget {
+    /// From a grant's record: whether jitbot gave the access, and to whom it handed it.
+    pub fn of(already_held: Option<bool>, handed_to: Option<i32>) -> AtTarget {
+        match (handed_to, already_held) {
+            (Some(other), _) => AtTarget::StillHeldBy(other),
+            (None, Some(false)) => AtTarget::Confirmed,
+            (None, _) => AtTarget::HeldBefore,
+        }
     }
 }
 
-pub fn dm_expired(id: i32, resource: &str, confirmed: bool) -> String {
+pub fn ended_at_target(at: AtTarget) -> String {
+    match at {
+        AtTarget::Confirmed => "ended, confirmed at the target".into(),
+        AtTarget::HeldBefore => "ended; you held it before jitbot, so it was left as it was".into(),
+        AtTarget::StillHeldBy(other) => format!(
+            "ended here; request #{other} gives the same access and still runs, so it stays until that one ends"
+        ),
+    }
+}
+
+pub fn dm_expired(id: i32, resource: &str, at: AtTarget) -> String {
     format!(
         "⌛ Your access to *{resource}* (#{id}) has expired: {}.",
-        ended_at_target(confirmed)
+        ended_at_target(at)
     )
 }
 
-pub fn dm_revoked(id: i32, resource: &str, by: Option<&str>, confirmed: bool) -> String {
+pub fn dm_revoked(id: i32, resource: &str, by: Option<&str>, at: AtTarget) -> String {
     let by = by
         .map(|u| format!(" by {}", mention(u)))
         .unwrap_or_default();
     format!(
         "🔒 Your access to *{resource}* (#{id}) was revoked{by}: {}.",
-        ended_at_target(confirmed)
+        ended_at_target(at)
     )
 }
 

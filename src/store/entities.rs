@@ -87,6 +87,14 @@ pub mod grant {
         pub last_error: Option<String>,
         /// Whose approvals counted when it was approved, comma-separated user IDs.
         pub approved_by: Option<String>,
+        /// What the grant gives at the target, as a digest: grants with the same key share one
+        /// access there (see `store::holds`).
+        pub access_key: Option<String>,
+        /// `establishing`, `held` or `releasing` while this grant relies on jitbot's access at
+        /// the target; none otherwise.
+        pub hold: Option<String>,
+        /// The grant that still held the same access when this one ended.
+        pub handed_to: Option<i32>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

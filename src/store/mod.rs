@@ -13,6 +13,7 @@ mod bundles;
 pub mod decisions;
 pub mod entities;
 mod extensions;
+mod holds;
 mod lookups;
 pub mod queue;
 pub mod requests;
@@ -39,6 +40,7 @@ pub use entities::{
     job::Model as JobRow, request::Model as Request,
 };
 pub use extensions::Extension;
+pub use holds::{Join, Leave};
 pub use queue::{Claim, LaneStats};
 pub use requests::{GrantChange, NewAudit, NewGrant, NewRequest, NotCreated, Transition, audit};
 pub use writer::{TooSlow, WRITE_DEADLINE};

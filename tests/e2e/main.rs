@@ -25,6 +25,7 @@ mod lanes;
 mod lifecycle;
 mod oncall;
 mod outage;
+mod overlap;
 mod pace;
 mod policy_change;
 mod replicas;

@@ -24,7 +24,7 @@ fn view(state: State) -> CardView {
         parts: vec![],
         extends: None,
         extensions: vec![],
-        confirmed_at_target: true,
+        at_target: jitbot::slack::texts::AtTarget::Confirmed,
     }
 }
 
@@ -146,15 +146,22 @@ fn every_dm_and_note() {
             note_card_failed(42, "prod-db", "U0ALICE", "invalid_blocks"),
         ),
         ("dm_timed_out", dm_timed_out(42, "prod-db", "2h")),
-        ("dm_expired", dm_expired(42, "prod-db", true)),
-        ("dm_expired_held_before", dm_expired(42, "prod-db", false)),
+        ("dm_expired", dm_expired(42, "prod-db", AtTarget::Confirmed)),
+        (
+            "dm_expired_held_before",
+            dm_expired(42, "prod-db", AtTarget::HeldBefore),
+        ),
+        (
+            "dm_expired_still_held_by_another_grant",
+            dm_expired(42, "prod-db", AtTarget::StillHeldBy(43)),
+        ),
         (
             "dm_revoked (by someone)",
-            dm_revoked(42, "prod-db", Some("U0BOB"), true),
+            dm_revoked(42, "prod-db", Some("U0BOB"), AtTarget::Confirmed),
         ),
         (
             "dm_revoked (by the requester)",
-            dm_revoked(42, "prod-db", None, true),
+            dm_revoked(42, "prod-db", None, AtTarget::Confirmed),
         ),
         (
             "dm_grant_failed",
