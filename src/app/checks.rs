@@ -55,7 +55,8 @@ pub(super) async fn check_directory(
 const PRIVILEGE_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Refuses a policy that maps a person to a provider's superuser or to the login jitbot itself
-/// connects as (`check` refuses the built-in names; this asks each postgres provider). A provider
+/// connects as (`check` refuses the built-in names; this asks each postgres provider), or to the
+/// principal jitbot runs as at a cloud provider. A provider
 /// that cannot be reached now is logged: its grants check again and refuse such a login.
 pub async fn refuse_privileged_identities(policy: &Policy, env: &Env) -> anyhow::Result<()> {
     let mut found = Vec::new();
@@ -95,11 +96,93 @@ pub async fn refuse_privileged_identities(policy: &Policy, env: &Env) -> anyhow:
             }
         }
     }
+    found.extend(refuse_own_principal(policy, env).await);
     if found.is_empty() {
         Ok(())
     } else {
         Err(UserError(found.join("\n")).into())
     }
+}
+
+/// The `identities` key each cloud provider kind grants to.
+fn cloud_identity_key(kind: &str) -> Option<&'static str> {
+    match kind {
+        "aws_iam" => Some("aws_iam_user"),
+        "aws_sso" => Some("aws_sso_user"),
+        "gcp_iam" => Some("gcp_member"),
+        _ => None,
+    }
+}
+
+/// Of the identities the policy names for its cloud providers, those that are the principal
+/// jitbot itself runs as there (STS `GetCallerIdentity`, the service account's email), each
+/// with why; providers are asked at once, each within [`PRIVILEGE_CHECK_DEADLINE`]. A provider
+/// that cannot say now is logged: its grants ask again and refuse such an identity.
+async fn refuse_own_principal(policy: &Policy, env: &Env) -> Vec<String> {
+    let providers = match crate::providers::Providers::new(env.clone()) {
+        Ok(p) => p,
+        Err(e) => return vec![format!("cannot build the providers: {e:#}")],
+    };
+    let checks = policy.providers.iter().filter_map(|(name, config)| {
+        let key = cloud_identity_key(config.kind())?;
+        let people: Vec<(&String, &String)> = policy
+            .identities
+            .iter()
+            .filter_map(|(user, ids)| ids.get(key).map(|id| (user, id)))
+            .collect();
+        if people.is_empty() {
+            return None;
+        }
+        // Unset variables and builds without the feature are refused elsewhere.
+        let provider = providers.get(config, PRIVILEGE_CHECK_DEADLINE).ok()?;
+        let resources: Vec<&crate::domain::policy::Resource> = policy
+            .resources
+            .values()
+            .filter(|r| r.provider == *name)
+            .collect();
+        Some(async move {
+            let ask = async {
+                let mut found = std::collections::BTreeSet::new();
+                for resource in &resources {
+                    for (user, id) in &people {
+                        let spec = crate::providers::GrantSpec {
+                            request_id: 0,
+                            resource: resource.name.clone(),
+                            requester: (*user).clone(),
+                            identity: policy.identity(user, config.kind()).unwrap_or_default(),
+                            grant: resource.grant.clone(),
+                            approved_by: Vec::new(),
+                            auto_approved: false,
+                            expires_at: None,
+                            reason: String::new(),
+                        };
+                        if let Some(why) = provider.refuses(&spec).await? {
+                            found.insert(format!(
+                                "identities.{user}.{key}: `{id}`: {why}, at provider {name}; jitbot must never grant to it"
+                            ));
+                        }
+                    }
+                }
+                anyhow::Ok(found)
+            };
+            match tokio::time::timeout(PRIVILEGE_CHECK_DEADLINE, ask).await {
+                Ok(Ok(found)) => found.into_iter().collect(),
+                Ok(Err(e)) => {
+                    tracing::warn!(provider = %name, error = format!("{e:#}"), "could not ask who jitbot runs as at this provider; each grant asks again");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(provider = %name, "the provider did not say in time who jitbot runs as there; each grant asks again");
+                    Vec::new()
+                }
+            }
+        })
+    });
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// How long `serve` waits for `auth.test` at start before going on without it: short, since a

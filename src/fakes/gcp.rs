@@ -243,6 +243,22 @@ fn answer(state: &GcpState, kind: &str, rest: &str, headers: &HeaderMap, body: &
     }
 }
 
+/// The metadata server's answer to "which service account is this": only with the header the
+/// real one requires (it refuses requests without it, so a browser-side request cannot ask).
+async fn metadata_email(headers: HeaderMap) -> Response {
+    if headers
+        .get("Metadata-Flavor")
+        .is_none_or(|v| v.as_bytes() != b"Google")
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "Missing Metadata-Flavor:Google header",
+        )
+            .into_response();
+    }
+    CLIENT_EMAIL.into_response()
+}
+
 impl FakeGcp {
     pub async fn start() -> anyhow::Result<FakeGcp> {
         let (pem, public_key) = new_key()?;
@@ -252,6 +268,10 @@ impl FakeGcp {
         });
         let app = Router::new()
             .route("/v3/{kind}/{rest}", post(iam))
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/email",
+                axum::routing::get(metadata_email),
+            )
             .with_state(state.clone());
         let (addr, stop) = super::serve_apart("fake-gcp", app)?;
         let key_json = json!({

@@ -105,10 +105,22 @@ fn invalid(kind: &str, body: &Value) -> Option<String> {
         .into_iter()
         .flatten()
     {
-        if subject.get("kind").and_then(Value::as_str) == Some("User")
-            && subject.get("apiGroup").and_then(Value::as_str) != Some("rbac.authorization.k8s.io")
+        match subject.get("kind").and_then(Value::as_str) {
+            Some("User" | "Group")
+                if subject.get("apiGroup").and_then(Value::as_str)
+                    != Some("rbac.authorization.k8s.io") =>
+            {
+                return Some("subjects[0].apiGroup: Unsupported value".into());
+            }
+            Some("User" | "Group" | "ServiceAccount") => {}
+            _ => return Some("subjects[0].kind: Unsupported value".into()),
+        }
+        if subject
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
         {
-            return Some("subjects[0].apiGroup: Unsupported value".into());
+            return Some("subjects[0].name: Required value".into());
         }
     }
     None

@@ -1,5 +1,5 @@
 //! What the AWS providers (`aws_iam`, `aws_sso`) share: the SDK's configuration with its
-//! credential chain, and how an SDK error is told.
+//! credential chain, who that chain makes jitbot at AWS, and how an SDK error is told.
 
 use std::time::Duration;
 
@@ -77,5 +77,84 @@ pub(super) fn describe<E: ProvideErrorMetadata + std::error::Error + Send + Sync
             anyhow!("{call}: HTTP {status} ({code})")
         }
         None => anyhow!("{call}: {}", aws_sdk_iam::error::DisplayErrorContext(e)),
+    }
+}
+
+/// The principal jitbot runs as at AWS, as STS `GetCallerIdentity` names it: no grant may ever
+/// give it (or take from it) anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub account: String,
+    pub arn: String,
+}
+
+impl Caller {
+    /// The IAM user's name, when jitbot runs as an IAM user (`arn:aws:iam::<acct>:user/<path>/<name>`).
+    pub fn user(&self) -> Option<&str> {
+        let rest = self.arn.split_once(":user/")?.1;
+        rest.rsplit('/').next().filter(|n| !n.is_empty())
+    }
+
+    /// The role's name and the session's, when jitbot runs as an assumed role
+    /// (`arn:aws:sts::<acct>:assumed-role/<role>/<session>`).
+    pub fn role(&self) -> Option<(&str, &str)> {
+        let rest = self.arn.split_once(":assumed-role/")?.1;
+        rest.split_once('/')
+    }
+
+    /// Is `arn` (a role ARN) the role jitbot runs as? Compared by account and name: a role
+    /// session's ARN carries no path.
+    pub fn is_role(&self, arn: &str) -> bool {
+        let Some((role, _)) = self.role() else {
+            return false;
+        };
+        let Some((head, rest)) = arn.split_once(":role/") else {
+            return false;
+        };
+        head.rsplit(':').next() == Some(self.account.as_str())
+            && rest.rsplit('/').next() == Some(role)
+    }
+}
+
+/// Asks STS who this configuration's credentials are.
+pub(super) async fn caller(config: &aws_config::SdkConfig) -> anyhow::Result<Caller> {
+    let answer = aws_sdk_sts::Client::new(config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| describe("STS GetCallerIdentity", &e))?;
+    match (answer.account(), answer.arn()) {
+        (Some(account), Some(arn)) => Ok(Caller {
+            account: account.to_string(),
+            arn: arn.to_string(),
+        }),
+        _ => Err(anyhow!(
+            "STS GetCallerIdentity: no account or ARN in the answer"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Caller;
+
+    #[test]
+    fn a_caller_is_an_iam_user_or_an_assumed_role() {
+        let user = Caller {
+            account: "123456789012".into(),
+            arn: "arn:aws:iam::123456789012:user/ops/jitbot".into(),
+        };
+        assert_eq!(user.user(), Some("jitbot"));
+        assert_eq!(user.role(), None);
+        assert!(!user.is_role("arn:aws:iam::123456789012:role/jitbot"));
+        let role = Caller {
+            account: "123456789012".into(),
+            arn: "arn:aws:sts::123456789012:assumed-role/jitbot-bot/i-0abc".into(),
+        };
+        assert_eq!(role.user(), None);
+        assert_eq!(role.role(), Some(("jitbot-bot", "i-0abc")));
+        assert!(role.is_role("arn:aws:iam::123456789012:role/service/jitbot-bot"));
+        assert!(!role.is_role("arn:aws:iam::999999999999:role/jitbot-bot"));
+        assert!(!role.is_role("arn:aws:iam::123456789012:role/jitbot-bot-2"));
     }
 }

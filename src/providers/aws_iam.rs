@@ -22,7 +22,7 @@ use aws_sdk_iam::Client;
 use aws_sdk_iam::error::ProvideErrorMetadata;
 use serde_json::{Value, json};
 
-use super::aws::{describe, sdk_config};
+use super::aws::{Caller, caller, describe, sdk_config};
 use super::{GrantSpec, Provider};
 use crate::config::Env;
 
@@ -184,7 +184,9 @@ pub struct AwsIamProvider {
     region: Option<String>,
     endpoint_url: Option<String>,
     timeout: Duration,
-    client: tokio::sync::OnceCell<Client>,
+    client: tokio::sync::OnceCell<(Client, aws_config::SdkConfig)>,
+    /// Who jitbot is at AWS, asked once.
+    me: tokio::sync::OnceCell<Caller>,
 }
 
 /// A delete that found nothing to delete: already gone, which is what it was for.
@@ -218,6 +220,7 @@ impl AwsIamProvider {
             endpoint_url,
             timeout,
             client: tokio::sync::OnceCell::new(),
+            me: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -232,10 +235,23 @@ impl AwsIamProvider {
                     self.timeout,
                 )
                 .await?;
-                anyhow::Ok(Client::new(&config))
+                anyhow::Ok((Client::new(&config), config))
             })
             .await?;
-        Ok(client.clone())
+        Ok(client.0.clone())
+    }
+
+    /// The principal jitbot runs as, as STS says (asked once).
+    async fn me(&self) -> anyhow::Result<Caller> {
+        self.client().await?;
+        let me = self
+            .me
+            .get_or_try_init(|| async {
+                let (_, config) = self.client.get().context("the IAM client")?;
+                caller(config).await
+            })
+            .await?;
+        Ok(me.clone())
     }
 
     async fn attached(&self, client: &Client, user: &str) -> anyhow::Result<Vec<String>> {
@@ -353,9 +369,35 @@ impl Provider for AwsIamProvider {
         }
     }
 
+    /// jitbot's own IAM user is never granted to, and the role jitbot runs as is never handed
+    /// out with `assume_role`.
+    async fn refuses(&self, spec: &GrantSpec) -> anyhow::Result<Option<String>> {
+        let shape = Shape::parse(&spec.grant).map_err(|e| anyhow!(e))?;
+        let user = user_of(spec)?;
+        let me = self.me().await?;
+        if me.user() == Some(user.as_str()) {
+            return Ok(Some(format!(
+                "IAM user `{user}` is the principal jitbot itself runs as ({})",
+                me.arn
+            )));
+        }
+        if let Shape::AssumeRole(role) = &shape
+            && me.is_role(role)
+        {
+            return Ok(Some(format!(
+                "`{role}` is the role jitbot itself runs as ({})",
+                me.arn
+            )));
+        }
+        Ok(None)
+    }
+
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let shape = Shape::parse(&spec.grant).map_err(|e| anyhow!(e))?;
         let user = user_of(spec)?;
+        if let Some(why) = self.refuses(spec).await? {
+            bail!("refusing to grant: {why}");
+        }
         let client = self.client().await?;
         match &shape {
             Shape::Policy(_) | Shape::AssumeRole(_) => {
@@ -403,6 +445,16 @@ impl Provider for AwsIamProvider {
     async fn revoke(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let shape = Shape::parse(&spec.grant).map_err(|e| anyhow!(e))?;
         let user = user_of(spec)?;
+        // jitbot never granted to its own principal (the grant refuses it): there is nothing of
+        // ours to take back, and detaching from it could cut jitbot's own access.
+        if let Some(why) = self.refuses(spec).await? {
+            tracing::warn!(
+                request = spec.request_id,
+                why,
+                "not revoking from jitbot's own principal"
+            );
+            return Ok(());
+        }
         let client = self.client().await?;
         let gone = match &shape {
             Shape::Policy(_) | Shape::AssumeRole(_) => client

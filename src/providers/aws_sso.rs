@@ -1,5 +1,5 @@
 //! AWS IAM Identity Center: a grant is an account assignment (a permission set, an account, the
-//! person's Identity Store user), made with `CreateAccountAssignment` and taken back with
+//! person's Identity Store user, or for group access the group the resource names), made with `CreateAccountAssignment` and taken back with
 //! `DeleteAccountAssignment`. Both are asynchronous at AWS: jitbot polls the request's status
 //! until it settles, and a `FAILED` status is a failure, never success. Then it reads the
 //! account's assignments back (the receipt): the grant counts once the assignment is listed, the
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
 use async_trait::async_trait;
 use aws_sdk_identitystore::types::{AlternateIdentifier, UniqueAttribute};
 use aws_sdk_ssoadmin::error::ProvideErrorMetadata;
@@ -18,7 +18,7 @@ use aws_sdk_ssoadmin::types::{
     AccountAssignmentOperationStatus, PrincipalType, StatusValues, TargetType,
 };
 
-use super::aws::{describe, sdk_config};
+use super::aws::{Caller, caller, describe, sdk_config};
 use super::{GrantSpec, Provider};
 use crate::config::Env;
 
@@ -30,16 +30,17 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 pub struct Assignment {
     pub permission_set_arn: String,
     pub account_id: String,
+    /// Group access: the Identity Center group (by display name) assigned, whoever asked.
+    pub group: Option<String>,
 }
 
-const SHAPE: &str =
-    "an aws_sso grant is `{ permission_set_arn: <ARN>, account_id: <12-digit account> }`";
+const SHAPE: &str = "an aws_sso grant is `{ permission_set_arn: <ARN>, account_id: <12-digit account> }`, with `group: <display name>` to assign an Identity Center group instead of the requester";
 
 impl Assignment {
     pub fn parse(grant: &serde_json::Map<String, serde_json::Value>) -> Result<Assignment, String> {
         if let Some(other) = grant
             .keys()
-            .find(|k| !matches!(k.as_str(), "permission_set_arn" | "account_id"))
+            .find(|k| !matches!(k.as_str(), "permission_set_arn" | "account_id" | "group"))
         {
             return Err(format!("unknown key `{other}`; {SHAPE}"));
         }
@@ -63,11 +64,37 @@ impl Assignment {
         if account_id.len() != 12 || !account_id.chars().all(|c| c.is_ascii_digit()) {
             return Err(format!("`{account_id}` is not a 12-digit AWS account ID"));
         }
+        let group = match grant.get("group") {
+            None => None,
+            Some(serde_json::Value::String(g))
+                if !g.trim().is_empty() && g.len() <= 1024 && !g.chars().any(char::is_control) =>
+            {
+                Some(g.clone())
+            }
+            Some(_) => {
+                return Err(format!(
+                    "`group` must be an Identity Center group's display name; {SHAPE}"
+                ));
+            }
+        };
         Ok(Assignment {
             permission_set_arn,
             account_id,
+            group,
         })
     }
+}
+
+/// An Identity Store user or group, as an assignment names it.
+struct Principal {
+    kind: PrincipalType,
+    id: String,
+}
+
+fn not_found<E: ProvideErrorMetadata>(e: &aws_sdk_identitystore::error::SdkError<E>) -> bool {
+    e.as_service_error()
+        .and_then(ProvideErrorMetadata::code)
+        .is_some_and(|c| c == "ResourceNotFoundException")
 }
 
 pub struct AwsSsoProvider {
@@ -77,8 +104,16 @@ pub struct AwsSsoProvider {
     instance_arn: String,
     identity_store_id: String,
     timeout: Duration,
-    clients: tokio::sync::OnceCell<(aws_sdk_ssoadmin::Client, aws_sdk_identitystore::Client)>,
+    clients: tokio::sync::OnceCell<SsoClients>,
+    /// Who jitbot is at AWS, asked once.
+    me: tokio::sync::OnceCell<Caller>,
 }
+
+type SsoClients = (
+    aws_sdk_ssoadmin::Client,
+    aws_sdk_identitystore::Client,
+    aws_config::SdkConfig,
+);
 
 impl AwsSsoProvider {
     pub fn new(
@@ -97,6 +132,7 @@ impl AwsSsoProvider {
             identity_store_id,
             timeout,
             clients: tokio::sync::OnceCell::new(),
+            me: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -116,18 +152,56 @@ impl AwsSsoProvider {
                 anyhow::Ok((
                     aws_sdk_ssoadmin::Client::new(&config),
                     aws_sdk_identitystore::Client::new(&config),
+                    config,
                 ))
             })
             .await?;
-        Ok(clients.clone())
+        Ok((clients.0.clone(), clients.1.clone()))
     }
 
-    /// The person's Identity Store user ID, by `aws_sso_user` (user name) or email.
+    /// The principal jitbot runs as, as STS says (asked once).
+    async fn me(&self) -> anyhow::Result<Caller> {
+        self.clients().await?;
+        let me = self
+            .me
+            .get_or_try_init(|| async {
+                let (_, _, config) = self.clients.get().context("the Identity Center client")?;
+                caller(config).await
+            })
+            .await?;
+        Ok(me.clone())
+    }
+
+    /// Who the assignment is for: the resource's group, else the person's Identity Store user
+    /// (by `aws_sso_user`, their user name, or their email).
     async fn principal(
         &self,
         store: &aws_sdk_identitystore::Client,
+        a: &Assignment,
         spec: &GrantSpec,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<Principal> {
+        if let Some(group) = &a.group {
+            let attribute = UniqueAttribute::builder()
+                .attribute_path("displayName")
+                .attribute_value(aws_smithy_types::Document::String(group.clone()))
+                .build()?;
+            let found = store
+                .get_group_id()
+                .identity_store_id(&self.identity_store_id)
+                .alternate_identifier(AlternateIdentifier::UniqueAttribute(attribute))
+                .send()
+                .await;
+            return match found {
+                Ok(answer) => Ok(Principal {
+                    kind: PrincipalType::Group,
+                    id: answer.group_id().to_string(),
+                }),
+                Err(e) if not_found(&e) => {
+                    bail!("Identity Center has no group named {group}")
+                }
+                Err(e) => Err(describe("Identity Store GetGroupId", &e)),
+            };
+        }
         let (path, value) = match (
             spec.identity.get("aws_sso_user"),
             spec.identity.get("email"),
@@ -150,14 +224,11 @@ impl AwsSsoProvider {
             .send()
             .await;
         match found {
-            Ok(answer) => Ok(answer.user_id().to_string()),
-            Err(e)
-                if e.as_service_error()
-                    .and_then(ProvideErrorMetadata::code)
-                    .is_some_and(|c| c == "ResourceNotFoundException") =>
-            {
-                bail!("Identity Center has no user with {path} {value}")
-            }
+            Ok(answer) => Ok(Principal {
+                kind: PrincipalType::User,
+                id: answer.user_id().to_string(),
+            }),
+            Err(e) if not_found(&e) => bail!("Identity Center has no user with {path} {value}"),
             Err(e) => Err(describe("Identity Store GetUserId", &e)),
         }
     }
@@ -167,7 +238,7 @@ impl AwsSsoProvider {
         &self,
         sso: &aws_sdk_ssoadmin::Client,
         a: &Assignment,
-        principal: &str,
+        principal: &Principal,
     ) -> anyhow::Result<bool> {
         let mut token = None;
         loop {
@@ -181,8 +252,8 @@ impl AwsSsoProvider {
                 .await
                 .map_err(|e| describe("Identity Center ListAccountAssignments", &e))?;
             if page.account_assignments().iter().any(|x| {
-                x.principal_type() == Some(&PrincipalType::User)
-                    && x.principal_id() == Some(principal)
+                x.principal_type() == Some(&principal.kind)
+                    && x.principal_id() == Some(principal.id.as_str())
             }) {
                 return Ok(true);
             }
@@ -255,7 +326,7 @@ impl Provider for AwsSsoProvider {
     async fn holds(&self, spec: &GrantSpec) -> anyhow::Result<bool> {
         let a = Assignment::parse(&spec.grant).map_err(|e| anyhow!(e))?;
         let (sso, store) = self.clients().await?;
-        let principal = self.principal(&store, spec).await?;
+        let principal = self.principal(&store, &a, spec).await?;
         self.assigned(&sso, &a, &principal).await
     }
 
@@ -264,11 +335,13 @@ impl Provider for AwsSsoProvider {
     fn access_key(&self, spec: &GrantSpec) -> Option<String> {
         let a = Assignment::parse(&spec.grant).ok()?;
         let who = match (
+            &a.group,
             spec.identity.get("aws_sso_user"),
             spec.identity.get("email"),
         ) {
-            (Some(user), _) if !user.is_empty() => format!("user_name={user}"),
-            (_, Some(email)) if !email.is_empty() => format!("email={email}"),
+            (Some(group), _, _) => format!("group={group}"),
+            (None, Some(user), _) if !user.is_empty() => format!("user_name={user}"),
+            (None, _, Some(email)) if !email.is_empty() => format!("email={email}"),
             _ => return None,
         };
         Some(format!(
@@ -277,10 +350,37 @@ impl Provider for AwsSsoProvider {
         ))
     }
 
+    /// jitbot running on an Identity Center user's session (a role `AWSReservedSSO_…` whose
+    /// session is named after the user) never assigns that user more.
+    async fn refuses(&self, spec: &GrantSpec) -> anyhow::Result<Option<String>> {
+        let a = Assignment::parse(&spec.grant).map_err(|e| anyhow!(e))?;
+        if a.group.is_some() {
+            return Ok(None);
+        }
+        let Some(user) = spec.identity.get("aws_sso_user").filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let me = self.me().await?;
+        match me.role() {
+            Some((role, session))
+                if role.starts_with("AWSReservedSSO_") && session.eq_ignore_ascii_case(user) =>
+            {
+                Ok(Some(format!(
+                    "Identity Center user `{user}` is the principal jitbot itself runs as ({})",
+                    me.arn
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let a = Assignment::parse(&spec.grant).map_err(|e| anyhow!(e))?;
+        if let Some(why) = self.refuses(spec).await? {
+            bail!("refusing to grant: {why}");
+        }
         let (sso, store) = self.clients().await?;
-        let principal = self.principal(&store, spec).await?;
+        let principal = self.principal(&store, &a, spec).await?;
         // Another grant of the same assignment made it already (they are counted): nothing to
         // create.
         if self.assigned(&sso, &a, &principal).await? {
@@ -292,8 +392,8 @@ impl Provider for AwsSsoProvider {
             .target_id(&a.account_id)
             .target_type(TargetType::AwsAccount)
             .permission_set_arn(&a.permission_set_arn)
-            .principal_type(PrincipalType::User)
-            .principal_id(&principal)
+            .principal_type(principal.kind.clone())
+            .principal_id(&principal.id)
             .send()
             .await
             .map_err(|e| describe("Identity Center CreateAccountAssignment", &e))?;
@@ -308,7 +408,7 @@ impl Provider for AwsSsoProvider {
     async fn revoke(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let a = Assignment::parse(&spec.grant).map_err(|e| anyhow!(e))?;
         let (sso, store) = self.clients().await?;
-        let principal = self.principal(&store, spec).await?;
+        let principal = self.principal(&store, &a, spec).await?;
         if !self.assigned(&sso, &a, &principal).await? {
             return Ok(());
         }
@@ -318,8 +418,8 @@ impl Provider for AwsSsoProvider {
             .target_id(&a.account_id)
             .target_type(TargetType::AwsAccount)
             .permission_set_arn(&a.permission_set_arn)
-            .principal_type(PrincipalType::User)
-            .principal_id(&principal)
+            .principal_type(principal.kind.clone())
+            .principal_id(&principal.id)
             .send()
             .await
             .map_err(|e| describe("Identity Center DeleteAccountAssignment", &e))?;

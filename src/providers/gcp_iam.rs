@@ -173,7 +173,15 @@ pub struct GcpIamProvider {
     endpoint_url: Option<String>,
     timeout: Duration,
     clients: tokio::sync::OnceCell<Clients>,
+    /// The service account jitbot runs as, once a source said (`None`: a person's credentials).
+    me: tokio::sync::OnceCell<Option<String>>,
 }
+
+/// Where the metadata server is: `GCE_METADATA_HOST` (as Google's libraries read it), else its
+/// well-known name.
+const METADATA_HOST: &str = "metadata.google.internal";
+/// How long the metadata server may take to say which service account jitbot runs as.
+const METADATA_DEADLINE: Duration = Duration::from_secs(2);
 
 impl GcpIamProvider {
     pub fn new(
@@ -188,10 +196,12 @@ impl GcpIamProvider {
             endpoint_url,
             timeout,
             clients: tokio::sync::OnceCell::new(),
+            me: tokio::sync::OnceCell::new(),
         }
     }
 
-    fn credentials(&self) -> anyhow::Result<Option<google_cloud_auth::credentials::Credentials>> {
+    /// The key file the provider names (`credentials_env`), read.
+    fn key_file(&self) -> anyhow::Result<Option<(&str, serde_json::Value)>> {
         let Some(var) = &self.credentials_env else {
             return Ok(None);
         };
@@ -200,6 +210,77 @@ impl GcpIamProvider {
             .with_context(|| format!("reading the key file named by {var}"))?;
         let json: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("the key file named by {var} is not JSON"))?;
+        Ok(Some((var, json)))
+    }
+
+    /// The service account jitbot runs as: the named key file's `client_email`, else that of
+    /// Application Default Credentials' file (`GOOGLE_APPLICATION_CREDENTIALS`), else the
+    /// metadata server's default account. `None` for a person's credentials, or when no source
+    /// answers (then the GCP calls themselves fail, and are retried).
+    async fn me(&self) -> anyhow::Result<Option<String>> {
+        if let Some(me) = self.me.get() {
+            return Ok(me.clone());
+        }
+        let from_file = |json: &serde_json::Value| {
+            json.get("client_email")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        let found = if let Some((_, json)) = self.key_file()? {
+            from_file(&json)
+        } else if let Some(path) = self.env.get("GOOGLE_APPLICATION_CREDENTIALS") {
+            let text = std::fs::read(&path)
+                .with_context(|| format!("reading GOOGLE_APPLICATION_CREDENTIALS ({path})"))?;
+            let json: serde_json::Value = serde_json::from_slice(&text)
+                .context("GOOGLE_APPLICATION_CREDENTIALS does not name a JSON file")?;
+            from_file(&json)
+        } else {
+            match self.metadata_email().await {
+                Ok(email) => Some(email),
+                Err(e) => {
+                    tracing::debug!(
+                        error = format!("{e:#}"),
+                        "the metadata server did not say which service account jitbot runs as"
+                    );
+                    return Ok(None);
+                }
+            }
+        };
+        let _ = self.me.set(found.clone());
+        Ok(found)
+    }
+
+    /// The metadata server's default service account (on GCE, GKE, Cloud Run).
+    async fn metadata_email(&self) -> anyhow::Result<String> {
+        let host = self
+            .env
+            .get("GCE_METADATA_HOST")
+            .unwrap_or_else(|| METADATA_HOST.to_string());
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(METADATA_DEADLINE)
+            .build()?;
+        let answer = http
+            .get(format!(
+                "http://{host}/computeMetadata/v1/instance/service-accounts/default/email"
+            ))
+            .header("Metadata-Flavor", "Google")
+            .send()
+            .await?;
+        if !answer.status().is_success() {
+            bail!("the metadata server answered {}", answer.status());
+        }
+        let email = answer.text().await?.trim().to_string();
+        if !email.contains('@') || email.len() > 320 {
+            bail!("the metadata server's answer is not an email");
+        }
+        Ok(email)
+    }
+
+    fn credentials(&self) -> anyhow::Result<Option<google_cloud_auth::credentials::Credentials>> {
+        let Some((var, json)) = self.key_file()? else {
+            return Ok(None);
+        };
         let credentials = match json.get("type").and_then(serde_json::Value::as_str) {
             Some("service_account") => {
                 google_cloud_auth::credentials::service_account::Builder::new(json)
@@ -338,9 +419,25 @@ impl Provider for GcpIamProvider {
         Ok(false)
     }
 
+    /// The service account jitbot runs as is never bound to anything.
+    async fn refuses(&self, spec: &GrantSpec) -> anyhow::Result<Option<String>> {
+        let member = member_of(spec)?;
+        let Some(email) = member.strip_prefix("serviceAccount:") else {
+            return Ok(None);
+        };
+        Ok(self
+            .me()
+            .await?
+            .filter(|me| me.eq_ignore_ascii_case(email))
+            .map(|me| format!("`{member}` is the service account jitbot itself runs as ({me})")))
+    }
+
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let target = Target::parse(&spec.grant).map_err(|e| anyhow!(e))?;
         let member = member_of(spec)?;
+        if let Some(why) = self.refuses(spec).await? {
+            bail!("refusing to grant: {why}");
+        }
         let end = spec.expires_at.context("a grant without its end")?;
         let end_text = end.format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let c = self.clients().await?;

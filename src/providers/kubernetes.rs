@@ -1,6 +1,6 @@
 //! Kubernetes RBAC: a grant is a RoleBinding (in a namespace) or a ClusterRoleBinding named after
-//! the request (`jitbot-<id>`), labelled as jitbot's, binding the person's user to the role; the
-//! revoke deletes it. Each grant is its own object, so two grants of the same role to one person
+//! the request (`jitbot-<id>`), labelled as jitbot's, binding the person's user (or, for group
+//! access, the group the resource names) to the role; the revoke deletes it. Each grant is its own object, so two grants of the same role to one person
 //! never take each other's access, and access given outside jitbot is never touched.
 //!
 //! Receipts: after creating, the binding is read back (it must name the role and the user);
@@ -31,13 +31,24 @@ pub const REQUEST_LABEL: &str = "jitbot.dev/request";
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// What a `kubernetes` grant binds: `{ cluster_role }` (cluster-wide), `{ cluster_role,
-/// namespace }` or `{ role, namespace }` (in one namespace).
+/// namespace }` or `{ role, namespace }` (in one namespace); with `group`, to that group instead
+/// of the requester.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
     /// `ClusterRole` or `Role`.
     pub role_kind: &'static str,
     pub role: String,
     pub namespace: Option<String>,
+    /// Group access: the Kubernetes group bound, whoever asked.
+    pub group: Option<String>,
+}
+
+/// Why a user or group name must never be bound, if it must not: Kubernetes' own identities
+/// (`system:masters`, `system:authenticated`, `system:serviceaccount:…`).
+pub fn system_identity(name: &str) -> Option<&'static str> {
+    name.to_ascii_lowercase()
+        .starts_with("system:")
+        .then_some("is a Kubernetes system identity")
 }
 
 /// A lowercase RFC 1123 label, as a namespace name must be.
@@ -64,7 +75,7 @@ fn is_role_name(s: &str) -> bool {
 impl Binding {
     /// Reads a resource's `grant`; the error says what a grant looks like.
     pub fn parse(grant: &serde_json::Map<String, serde_json::Value>) -> Result<Binding, String> {
-        const SHAPE: &str = "a kubernetes grant is `{ cluster_role: <name> }`, `{ cluster_role: <name>, namespace: <ns> }` or `{ role: <name>, namespace: <ns> }`";
+        const SHAPE: &str = "a kubernetes grant is `{ cluster_role: <name> }`, `{ cluster_role: <name>, namespace: <ns> }` or `{ role: <name>, namespace: <ns> }`, with `group: <name>` to bind a group instead of the requester";
         let text = |key: &str| -> Result<Option<String>, String> {
             match grant.get(key) {
                 None => Ok(None),
@@ -74,7 +85,7 @@ impl Binding {
         };
         if let Some(other) = grant
             .keys()
-            .find(|k| !matches!(k.as_str(), "cluster_role" | "role" | "namespace"))
+            .find(|k| !matches!(k.as_str(), "cluster_role" | "role" | "namespace" | "group"))
         {
             return Err(format!("unknown key `{other}`; {SHAPE}"));
         }
@@ -95,10 +106,20 @@ impl Binding {
         if !is_role_name(&role) {
             return Err(format!("`{role}` is not a role name"));
         }
+        let group = text("group")?;
+        if let Some(g) = &group {
+            if g.trim().is_empty() || g.len() > 253 || g.chars().any(char::is_control) {
+                return Err(format!("`{g}` is not a group name"));
+            }
+            if let Some(why) = system_identity(g) {
+                return Err(format!("group `{g}` {why}: jitbot never binds roles to it"));
+            }
+        }
         Ok(Binding {
             role_kind,
             role,
             namespace,
+            group,
         })
     }
 }
@@ -116,10 +137,24 @@ fn user_of(spec: &GrantSpec) -> anyhow::Result<String> {
                 spec.requester
             )
         })?;
-    if user.to_ascii_lowercase().starts_with("system:") {
-        bail!("`{user}` is a Kubernetes system identity: jitbot never binds roles to it");
+    if let Some(why) = system_identity(user) {
+        bail!("`{user}` {why}: jitbot never binds roles to it");
     }
     Ok(user.clone())
+}
+
+/// Who a grant binds: the resource's group, else the person's user.
+fn subject_of(b: &Binding, spec: &GrantSpec) -> anyhow::Result<Subject> {
+    let (kind, name) = match &b.group {
+        Some(group) => ("Group", group.clone()),
+        None => ("User", user_of(spec)?),
+    };
+    Ok(Subject {
+        api_group: Some(RBAC_GROUP.into()),
+        kind: kind.into(),
+        name,
+        namespace: None,
+    })
 }
 
 pub fn binding_name(request_id: i32) -> String {
@@ -192,11 +227,11 @@ impl KubernetesProvider {
     }
 }
 
-/// A binding as read back: whose it is, what role and which users.
+/// A binding as read back: whose it is, what role and which subjects.
 struct Seen {
     request: Option<String>,
     role_ref: RoleRef,
-    users: Vec<String>,
+    subjects: Vec<Subject>,
 }
 
 fn seen(meta: &ObjectMeta, role_ref: &RoleRef, subjects: &Option<Vec<Subject>>) -> Seen {
@@ -206,12 +241,7 @@ fn seen(meta: &ObjectMeta, role_ref: &RoleRef, subjects: &Option<Vec<Subject>>) 
             .as_ref()
             .and_then(|l| l.get(REQUEST_LABEL).cloned()),
         role_ref: role_ref.clone(),
-        users: subjects
-            .iter()
-            .flatten()
-            .filter(|s| s.kind == "User")
-            .map(|s| s.name.clone())
-            .collect(),
+        subjects: subjects.clone().unwrap_or_default(),
     }
 }
 
@@ -255,7 +285,7 @@ impl Provider for KubernetesProvider {
 
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()> {
         let b = Binding::parse(&spec.grant).map_err(|e| anyhow!(e))?;
-        let user = user_of(spec)?;
+        let subject = subject_of(&b, spec)?;
         let client = self.client().await?;
         let name = binding_name(spec.request_id);
         let role_ref = RoleRef {
@@ -263,12 +293,7 @@ impl Provider for KubernetesProvider {
             kind: b.role_kind.into(),
             name: b.role.clone(),
         };
-        let subjects = Some(vec![Subject {
-            api_group: Some(RBAC_GROUP.into()),
-            kind: "User".into(),
-            name: user.clone(),
-            namespace: None,
-        }]);
+        let subjects = Some(vec![subject.clone()]);
         let created = match &b.namespace {
             None => Api::<ClusterRoleBinding>::all(client.clone())
                 .create(
@@ -299,18 +324,21 @@ impl Provider for KubernetesProvider {
             Err(kube::Error::Api(status)) if status.is_already_exists() => {}
             Err(e) => return Err(describe(e)),
         }
-        // The receipt: the binding is there, this grant's, for this role and user.
+        // The receipt: the binding is there, this grant's, for this role and subject.
         let Some(now) = self.read(&client, &b, &name).await? else {
             bail!("binding {name} is not there after it was created");
         };
         if now.request.as_deref() != Some(&spec.request_id.to_string()) {
             bail!("a binding named {name} exists and is not this grant's; it was left alone");
         }
-        if now.role_ref != role_ref || !now.users.contains(&user) {
+        let binds = |s: &Subject| s.kind == subject.kind && s.name == subject.name;
+        if now.role_ref != role_ref || !now.subjects.iter().any(binds) {
             bail!(
-                "binding {name} does not bind {} {} to {user} as this grant asks",
+                "binding {name} does not bind {} {} to {} {} as this grant asks",
                 b.role_kind,
-                b.role
+                b.role,
+                subject.kind,
+                subject.name
             );
         }
         Ok(())

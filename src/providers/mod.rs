@@ -51,6 +51,13 @@ pub trait Provider: Send + Sync {
     fn access_key(&self, _spec: &GrantSpec) -> Option<String> {
         None
     }
+    /// Why this grant must never be made, if it must not: it would give the principal jitbot
+    /// itself runs as at the target (or the target's own admin) more access. Asked by `serve`,
+    /// `check` and each reload for the identities the policy names, and by each grant for the
+    /// rest (an identity taken from a Slack profile's email).
+    async fn refuses(&self, _spec: &GrantSpec) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
     async fn grant(&self, spec: &GrantSpec) -> anyhow::Result<()>;
     async fn revoke(&self, spec: &GrantSpec) -> anyhow::Result<()>;
 }

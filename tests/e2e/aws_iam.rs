@@ -251,86 +251,39 @@ async fn a_refused_signature_is_a_failed_grant_never_a_grant() {
     app.finish().await;
 }
 
-const INSTANCE: &str = SSO_INSTANCE;
-const STORE: &str = "d-1234567890";
-
-async fn assignments(sso: &aws_sdk_ssoadmin::Client, ps: &str) -> Vec<String> {
-    sso.list_account_assignments()
-        .instance_arn(INSTANCE)
-        .account_id("111111111111")
-        .permission_set_arn(ps)
-        .send()
-        .await
-        .expect("assignments")
-        .account_assignments()
-        .iter()
-        .filter_map(|a| a.principal_id().map(str::to_string))
-        .collect()
-}
-
-async fn identity_center_assigns_and_unassigns(backend: Backend) {
-    use aws_sdk_identitystore::types::{Email, Name};
-    let moto = Moto::start_with(&[], &[], &[], &["Admin"]).await;
-    let config = moto.config(&moto.secret).await;
-    let store = aws_sdk_identitystore::Client::new(&config);
-    let alice = store
-        .create_user()
-        .identity_store_id(STORE)
-        .user_name("alice")
-        .display_name("Alice")
-        .name(Name::builder().given_name("Alice").family_name("L").build())
-        .emails(
-            Email::builder()
-                .value("alice@example.com")
-                .primary(true)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("an Identity Store user")
-        .user_id()
-        .to_string();
-    let sso = aws_sdk_ssoadmin::Client::new(&config);
-    let ps = moto.permission_sets[0].clone();
-    let policy = format!(
-        r#"
-settings: {{ request_ttl: 1h, min_duration: 2s }}
-groups:
-  dba: {{ members: [{BOB}] }}
-identities:
-  {ALICE}: {{ aws_sso_user: alice }}
-providers:
-  sso: {{ kind: aws_sso, endpoint_url: "{}", instance_arn: "{INSTANCE}", identity_store_id: {STORE} }}
-resources:
-  prod-admin:
-    provider: sso
-    grant: {{ permission_set_arn: "{ps}", account_id: "111111111111" }}
-    max_duration: 1h
-    channel: C0REVIEW
-    approvers: [dba]
-"#,
-        moto.url
-    );
-    let env = HashMap::from([
+#[tokio::test]
+async fn serve_refuses_an_identity_that_is_the_iam_user_jitbot_runs_as() {
+    let moto = Moto::start(&["alice"], &[], &[]).await;
+    let env = jitbot::config::Env::with_overrides(HashMap::from([
         ("AWS_ACCESS_KEY_ID".to_string(), moto.key_id.clone()),
         ("AWS_SECRET_ACCESS_KEY".to_string(), moto.secret.clone()),
-    ]);
-    let app = spawn_app(backend, &policy, env).await;
-    let id = TestApp::id_in(&app.say(ALICE, "request prod-admin 3s INC-32").await);
-    app.click(BOB, APPROVE, id).await;
-    app.wait_state(id, "active").await;
-    assert_eq!(assignments(&sso, &ps).await, [alice]);
-    app.wait_state(id, "expired").await;
-    assert!(assignments(&sso, &ps).await.is_empty());
-    app.finish().await;
-}
-
-#[tokio::test]
-async fn identity_center_assigns_and_unassigns_on_sqlite() {
-    identity_center_assigns_and_unassigns(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn identity_center_assigns_and_unassigns_on_postgres() {
-    identity_center_assigns_and_unassigns(Backend::Postgres).await;
+    ]));
+    let good = policy(&moto.url);
+    let (policy_ok, _) =
+        jitbot::domain::Policy::parse("p.yaml", &good).unwrap_or_else(|e| panic!("{e}"));
+    jitbot::app::refuse_privileged_identities(&policy_ok, &env)
+        .await
+        .expect("alice is not jitbot");
+    // Carol is mapped to the IAM user whose keys jitbot holds (STS says so): refused at start.
+    let bad = good.replace(
+        &format!("  {ALICE}: {{ aws_iam_user: alice }}\n"),
+        &format!(
+            "  {ALICE}: {{ aws_iam_user: alice }}\n  {CAROL}: {{ aws_iam_user: jitbot-admin }}\n"
+        ),
+    );
+    assert_ne!(bad, good);
+    let (policy_bad, _) =
+        jitbot::domain::Policy::parse("p.yaml", &bad).unwrap_or_else(|e| panic!("{e}"));
+    let error = jitbot::app::refuse_privileged_identities(&policy_bad, &env)
+        .await
+        .expect_err("jitbot's own IAM user refused");
+    let error = format!("{error}");
+    assert!(
+        error.contains(&format!("identities.{CAROL}.aws_iam_user"))
+            && error.contains("jitbot itself runs as")
+            && error.contains(":user/jitbot-admin"),
+        "{error}"
+    );
+    // One line for Carol, however many resources name the provider.
+    assert_eq!(error.lines().count(), 1, "{error}");
 }

@@ -157,3 +157,73 @@ async fn a_key_the_api_does_not_accept_is_a_failed_grant() {
     assert!(binding_of(&gcp.policy(PROJECT), id).is_none());
     app.finish().await;
 }
+
+#[tokio::test]
+async fn serve_refuses_a_member_that_is_the_service_account_jitbot_runs_as() {
+    let gcp = FakeGcp::start().await.expect("fake GCP");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.json");
+    std::fs::write(&key, &gcp.key_json).expect("key file");
+    let var = format!("JIT_GCP_KEY_{}", suffix().to_uppercase());
+    let own = jitbot::fakes::gcp::CLIENT_EMAIL;
+    let text = |provider: &str, member: &str| {
+        format!(
+            "identities:\n  {ALICE}: {{ gcp_member: \"user:alice@example.com\" }}\n  {CAROL}: {{ gcp_member: \"{member}\" }}\n\
+             providers:\n  gcp: {provider}\n\
+             resources:\n  gcp-viewer:\n    provider: gcp\n    grant: {{ role: roles/viewer, project: acme-prod }}\n    max_duration: 1h\n    channel: C0REVIEW\n    approvers: [{BOB}]\n"
+        )
+    };
+    let check = |text: String, env: HashMap<String, String>| async move {
+        let (policy, _) =
+            jitbot::domain::Policy::parse("p.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+        jitbot::app::refuse_privileged_identities(
+            &policy,
+            &jitbot::config::Env::with_overrides(env),
+        )
+        .await
+    };
+    // The key file's own account, in any case, is refused; another account is not.
+    let with_key = format!(
+        "{{ kind: gcp_iam, credentials_env: {var}, endpoint_url: \"{}\" }}",
+        gcp.url
+    );
+    let key_env = HashMap::from([(var.clone(), key.display().to_string())]);
+    let error = check(
+        text(&with_key, &format!("serviceAccount:{}", own.to_uppercase())),
+        key_env.clone(),
+    )
+    .await
+    .expect_err("jitbot's own service account refused");
+    let error = format!("{error}");
+    assert!(
+        error.contains(&format!("identities.{CAROL}.gcp_member"))
+            && error.contains("jitbot itself runs as"),
+        "{error}"
+    );
+    assert!(!error.contains(ALICE), "{error}");
+    check(
+        text(
+            &with_key,
+            "serviceAccount:ci@test-project.iam.gserviceaccount.com",
+        ),
+        key_env,
+    )
+    .await
+    .expect("another service account is fine");
+
+    // Without a key file, the metadata server says which account jitbot runs as.
+    let metadata_host = gcp.url.trim_start_matches("http://").to_string();
+    let error = check(
+        text(
+            &format!("{{ kind: gcp_iam, endpoint_url: \"{}\" }}", gcp.url),
+            &format!("serviceAccount:{own}"),
+        ),
+        HashMap::from([("GCE_METADATA_HOST".to_string(), metadata_host)]),
+    )
+    .await
+    .expect_err("the metadata server's account refused");
+    assert!(
+        format!("{error}").contains("jitbot itself runs as"),
+        "{error}"
+    );
+}

@@ -49,6 +49,12 @@ resources:
     max_duration: 1h
     channel: C0REVIEW
     approvers: [dba]
+  k8s-oncall-edit:
+    provider: k8s
+    grant: {{ cluster_role: edit, namespace: payments, group: oncall-responders }}
+    max_duration: 1h
+    channel: C0REVIEW
+    approvers: [dba]
 "#
     );
     let env = HashMap::from([(var, kubeconfig.display().to_string())]);
@@ -235,5 +241,28 @@ async fn two_overlapping_grants_of_one_role_end_one_after_the_other() {
     // The last end removes it.
     app.wait_state(long, "expired").await;
     assert!(!holds(&cluster));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn group_access_binds_the_group_the_resource_names_not_the_requester() {
+    let (app, cluster, _kubeconfig) = spawn_k8s(Backend::Sqlite).await;
+    // Mallory has no Kubernetes identity of her own: group access does not need one.
+    let id = TestApp::id_in(&app.say(MALLORY, "request k8s-oncall-edit 2s INC-26").await);
+    app.click(BOB, APPROVE, id).await;
+    app.wait_state(id, "active").await;
+    let name = format!("jitbot-{id}");
+    let rb = cluster
+        .binding(Some("payments"), &name)
+        .expect("a RoleBinding in payments");
+    assert_eq!(
+        rb["subjects"],
+        json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "oncall-responders"}])
+    );
+    assert_eq!(rb["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(rb["roleRef"]["name"], "edit");
+    app.wait_state(id, "expired").await;
+    assert!(cluster.binding(Some("payments"), &name).is_none());
+    app.wait_dm(MALLORY, "ended, confirmed at the target").await;
     app.finish().await;
 }

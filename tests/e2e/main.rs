@@ -6,6 +6,8 @@ mod approvals;
 mod audit;
 #[cfg(feature = "aws")]
 mod aws_iam;
+#[cfg(feature = "aws")]
+mod aws_sso;
 mod break_glass;
 mod bundles;
 mod cli;

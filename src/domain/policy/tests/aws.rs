@@ -111,6 +111,8 @@ fn an_identity_center_provider_names_its_instance_and_store_and_grants_assignmen
     let good = "{ permission_set_arn: \"arn:aws:sso:::permissionSet/ssoins-1234/ps-5678\", account_id: \"111111111111\" }";
     let (policy, _) = Policy::parse("p.yaml", &aws_policy(SSO, good)).unwrap();
     assert_eq!(policy.providers["aws"].kind(), "aws_sso");
+    let group = "{ permission_set_arn: \"arn:aws:sso:::permissionSet/ssoins-1234/ps-5678\", account_id: \"111111111111\", group: Oncall }";
+    Policy::parse("p.yaml", &aws_policy(SSO, group)).unwrap();
     // The Identity Store user, else the email (then the Slack profile's at the grant).
     assert_eq!(
         policy.identity("U0ALICE", "aws_sso"),
@@ -131,6 +133,10 @@ fn an_identity_center_provider_names_its_instance_and_store_and_grants_assignmen
         (
             "{ permission_set_arn: \"arn:aws:sso:::permissionSet/ssoins-1234/ps-5678\", account_id: \"1234\" }",
             "12-digit",
+        ),
+        (
+            "{ permission_set_arn: \"arn:aws:sso:::permissionSet/ssoins-1234/ps-5678\", account_id: \"111111111111\", group: [a] }",
+            "display name",
         ),
     ] {
         let errs = errors(&aws_policy(SSO, grant));

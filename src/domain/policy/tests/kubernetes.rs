@@ -17,6 +17,7 @@ fn a_kubernetes_grant_names_a_cluster_role_or_a_role_in_a_namespace() {
         "{ cluster_role: view, namespace: payments }",
         "{ role: deployer, namespace: payments }",
         "{ cluster_role: \"system:aggregate-to-view\" }",
+        "{ cluster_role: edit, namespace: payments, group: oncall-responders }",
     ] {
         let (policy, _) =
             Policy::parse("p.yaml", &k8s_policy(grant)).unwrap_or_else(|e| panic!("{grant}: {e}"));
@@ -38,6 +39,15 @@ fn a_kubernetes_grant_names_a_cluster_role_or_a_role_in_a_namespace() {
             "unknown key `verbs`",
         ),
         ("{ cluster_role: [view] }", "must be a string"),
+        (
+            "{ cluster_role: view, group: \"system:masters\" }",
+            "Kubernetes system identity",
+        ),
+        (
+            "{ cluster_role: view, group: \"System:Authenticated\" }",
+            "never binds roles to it",
+        ),
+        ("{ cluster_role: view, group: \" \" }", "not a group name"),
     ] {
         let errs = errors(&k8s_policy(grant));
         assert!(
