@@ -124,6 +124,33 @@ async fn each_grant_shape_is_made_read_back_and_undone_at_iam(backend: Backend) 
             || format!("{:?}", refused).contains("InvalidClientTokenId"),
         "{refused:?}"
     );
+    // The role handed out by assume_role, with someone's own policy on it, a cut of Alice's
+    // from an earlier grant, and one of Bob's older than the role's longest session.
+    iam.create_role()
+        .role_name("jit-admin")
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .max_session_duration(3600)
+        .send()
+        .await
+        .expect("a role");
+    let deny = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"iam:*","Resource":"*"}]}"#;
+    let now = chrono::Utc::now().timestamp();
+    for name in [
+        "team-guardrail".to_string(),
+        format!("jitbot-cut-{}-alice", now - 60),
+        format!("jitbot-cut-{}-bob", now - 7200),
+        format!("jitbot-cut-{}-carol", now - 600),
+    ] {
+        iam.put_role_policy()
+            .role_name("jit-admin")
+            .policy_name(name)
+            .policy_document(deny)
+            .send()
+            .await
+            .expect("a role policy");
+    }
     // Alice holds JitAudit already, from before jitbot.
     iam.attach_user_policy()
         .user_name("alice")
@@ -157,6 +184,10 @@ async fn each_grant_shape_is_made_read_back_and_undone_at_iam(backend: Backend) 
     let statement = &admin["Statement"][0];
     assert_eq!(statement["Action"], "sts:AssumeRole");
     assert_eq!(statement["Resource"], ROLE);
+    assert_eq!(
+        statement["Condition"]["StringEquals"]["sts:RoleSessionName"], "${aws:username}",
+        "the session is named after the user, so the revoke can end it"
+    );
     let end = statement["Condition"]["DateLessThan"]["aws:CurrentTime"]
         .as_str()
         .expect("a time condition")
@@ -196,6 +227,49 @@ async fn each_grant_shape_is_made_read_back_and_undone_at_iam(backend: Backend) 
         "held before: {now_attached:?}"
     );
     assert!(groups(&iam).await.is_empty());
+    // The sessions Alice opened of the role during the grant are ended too: one cut of hers,
+    // denying sessions issued before the revoke; her older cut and Bob's spent one are pruned;
+    // Carol's (still within the longest session) and the team's own policy stay.
+    let mut on_role = iam
+        .list_role_policies()
+        .role_name("jit-admin")
+        .send()
+        .await
+        .expect("role policies")
+        .policy_names()
+        .to_vec();
+    on_role.sort();
+    assert_eq!(on_role.len(), 3, "{on_role:?}");
+    assert_eq!(on_role[0], format!("jitbot-cut-{}-carol", now - 600));
+    assert_eq!(on_role[2], "team-guardrail");
+    let cut = &on_role[1];
+    let at: i64 = cut
+        .strip_prefix("jitbot-cut-")
+        .and_then(|r| r.strip_suffix("-alice"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("a cut of Alice's: {on_role:?}"));
+    assert!(at > now, "{on_role:?}");
+    let document = iam
+        .get_role_policy()
+        .role_name("jit-admin")
+        .policy_name(cut)
+        .send()
+        .await
+        .expect("the cut");
+    let document: serde_json::Value =
+        serde_json::from_str(&url_decode(document.policy_document())).expect("JSON");
+    let statement = &document["Statement"][0];
+    assert_eq!(statement["Effect"], "Deny");
+    assert_eq!(statement["Action"], "*");
+    assert_eq!(
+        statement["Condition"]["StringLike"]["aws:userid"],
+        "*:alice"
+    );
+    let before = statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+        .as_str()
+        .expect("a time");
+    let before = chrono::DateTime::parse_from_rfc3339(before).expect("a time");
+    assert_eq!(before.timestamp(), at);
     // The DMs say so: confirmed at the target, or left as it was.
     app.wait_dm(
         ALICE,

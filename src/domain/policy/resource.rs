@@ -71,12 +71,20 @@ impl Checker<'_> {
             }
         }
         #[cfg(feature = "aws")]
-        if let Some(ProviderConfig::AwsIam { .. }) = provider
-            && let Err(why) = crate::providers::aws_iam::Shape::parse(&grant)
-        {
-            match &raw.grant {
-                Some(g) => self.error(g, format!("{path}.grant"), why),
-                None => self.error(Key(&["resources", name]), format!("{path}.grant"), why),
+        if let Some(ProviderConfig::AwsIam { .. }) = provider {
+            match (crate::providers::aws_iam::Shape::parse(&grant), &raw.grant) {
+                (Err(why), Some(g)) => self.error(g, format!("{path}.grant"), why),
+                (Err(why), None) => {
+                    self.error(Key(&["resources", name]), format!("{path}.grant"), why)
+                }
+                // Says which layers end this access: an attachment or a membership carries no
+                // end of its own at IAM.
+                (Ok(shape), Some(g)) if !shape.ends_by_itself() => self.warn(
+                    g,
+                    format!("{path}.grant"),
+                    "ends only when jitbot revokes it (IAM keeps no end for an attachment or a group membership): if jitbot is down at the end, the access stays until it is back; `policy:` or `assume_role:` also end by themselves at IAM",
+                ),
+                (Ok(_), _) => {}
             }
         }
         #[cfg(feature = "aws")]

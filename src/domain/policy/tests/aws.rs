@@ -21,7 +21,16 @@ fn an_aws_grant_is_a_policy_a_role_an_attachment_or_a_group() {
         "{ group: ops }",
         "{ policy: { Version: \"2012-10-17\", Statement: [{ Effect: Allow, Action: \"s3:*\", Resource: \"*\" }] } }",
     ] {
-        Policy::parse("p.yaml", &aws_policy(AWS, grant)).unwrap_or_else(|e| panic!("{grant}: {e}"));
+        let (_, warnings) = Policy::parse("p.yaml", &aws_policy(AWS, grant))
+            .unwrap_or_else(|e| panic!("{grant}: {e}"));
+        // `check` says which shapes end only at jitbot's revoke.
+        let revoke_only = grant.contains("policy_arn") || grant.contains("group");
+        let said = warnings.iter().any(|w| {
+            w.path == "resources.aws-admin.grant"
+                && w.message.contains("ends only when jitbot revokes it")
+                && w.line > 0
+        });
+        assert_eq!(said, revoke_only, "{grant}: {warnings:?}");
     }
     for (grant, says) in [
         ("{ assume_role: jit-admin }", "not a role ARN"),
