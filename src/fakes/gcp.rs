@@ -42,6 +42,9 @@ struct GcpState {
     /// The next this many `setIamPolicy` calls find the policy changed by someone else first.
     interfere: Mutex<u32>,
     down: Mutex<bool>,
+    /// The caller's permissions, once [`FakeGcp::enforce`] set them: a call needing another is
+    /// 403 `PERMISSION_DENIED`, as IAM answers.
+    permissions: Mutex<Option<Vec<String>>>,
 }
 
 pub struct FakeGcp {
@@ -176,6 +179,16 @@ fn answer(state: &GcpState, kind: &str, rest: &str, headers: &HeaderMap, body: &
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no method");
     };
     let resource = format!("{kind}/{id}");
+    let needed = format!("resourcemanager.{kind}.{method}");
+    if let Some(held) = &*state.permissions.lock().unwrap_or_else(|e| e.into_inner())
+        && !held.contains(&needed)
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            &format!("Permission '{needed}' denied on resource '{resource}'"),
+        );
+    }
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "not JSON");
     };
@@ -298,6 +311,15 @@ impl FakeGcp {
                   "client_email": CLIENT_EMAIL, "client_id": "1"})
             .to_string(),
         )
+    }
+
+    /// From now on, the caller holds only `permissions` (`resourcemanager.projects.getIamPolicy`…).
+    pub fn enforce(&self, permissions: Vec<String>) {
+        *self
+            .state
+            .permissions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(permissions);
     }
 
     /// The policy of `resource` (`projects/p`) as stored.

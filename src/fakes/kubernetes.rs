@@ -38,6 +38,40 @@ struct KubeState {
     calls: Mutex<Vec<KubeCall>>,
     /// A finalizer that never finishes: a DELETE is accepted (200) and the binding stays.
     sticky: Mutex<bool>,
+    /// The caller's RBAC rules (a ClusterRole's `rules`), once [`FakeKubernetes::enforce`] set
+    /// them: a call they do not allow is 403, as the API server answers.
+    rules: Mutex<Option<Vec<Value>>>,
+}
+
+/// Do `rules` allow `verb` on `resource` (plural, in the RBAC API group), named `name`?
+fn allowed(rules: &[Value], verb: &str, resource: &str, name: Option<&str>) -> bool {
+    let has = |rule: &Value, key: &str, want: &str| {
+        rule.get(key)
+            .and_then(Value::as_array)
+            .is_some_and(|list| list.iter().any(|v| v == want || v == "*"))
+    };
+    rules.iter().any(|rule| {
+        has(rule, "apiGroups", "rbac.authorization.k8s.io")
+            && has(rule, "resources", resource)
+            && has(rule, "verbs", verb)
+            && match (rule.get("resourceNames").and_then(Value::as_array), name) {
+                (None, _) => true,
+                (Some(names), Some(name)) => names.iter().any(|n| n == name),
+                // A rule limited to names never allows a call without one (create, list).
+                (Some(_), None) => false,
+            }
+    })
+}
+
+fn forbidden(verb: &str, resource: &str, name: Option<&str>) -> Response {
+    status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "{resource}.rbac.authorization.k8s.io \"{}\" is forbidden: User \"system:serviceaccount:jitbot:jitbot\" cannot {verb} resource \"{resource}\"",
+            name.unwrap_or_default()
+        ),
+    )
 }
 
 pub struct FakeKubernetes {
@@ -192,12 +226,48 @@ async fn answer(
     } else {
         "rolebindings.rbac.authorization.k8s.io"
     };
+    let rules = state
+        .rules
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(rules) = &rules {
+        let plural = if namespace.is_empty() {
+            "clusterrolebindings"
+        } else {
+            "rolebindings"
+        };
+        let verb = match *method {
+            Method::POST => "create",
+            Method::GET => "get",
+            Method::DELETE => "delete",
+            Method::PUT => "update",
+            _ => "patch",
+        };
+        if !allowed(rules, verb, plural, name.as_deref()) {
+            return forbidden(verb, plural, name.as_deref());
+        }
+    }
     let mut bindings = state.bindings.lock().unwrap_or_else(|e| e.into_inner());
     match (method.clone(), name) {
         (Method::POST, None) => {
             let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
                 return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
             };
+            // Binding a role takes `bind` on it (short of holding all its permissions, which
+            // jitbot's account does not).
+            if let Some(rules) = &rules {
+                let role_kind = object.pointer("/roleRef/kind").and_then(Value::as_str);
+                let role = object.pointer("/roleRef/name").and_then(Value::as_str);
+                let plural = if role_kind == Some("Role") {
+                    "roles"
+                } else {
+                    "clusterroles"
+                };
+                if !allowed(rules, "bind", plural, role) {
+                    return forbidden("bind", plural, role);
+                }
+            }
             if let Some(why) = invalid(kind, &object) {
                 return status(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -398,6 +468,12 @@ impl FakeKubernetes {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// From now on, answers as the API server does for an account holding `rules` (a
+    /// ClusterRole's): 403 for anything they do not allow, `bind` included.
+    pub fn enforce(&self, rules: Vec<Value>) {
+        *self.state.rules.lock().unwrap_or_else(|e| e.into_inner()) = Some(rules);
     }
 
     pub fn calls(&self) -> Vec<KubeCall> {

@@ -110,7 +110,7 @@ async fn groups(iam: &aws_sdk_iam::Client) -> Vec<String> {
 
 async fn each_grant_shape_is_made_read_back_and_undone_at_iam(backend: Backend) {
     let moto = Moto::start(&["alice"], &["ops"], &["JitRead", "JitAudit"]).await;
-    let iam = moto.iam(&moto.secret).await;
+    let iam = moto.iam(&moto.admin_secret).await;
     // moto checks signatures now: a wrong secret is refused.
     let refused = moto
         .iam("not-the-secret")
@@ -320,7 +320,7 @@ async fn a_refused_signature_is_a_failed_grant_never_a_grant() {
         "{}",
         note.body
     );
-    let iam = moto.iam(&moto.secret).await;
+    let iam = moto.iam(&moto.admin_secret).await;
     assert!(inline_policy(&iam, &format!("jitbot-{id}")).await.is_none());
     app.finish().await;
 }

@@ -32,7 +32,7 @@ async fn assignments(sso: &aws_sdk_ssoadmin::Client, ps: &str) -> Vec<String> {
 async fn identity_center_assigns_and_unassigns(backend: Backend) {
     use aws_sdk_identitystore::types::{Email, Name};
     let moto = Moto::start_with(&[], &[], &[], &["Admin"]).await;
-    let config = moto.config(&moto.secret).await;
+    let config = moto.config(&moto.admin_secret).await;
     let store = aws_sdk_identitystore::Client::new(&config);
     let alice = store
         .create_user()
@@ -99,7 +99,7 @@ async fn identity_center_assigns_and_unassigns_on_postgres() {
 #[tokio::test]
 async fn group_access_assigns_the_group_and_the_last_of_two_grants_removes_it() {
     let moto = Moto::start_with(&[], &[], &[], &["Admin"]).await;
-    let config = moto.config(&moto.secret).await;
+    let config = moto.config(&moto.admin_secret).await;
     let store = aws_sdk_identitystore::Client::new(&config);
     let oncall = store
         .create_group()

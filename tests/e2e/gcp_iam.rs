@@ -48,7 +48,22 @@ resources:
         gcp.url
     );
     let env = HashMap::from([(var, key.display().to_string())]);
+    // jitbot's account holds only the documented custom role: these tests show it is enough.
+    gcp.enforce(documented_permissions());
     (spawn_app(backend, &policy, env).await, dir)
+}
+
+/// The permissions of the custom role `manifest/gcp/jitbot-role.yaml` documents.
+fn documented_permissions() -> Vec<String> {
+    let role: Value =
+        marked_yaml::from_yaml(0, include_str!("../../manifest/gcp/jitbot-role.yaml"))
+            .expect("the role is YAML");
+    role["includedPermissions"]
+        .as_array()
+        .expect("includedPermissions")
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect()
 }
 
 fn binding_of(policy: &Value, id: i32) -> Option<Value> {
@@ -226,4 +241,19 @@ async fn serve_refuses_a_member_that_is_the_service_account_jitbot_runs_as() {
         format!("{error}").contains("jitbot itself runs as"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_permission_the_account_lacks_is_a_failed_grant_never_access() {
+    let gcp = FakeGcp::start().await.expect("fake GCP");
+    let (app, _key) = spawn_gcp(Backend::Sqlite, &gcp.key_json, &gcp).await;
+    // The account may read the policy but not write it: the grant fails, and nothing is bound.
+    gcp.enforce(vec!["resourcemanager.projects.getIamPolicy".into()]);
+    let id = TestApp::id_in(&app.say(ALICE, "request gcp-viewer 1m INC-47").await);
+    app.click(BOB, APPROVE, id).await;
+    app.wait_state(id, "grant_failed").await;
+    assert!(binding_of(&gcp.policy(PROJECT), id).is_none());
+    app.wait_channel_note("resourcemanager.projects.setIamPolicy")
+        .await;
+    app.finish().await;
 }

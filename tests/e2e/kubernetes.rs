@@ -15,8 +15,31 @@ const TOKEN: &str = "k8s-test-token-3f9a";
 const ALICE_K8S: &str = "alice@example.com";
 
 /// The app, the cluster, and the directory holding the kubeconfig (removed when dropped).
+/// The rules of the ClusterRole `manifest/kubernetes/jitbot-rbac.yaml` gives jitbot, with the
+/// roles this test's policy hands out listed under `bind`, as its README asks an operator to.
+fn documented_rules() -> Vec<serde_json::Value> {
+    let text = include_str!("../../manifest/kubernetes/jitbot-rbac.yaml");
+    let list: serde_json::Value =
+        marked_yaml::from_yaml(0, text).expect("the RBAC manifest is YAML");
+    let role = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let mut rules = role["rules"].as_array().expect("rules").clone();
+    for rule in &mut rules {
+        if let Some(names) = rule.get_mut("resourceNames").and_then(|n| n.as_array_mut()) {
+            names.extend(["cluster-admin", "edit", "deployer"].map(|n| json!(n)));
+        }
+    }
+    rules
+}
+
 async fn spawn_k8s(backend: Backend) -> (TestApp, FakeKubernetes, tempfile::TempDir) {
     let cluster = FakeKubernetes::start(TOKEN).await.expect("fake Kubernetes");
+    // The cluster holds jitbot to the documented ClusterRole: these tests show it is enough.
+    cluster.enforce(documented_rules());
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, cluster.kubeconfig(TOKEN)).expect("kubeconfig");
@@ -264,5 +287,32 @@ async fn group_access_binds_the_group_the_resource_names_not_the_requester() {
     app.wait_state(id, "expired").await;
     assert!(cluster.binding(Some("payments"), &name).is_none());
     app.wait_dm(MALLORY, "ended, confirmed at the target").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_role_the_documented_cluster_role_may_not_bind_is_a_failed_grant() {
+    let (app, cluster, _kubeconfig) = spawn_k8s(Backend::Sqlite).await;
+    // The operator listed only some roles under `bind`: granting another is refused by the
+    // cluster (403), and the request fails rather than showing access that is not there.
+    let mut rules = documented_rules();
+    for rule in &mut rules {
+        if let Some(names) = rule.get_mut("resourceNames") {
+            *names = json!(["view"]);
+        }
+    }
+    cluster.enforce(rules);
+    let id = TestApp::id_in(&app.say(ALICE, "request k8s-admin 1m INC-27").await);
+    app.click(BOB, APPROVE, id).await;
+    app.wait_state(id, "grant_failed").await;
+    assert!(cluster.binding(None, &format!("jitbot-{id}")).is_none());
+    assert!(
+        cluster
+            .calls()
+            .iter()
+            .any(|c| c.method == "POST" && c.status == 403),
+        "{:?}",
+        cluster.calls()
+    );
     app.finish().await;
 }

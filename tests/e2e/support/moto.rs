@@ -1,6 +1,8 @@
-//! moto, the AWS stand-in, as a server of one test's own: started on a free port, given an
-//! admin user with an access key while it still accepts anything, then switched to checking
-//! every request's signature against the keys it holds (as AWS does).
+//! moto, the AWS stand-in, as a server of one test's own: started on a free port, given two users
+//! with access keys while it still accepts anything (jitbot's, holding exactly the actions of the
+//! policy `manifest/aws/jitbot-policy.json` documents, and the test's own admin), then switched to
+//! checking every request's signature against the keys it holds and each call against the
+//! caller's policy (as AWS does). So every AWS test also shows the documented policy is enough.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,8 +16,12 @@ pub const MOTO_ENV: &str = "JIT_TEST_MOTO";
 pub struct Moto {
     child: Child,
     pub url: String,
+    /// jitbot's key (its user `jitbot-admin` holds the documented policy's actions).
     pub key_id: String,
     pub secret: String,
+    /// The test's own key, allowed everything, for setting the scene and reading it back.
+    admin_key_id: String,
+    pub admin_secret: String,
     /// ARNs of the Identity Center permission sets made at start, in order.
     pub permission_sets: Vec<String>,
 }
@@ -95,6 +101,8 @@ impl Moto {
             url: url.clone(),
             key_id: String::new(),
             secret: String::new(),
+            admin_key_id: String::new(),
+            admin_secret: String::new(),
             permission_sets: Vec::new(),
         };
         let http = reqwest::Client::new();
@@ -106,32 +114,54 @@ impl Moto {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let admin_policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
-        unsigned(
-            &http,
-            &url,
-            &[("Action", "CreateUser"), ("UserName", "jitbot-admin")],
+        // jitbot's user holds the documented policy's actions (on any resource: moto does not
+        // match resource patterns the way IAM does); the test's admin holds everything.
+        let documented: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/manifest/aws/jitbot-policy.json"
+            ))
+            .expect("manifest/aws/jitbot-policy.json"),
         )
-        .await;
-        unsigned(
-            &http,
-            &url,
-            &[
-                ("Action", "PutUserPolicy"),
-                ("UserName", "jitbot-admin"),
-                ("PolicyName", "admin"),
-                ("PolicyDocument", admin_policy),
-            ],
-        )
-        .await;
-        let key = unsigned(
-            &http,
-            &url,
-            &[("Action", "CreateAccessKey"), ("UserName", "jitbot-admin")],
-        )
-        .await;
-        moto.key_id = between(&key, "<AccessKeyId>", "</AccessKeyId>").to_string();
-        moto.secret = between(&key, "<SecretAccessKey>", "</SecretAccessKey>").to_string();
+        .expect("the documented policy is JSON");
+        let mut jitbot_policy = documented.clone();
+        for statement in jitbot_policy["Statement"]
+            .as_array_mut()
+            .expect("statements")
+        {
+            statement["Resource"] = serde_json::json!("*");
+        }
+        let everything = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+        for (user, policy) in [
+            ("jitbot-admin", jitbot_policy.to_string()),
+            ("test-admin", everything.to_string()),
+        ] {
+            unsigned(&http, &url, &[("Action", "CreateUser"), ("UserName", user)]).await;
+            unsigned(
+                &http,
+                &url,
+                &[
+                    ("Action", "PutUserPolicy"),
+                    ("UserName", user),
+                    ("PolicyName", "policy"),
+                    ("PolicyDocument", &policy),
+                ],
+            )
+            .await;
+            let key = unsigned(
+                &http,
+                &url,
+                &[("Action", "CreateAccessKey"), ("UserName", user)],
+            )
+            .await;
+            let id = between(&key, "<AccessKeyId>", "</AccessKeyId>").to_string();
+            let secret = between(&key, "<SecretAccessKey>", "</SecretAccessKey>").to_string();
+            if user == "jitbot-admin" {
+                (moto.key_id, moto.secret) = (id, secret);
+            } else {
+                (moto.admin_key_id, moto.admin_secret) = (id, secret);
+            }
+        }
         for user in users {
             unsigned(&http, &url, &[("Action", "CreateUser"), ("UserName", user)]).await;
         }
@@ -192,18 +222,19 @@ impl Moto {
         moto
     }
 
-    /// An IAM client signing with the admin's key (or another secret, to see it refused).
+    /// An IAM client signing with the test admin's key id and `secret` (another secret, to see it
+    /// refused).
     pub async fn iam(&self, secret: &str) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.config(secret).await)
     }
 
-    /// The SDK's configuration for this moto, signing with the admin's key id and `secret`.
+    /// The SDK's configuration for this moto, signing with the test admin's key id and `secret`.
     pub async fn config(&self, secret: &str) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.url)
             .credentials_provider(aws_sdk_iam::config::Credentials::new(
-                &self.key_id,
+                &self.admin_key_id,
                 secret,
                 None,
                 None,
