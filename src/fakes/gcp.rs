@@ -42,6 +42,9 @@ struct GcpState {
     /// The next this many `setIamPolicy` calls find the policy changed by someone else first.
     interfere: Mutex<u32>,
     down: Mutex<bool>,
+    /// Every `setIamPolicy` is answered with a 307 to `<resource>:redirected` (a proxy or a
+    /// captive portal in the way).
+    redirect: Mutex<bool>,
     /// The caller's permissions, once [`FakeGcp::enforce`] set them: a call needing another is
     /// 403 `PERMISSION_DENIED`, as IAM answers.
     permissions: Mutex<Option<Vec<String>>>,
@@ -179,6 +182,13 @@ fn answer(state: &GcpState, kind: &str, rest: &str, headers: &HeaderMap, body: &
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no method");
     };
     let resource = format!("{kind}/{id}");
+    if method == "setIamPolicy" && *state.redirect.lock().unwrap_or_else(|e| e.into_inner()) {
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", format!("/v3/{resource}:redirected"))],
+        )
+            .into_response();
+    }
     let needed = format!("resourcemanager.{kind}.{method}");
     if let Some(held) = &*state.permissions.lock().unwrap_or_else(|e| e.into_inner())
         && !held.contains(&needed)
@@ -351,6 +361,14 @@ impl FakeGcp {
             .interfere
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = n;
+    }
+
+    pub fn set_redirect(&self, redirect: bool) {
+        *self
+            .state
+            .redirect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = redirect;
     }
 
     pub fn set_down(&self, down: bool) {

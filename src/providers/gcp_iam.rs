@@ -310,6 +310,12 @@ impl GcpIamProvider {
                         if let Some(url) = &self.endpoint_url {
                             builder = builder.with_endpoint(url);
                         }
+                        // A redirect is not an answer: a 307 would resend a setIamPolicy to
+                        // wherever it points, and a 2xx from there would read as done. (The
+                        // switch is the library's own, not yet in its documented surface.)
+                        builder = google_cloud_gax::client_builder::internal::with_follow_redirects(
+                            builder, false,
+                        );
                         if let Some(c) = &credentials {
                             builder = builder.with_credentials(c.clone());
                         }

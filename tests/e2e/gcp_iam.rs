@@ -257,3 +257,26 @@ async fn a_permission_the_account_lacks_is_a_failed_grant_never_access() {
         .await;
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_is_never_a_grant() {
+    let gcp = FakeGcp::start().await.expect("fake GCP");
+    let (app, _key) = spawn_gcp(Backend::Sqlite, &gcp.key_json, &gcp).await;
+    gcp.set_redirect(true);
+    let id = TestApp::id_in(&app.say(ALICE, "request gcp-viewer 1m INC-48").await);
+    app.click(BOB, APPROVE, id).await;
+    app.wait_state(id, "grant_failed").await;
+    let calls = gcp.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.target.ends_with(":setIamPolicy") && c.status == 307),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.target.ends_with(":redirected")),
+        "the redirect was followed: {calls:?}"
+    );
+    assert!(binding_of(&gcp.policy(PROJECT), id).is_none());
+    app.finish().await;
+}
