@@ -31,6 +31,10 @@ pub const ON_CALL_FRESHNESS: Duration = Duration::from_secs(60);
 pub const USERGROUP_FRESHNESS: Duration = Duration::from_secs(5 * 60);
 /// How long an email → Slack user answer is kept.
 const EMAIL_FRESHNESS: Duration = Duration::from_secs(10 * 60);
+/// How long `/jit request` waits for Slack to say what email a requester's profile shows.
+pub const PROFILE_DEADLINE: Duration = Duration::from_millis(1_500);
+/// Profile emails remembered at most: beyond, the cache starts over (memory stays bounded).
+const MAX_PROFILES: usize = 10_000;
 
 pub struct Directory {
     slack: SlackApi,
@@ -39,6 +43,8 @@ pub struct Directory {
     lookups: Arc<Lookups>,
     /// Email → Slack user (`None`: no account), with when Slack said so.
     emails: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// Slack user → the email on their profile, with when Slack said so.
+    profiles: Mutex<HashMap<String, (Option<String>, Instant)>>,
 }
 
 impl Directory {
@@ -49,7 +55,31 @@ impl Directory {
             env,
             lookups,
             emails: Mutex::new(HashMap::new()),
+            profiles: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The email on `user`'s Slack profile (`users.info`), from a recent answer or Slack.
+    pub async fn profile_email(&self, user: &str) -> anyhow::Result<Option<String>> {
+        if let Some((email, at)) = self
+            .profiles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            && at.elapsed() < EMAIL_FRESHNESS
+        {
+            return Ok(email.clone());
+        }
+        let email = self.slack.user_email(user).await?;
+        // A profile without an email is asked again next time: its owner may just have fixed it.
+        if email.is_some() {
+            let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
+            if profiles.len() >= MAX_PROFILES {
+                profiles.clear();
+            }
+            profiles.insert(user.to_string(), (email.clone(), Instant::now()));
+        }
+        Ok(email)
     }
 
     /// At start and on reload: reads every user group and PagerDuty schedule the policy names.

@@ -72,6 +72,73 @@ impl Service {
         }))
     }
 
+    /// A provider that names people by their email when `identities` does not (Identity
+    /// Center, GCP, Kubernetes) needs one now: it is read from the requester's Slack profile, and
+    /// a requester whose profile shows none is refused before anything is stored. Slack not
+    /// answering in time lets the request through: the grant asks again.
+    async fn complete_identities(
+        &self,
+        policy: &Policy,
+        resources: &[&Resource],
+        snapshots: &mut [NewGrant],
+        user: &str,
+    ) -> Result<(), Refusal> {
+        for (resource, snapshot) in resources.iter().zip(snapshots.iter_mut()) {
+            let Some(kind) = policy.providers.get(&resource.provider).map(|p| p.kind()) else {
+                continue;
+            };
+            let key = match kind {
+                "aws_sso" => "aws_sso_user",
+                "gcp_iam" => "gcp_member",
+                "kubernetes" => "k8s_user",
+                _ => continue,
+            };
+            // Group access binds the group the resource names, whoever asks.
+            if matches!(kind, "aws_sso" | "kubernetes") && resource.grant.contains_key("group") {
+                continue;
+            }
+            let Some(identity) = snapshot.identity.as_object_mut() else {
+                continue;
+            };
+            if identity.contains_key(key) || identity.contains_key("email") {
+                continue;
+            }
+            let refusal = || {
+                Refusal::new(
+                    "no_identity",
+                    format!(
+                        "You have no {kind} identity for *{}*, and your Slack profile shows no email. Ask an admin to add your `{key}` (or `email`) under `identities` in the policy.",
+                        resource.name
+                    ),
+                )
+            };
+            if !crate::domain::policy::is_slack_user(user) {
+                return Err(refusal());
+            }
+            let asked = self.directory.profile_email(user);
+            match tokio::time::timeout(crate::directory::PROFILE_DEADLINE, asked).await {
+                Ok(Ok(Some(email))) => {
+                    identity.insert("email".into(), json!(email));
+                }
+                Ok(Ok(None)) => return Err(refusal()),
+                Ok(Err(e)) => {
+                    tracing::warn!(
+                        user,
+                        error = format!("{e:#}"),
+                        "cannot read the requester's Slack profile email; the grant asks again"
+                    )
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        user,
+                        "Slack did not say the requester's profile email in time; the grant asks again"
+                    )
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A new request from a person or an API client, held to the policy in force: stored with
     /// its card and its grant or time-out job, or refused with a code and a reason. `asked` is a
     /// resource, a bundle of the policy, or resources joined by commas: one request, one card,
@@ -112,6 +179,12 @@ impl Service {
                 Ok(snapshot) => snapshots.push(snapshot),
                 Err(refusal) => return Ok(Err(refusal)),
             }
+        }
+        if let Err(refusal) = self
+            .complete_identities(&policy, &resources, &mut snapshots, user)
+            .await
+        {
+            return Ok(Err(refusal));
         }
         let lead = resources[0];
         let bundle = (resources.len() > 1).then(|| BundleSpec {

@@ -316,3 +316,27 @@ async fn a_role_the_documented_cluster_role_may_not_bind_is_a_failed_grant() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_requester_with_no_kubernetes_user_and_no_profile_email_is_refused_before_anything_is_stored()
+ {
+    let (app, cluster, _kubeconfig) = spawn_k8s(Backend::Sqlite).await;
+    // Mallory has no `k8s_user`, and her Slack profile shows no email: nothing could name her
+    // at the cluster, so the request is refused now, with the hint, and nothing is stored.
+    let answer = app.say(MALLORY, "request k8s-admin 1m INC-28").await;
+    assert!(
+        answer.contains("no kubernetes identity") && answer.contains("k8s_user"),
+        "{answer}"
+    );
+    assert_eq!(app.store.count_requests().await.unwrap(), 0);
+    // Once her profile shows one, she is bound by it (read once, at the request).
+    app.slack.set_email(MALLORY, "mallory@example.com");
+    let id = TestApp::id_in(&app.say(MALLORY, "request k8s-admin 1m INC-28").await);
+    app.click(BOB, APPROVE, id).await;
+    app.wait_state(id, "active").await;
+    let crb = cluster
+        .binding(None, &format!("jitbot-{id}"))
+        .expect("a ClusterRoleBinding");
+    assert_eq!(crb["subjects"][0]["name"], "mallory@example.com");
+    app.finish().await;
+}
