@@ -14,7 +14,7 @@ const DEFAULT_REGION: &str = "us-east-1";
 /// The SDK's configuration for one provider: its region and endpoint, a deadline per call, and
 /// the credential chain. Keys in jitbot's own environment (or their `_FILE`s) come first, as they
 /// do for the SDK; without them, the rest of the chain (profile, SSO, web identity, ECS, EC2).
-pub(super) async fn sdk_config(
+async fn sdk_config(
     env: &Env,
     region: Option<&str>,
     endpoint_url: Option<&str>,
@@ -116,8 +116,57 @@ impl Caller {
     }
 }
 
+/// What both AWS providers keep: where and how to reach AWS, the SDK's configuration (loaded
+/// once, with its credential chain) and who that makes jitbot there (asked once).
+pub(super) struct AwsBase {
+    env: Env,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    timeout: Duration,
+    config: tokio::sync::OnceCell<aws_config::SdkConfig>,
+    me: tokio::sync::OnceCell<Caller>,
+}
+
+impl AwsBase {
+    pub(super) fn new(
+        env: Env,
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            env,
+            region,
+            endpoint_url,
+            timeout,
+            config: tokio::sync::OnceCell::new(),
+            me: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub(super) async fn config(&self) -> anyhow::Result<&aws_config::SdkConfig> {
+        self.config
+            .get_or_try_init(|| {
+                sdk_config(
+                    &self.env,
+                    self.region.as_deref(),
+                    self.endpoint_url.as_deref(),
+                    self.timeout,
+                )
+            })
+            .await
+    }
+
+    /// The principal jitbot runs as, as STS says (asked once).
+    pub(super) async fn me(&self) -> anyhow::Result<Caller> {
+        let config = self.config().await?;
+        let me = self.me.get_or_try_init(|| caller(config)).await?;
+        Ok(me.clone())
+    }
+}
+
 /// Asks STS who this configuration's credentials are.
-pub(super) async fn caller(config: &aws_config::SdkConfig) -> anyhow::Result<Caller> {
+async fn caller(config: &aws_config::SdkConfig) -> anyhow::Result<Caller> {
     let answer = aws_sdk_sts::Client::new(config)
         .get_caller_identity()
         .send()

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use async_trait::async_trait;
 use aws_sdk_identitystore::types::{AlternateIdentifier, UniqueAttribute};
 use aws_sdk_ssoadmin::error::ProvideErrorMetadata;
@@ -18,7 +18,7 @@ use aws_sdk_ssoadmin::types::{
     AccountAssignmentOperationStatus, PrincipalType, StatusValues, TargetType,
 };
 
-use super::aws::{Caller, caller, describe, sdk_config};
+use super::aws::{AwsBase, describe};
 use super::{GrantSpec, Provider};
 use crate::config::Env;
 
@@ -98,22 +98,11 @@ fn not_found<E: ProvideErrorMetadata>(e: &aws_sdk_identitystore::error::SdkError
 }
 
 pub struct AwsSsoProvider {
-    env: Env,
-    region: Option<String>,
-    endpoint_url: Option<String>,
+    aws: AwsBase,
     instance_arn: String,
     identity_store_id: String,
-    timeout: Duration,
-    clients: tokio::sync::OnceCell<SsoClients>,
-    /// Who jitbot is at AWS, asked once.
-    me: tokio::sync::OnceCell<Caller>,
+    clients: tokio::sync::OnceCell<(aws_sdk_ssoadmin::Client, aws_sdk_identitystore::Client)>,
 }
-
-type SsoClients = (
-    aws_sdk_ssoadmin::Client,
-    aws_sdk_identitystore::Client,
-    aws_config::SdkConfig,
-);
 
 impl AwsSsoProvider {
     pub fn new(
@@ -125,14 +114,10 @@ impl AwsSsoProvider {
         timeout: Duration,
     ) -> Self {
         Self {
-            env,
-            region,
-            endpoint_url,
+            aws: AwsBase::new(env, region, endpoint_url, timeout),
             instance_arn,
             identity_store_id,
-            timeout,
             clients: tokio::sync::OnceCell::new(),
-            me: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -142,34 +127,14 @@ impl AwsSsoProvider {
         let clients = self
             .clients
             .get_or_try_init(|| async {
-                let config = sdk_config(
-                    &self.env,
-                    self.region.as_deref(),
-                    self.endpoint_url.as_deref(),
-                    self.timeout,
-                )
-                .await?;
+                let config = self.aws.config().await?;
                 anyhow::Ok((
-                    aws_sdk_ssoadmin::Client::new(&config),
-                    aws_sdk_identitystore::Client::new(&config),
-                    config,
+                    aws_sdk_ssoadmin::Client::new(config),
+                    aws_sdk_identitystore::Client::new(config),
                 ))
             })
             .await?;
-        Ok((clients.0.clone(), clients.1.clone()))
-    }
-
-    /// The principal jitbot runs as, as STS says (asked once).
-    async fn me(&self) -> anyhow::Result<Caller> {
-        self.clients().await?;
-        let me = self
-            .me
-            .get_or_try_init(|| async {
-                let (_, _, config) = self.clients.get().context("the Identity Center client")?;
-                caller(config).await
-            })
-            .await?;
-        Ok(me.clone())
+        Ok(clients.clone())
     }
 
     /// Who the assignment is for: the resource's group, else the person's Identity Store user
@@ -360,7 +325,7 @@ impl Provider for AwsSsoProvider {
         let Some(user) = spec.identity.get("aws_sso_user").filter(|u| !u.is_empty()) else {
             return Ok(None);
         };
-        let me = self.me().await?;
+        let me = self.aws.me().await?;
         match me.role() {
             Some((role, session))
                 if role.starts_with("AWSReservedSSO_") && session.eq_ignore_ascii_case(user) =>

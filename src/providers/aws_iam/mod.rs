@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use aws_sdk_iam::Client;
 use aws_sdk_iam::error::ProvideErrorMetadata;
 
-use super::aws::{Caller, caller, describe, sdk_config};
+use super::aws::{AwsBase, describe};
 use super::{GrantSpec, Provider};
 use crate::config::Env;
 
@@ -32,13 +32,8 @@ mod shape;
 pub use shape::{Shape, inline_document, policy_name};
 
 pub struct AwsIamProvider {
-    env: Env,
-    region: Option<String>,
-    endpoint_url: Option<String>,
-    timeout: Duration,
-    client: tokio::sync::OnceCell<(Client, aws_config::SdkConfig)>,
-    /// Who jitbot is at AWS, asked once.
-    me: tokio::sync::OnceCell<Caller>,
+    aws: AwsBase,
+    client: tokio::sync::OnceCell<Client>,
 }
 
 /// A delete that found nothing to delete: already gone, which is what it was for.
@@ -67,43 +62,17 @@ impl AwsIamProvider {
         timeout: Duration,
     ) -> Self {
         Self {
-            env,
-            region,
-            endpoint_url,
-            timeout,
+            aws: AwsBase::new(env, region, endpoint_url, timeout),
             client: tokio::sync::OnceCell::new(),
-            me: tokio::sync::OnceCell::new(),
         }
     }
 
     async fn client(&self) -> anyhow::Result<Client> {
         let client = self
             .client
-            .get_or_try_init(|| async {
-                let config = sdk_config(
-                    &self.env,
-                    self.region.as_deref(),
-                    self.endpoint_url.as_deref(),
-                    self.timeout,
-                )
-                .await?;
-                anyhow::Ok((Client::new(&config), config))
-            })
+            .get_or_try_init(|| async { anyhow::Ok(Client::new(self.aws.config().await?)) })
             .await?;
-        Ok(client.0.clone())
-    }
-
-    /// The principal jitbot runs as, as STS says (asked once).
-    async fn me(&self) -> anyhow::Result<Caller> {
-        self.client().await?;
-        let me = self
-            .me
-            .get_or_try_init(|| async {
-                let (_, config) = self.client.get().context("the IAM client")?;
-                caller(config).await
-            })
-            .await?;
-        Ok(me.clone())
+        Ok(client.clone())
     }
 
     async fn attached(&self, client: &Client, user: &str) -> anyhow::Result<Vec<String>> {
@@ -226,7 +195,7 @@ impl Provider for AwsIamProvider {
     async fn refuses(&self, spec: &GrantSpec) -> anyhow::Result<Option<String>> {
         let shape = Shape::parse(&spec.grant).map_err(|e| anyhow!(e))?;
         let user = user_of(spec)?;
-        let me = self.me().await?;
+        let me = self.aws.me().await?;
         if me.user() == Some(user.as_str()) {
             return Ok(Some(format!(
                 "IAM user `{user}` is the principal jitbot itself runs as ({})",
@@ -337,7 +306,7 @@ impl Provider for AwsIamProvider {
         gone?;
         // Layer (c): the role sessions the person opened during the grant end now too.
         if let Shape::AssumeRole(arn) = &shape {
-            let me = self.me().await?;
+            let me = self.aws.me().await?;
             match shape::role_of(arn) {
                 Some((account, role)) if account == me.account => {
                     sessions::cut_sessions(&client, role, &user).await?;
