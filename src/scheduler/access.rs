@@ -210,6 +210,10 @@ impl Scheduler {
             if !held {
                 self.provider_call(&name, "grant", limits, provider.grant(&spec))
                     .await?;
+                // The first holder of a counted access lets the grants waiting on it join.
+                if access_key(&config, provider.as_ref(), &spec)?.is_some() {
+                    self.store.granted(id).await?;
+                }
             }
             anyhow::Ok(Granting::Done(held))
         }

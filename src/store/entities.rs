@@ -90,8 +90,8 @@ pub mod grant {
         /// What the grant gives at the target, as a digest: grants with the same key share one
         /// access there (see `store::holds`).
         pub access_key: Option<String>,
-        /// `establishing`, `held` or `releasing` while this grant relies on jitbot's access at
-        /// the target; none otherwise.
+        /// `establishing`, `granting`, `held` or `releasing` while this grant relies on jitbot's
+        /// access at the target; none otherwise.
         pub hold: Option<String>,
         /// The grant that still held the same access when this one ended.
         pub handed_to: Option<i32>,

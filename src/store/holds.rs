@@ -6,12 +6,15 @@
 //! row in `access_locks`, so two replicas never both decide they are the last holder:
 //!
 //! - the first holder is `establishing` while it asks the target whether the person already had
-//!   the access (then `held`, or no hold at all when they did: that access is not jitbot's);
+//!   the access (no hold at all when they did: that access is not jitbot's), then `granting`
+//!   until its grant is confirmed, then `held`; a grant that ends while `granting` revokes what
+//!   it may have given, as the last holder does;
 //! - a later grant of the same access joins as `held` and skips that question: the access there
 //!   is jitbot's;
 //! - a grant that ends while another still holds hands the access over (`handed_to`), and the
 //!   target is not called; the last holder is `releasing` until its revoke is confirmed;
-//! - a grant that arrives while the first is establishing or the last is releasing waits.
+//! - a grant that arrives while the first is establishing or granting, or the last is
+//!   releasing, waits: two grant calls for one access never race at the target.
 
 use sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use sea_orm::{
@@ -23,6 +26,7 @@ use super::Store;
 use super::entities::grant;
 
 const ESTABLISHING: &str = "establishing";
+const GRANTING: &str = "granting";
 const HELD: &str = "held";
 const RELEASING: &str = "releasing";
 
@@ -118,7 +122,7 @@ impl Store {
         let others = others(&txn, key, request_id).await?;
         if let Some(busy) = others
             .iter()
-            .find(|g| matches!(g.hold.as_deref(), Some(ESTABLISHING | RELEASING)))
+            .find(|g| matches!(g.hold.as_deref(), Some(ESTABLISHING | GRANTING | RELEASING)))
         {
             txn.rollback().await?;
             return Ok(Join::Wait(busy.request_id));
@@ -156,7 +160,7 @@ impl Store {
         };
         let recorded = me.already_held.unwrap_or(held_before);
         let hold = match me.hold.as_deref() {
-            Some(ESTABLISHING) => (!recorded).then(|| HELD.to_string()),
+            Some(ESTABLISHING) => (!recorded).then(|| GRANTING.to_string()),
             other => other.map(str::to_string),
         };
         grant::Entity::update_many()
@@ -211,6 +215,17 @@ impl Store {
         };
         txn.commit().await?;
         Ok(leave)
+    }
+
+    /// The first holder's grant is confirmed at the target: later grants of the access may join.
+    pub async fn granted(&self, request_id: i32) -> anyhow::Result<()> {
+        grant::Entity::update_many()
+            .col_expr(grant::Column::Hold, Expr::value(HELD))
+            .filter(grant::Column::RequestId.eq(request_id))
+            .filter(grant::Column::Hold.eq(GRANTING))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// The last holder's revoke is confirmed: the access is gone, and new grants of it may start.
