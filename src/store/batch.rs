@@ -16,25 +16,22 @@ use super::requests::{
 use super::writer::Intake;
 use crate::domain::State;
 
-/// Inserts new requests (each for a different person and resource) with their grants, jobs and
-/// audit events; says for each whether it was stored, or why not: its person already has an open
-/// request for the resource, or holds `max_open` open requests (counted in this transaction, one
-/// query for the whole batch).
-pub(super) async fn create_batch<C: ConnectionTrait>(
-    db: &C,
-    intakes: &[Intake],
-) -> Result<Vec<Created>, DbErr> {
-    if intakes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let capped: Vec<&str> = intakes
+/// The people of `intakes` whose policy caps their open requests: the ones to count.
+pub(super) fn capped(intakes: &[Intake]) -> Vec<&str> {
+    intakes
         .iter()
         .filter(|i| i.new.max_open.is_some())
         .map(|i| i.new.requester.as_str())
-        .collect();
-    let mut open = open_counts(db, &capped).await?;
-    // Earlier requests of the batch count against later ones of the same person.
-    let over: Vec<Option<(u64, u32)>> = intakes
+        .collect()
+}
+
+/// For each intake, `Some((open, max_open))` if its person already holds their most open
+/// requests; earlier requests of the batch count against later ones of the same person.
+pub(super) fn over_caps(
+    intakes: &[Intake],
+    mut open: HashMap<String, u64>,
+) -> Vec<Option<(u64, u32)>> {
+    intakes
         .iter()
         .map(|i| {
             let max_open = i.new.max_open?;
@@ -46,86 +43,117 @@ pub(super) async fn create_batch<C: ConnectionTrait>(
                 None
             }
         })
-        .collect();
+        .collect()
+}
+
+/// What follows the requests' insert: what each intake got, and the rows of the stored ones'
+/// grants, jobs and audit events (the insert answered `inserted`, by open key).
+pub(super) struct Followers {
+    pub created: Vec<Created>,
+    pub grants: Vec<grant::ActiveModel>,
+    pub jobs: Vec<crate::domain::Scheduled>,
+    pub audits: Vec<super::entities::audit::ActiveModel>,
+    /// Stored bundles' leads whose other resources are still to insert: (intake, request id).
+    pub bundles: Vec<(usize, i32)>,
+}
+
+pub(super) fn followers(
+    intakes: &[Intake],
+    over: &[Option<(u64, u32)>],
+    mut inserted: HashMap<String, Request>,
+) -> Followers {
+    let mut f = Followers {
+        created: Vec::with_capacity(intakes.len()),
+        grants: Vec::new(),
+        jobs: Vec::new(),
+        audits: Vec::new(),
+        bundles: Vec::new(),
+    };
+    for (n, (intake, over)) in intakes.iter().zip(over).enumerate() {
+        if let Some((open, max_open)) = *over {
+            f.created.push(Created::TooMany { open, max_open });
+            continue;
+        }
+        let Some(request) = inserted.remove(&key_of(&intake.new)) else {
+            f.created.push(Created::AlreadyOpen);
+            continue;
+        };
+        if let Some(g) = &intake.grant {
+            f.grants.push(grant_row(request.id, g.clone()));
+        }
+        f.jobs.extend((intake.jobs)(request.id));
+        f.audits.extend(audit_rows(
+            Some(request.id),
+            std::slice::from_ref(&intake.event),
+            intake.now,
+        ));
+        if !intake.members.is_empty() {
+            f.bundles.push((n, request.id));
+        }
+        f.created.push(Created::Stored(Box::new(request)));
+    }
+    f
+}
+
+/// Inserts new requests (each for a different person and resource) with their grants, jobs and
+/// audit events; says for each whether it was stored, or why not: its person already has an open
+/// request for the resource, or holds `max_open` open requests (counted in this transaction, one
+/// query for the whole batch).
+pub(super) async fn create_batch<C: ConnectionTrait>(
+    db: &C,
+    intakes: &[Intake],
+) -> Result<Vec<Created>, DbErr> {
+    if intakes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let open = open_counts(db, &capped(intakes)).await?;
+    let over = over_caps(intakes, open);
     let rows: Vec<_> = intakes
         .iter()
         .zip(&over)
         .filter(|(_, over)| over.is_none())
         .map(|(i, _)| request_row(&i.new, i.state, i.now))
         .collect();
-    if rows.is_empty() {
-        return Ok(over
-            .into_iter()
-            .map(|o| match o {
-                Some((open, max_open)) => Created::TooMany { open, max_open },
-                None => Created::AlreadyOpen,
-            })
-            .collect());
-    }
-    let mut inserted: HashMap<String, Request> = match request::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([request::Column::OpenKey])
-        .exec_with_returning_many(db)
-        .await?
-    {
-        sea_orm::TryInsertResult::Inserted(models) => models
-            .into_iter()
-            .filter_map(|m| m.open_key.clone().map(|k| (k, m)))
-            .collect(),
-        _ => HashMap::new(),
+    let inserted: HashMap<String, Request> = if rows.is_empty() {
+        HashMap::new()
+    } else {
+        match request::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([request::Column::OpenKey])
+            .exec_with_returning_many(db)
+            .await?
+        {
+            sea_orm::TryInsertResult::Inserted(models) => models
+                .into_iter()
+                .filter_map(|m| m.open_key.clone().map(|k| (k, m)))
+                .collect(),
+            _ => HashMap::new(),
+        }
     };
-    let mut created = Vec::with_capacity(intakes.len());
-    let mut grants = Vec::new();
-    let mut jobs = Vec::new();
-    let mut audits = Vec::new();
-    for (intake, over) in intakes.iter().zip(over) {
-        if let Some((open, max_open)) = over {
-            created.push(Created::TooMany { open, max_open });
-            continue;
-        }
-        let key = key_of(&intake.new);
-        let Some(request) = inserted.remove(&key) else {
-            created.push(Created::AlreadyOpen);
-            continue;
-        };
-        if let Some(g) = &intake.grant {
-            grants.push(grant_row(request.id, g.clone()));
-        }
-        jobs.extend((intake.jobs)(request.id));
-        audits.extend(audit_rows(
-            Some(request.id),
-            std::slice::from_ref(&intake.event),
+    let mut f = followers(intakes, &over, inserted);
+    for (n, id) in std::mem::take(&mut f.bundles) {
+        let intake = &intakes[n];
+        let left_out =
+            super::bundles::insert_members(db, id, intake.state, &intake.members, intake.now)
+                .await?;
+        f.audits.extend(audit_rows(
+            Some(id),
+            &super::requests::left_out_events(&left_out),
             intake.now,
         ));
-        if !intake.members.is_empty() {
-            let left_out = super::bundles::insert_members(
-                db,
-                request.id,
-                intake.state,
-                &intake.members,
-                intake.now,
-            )
-            .await?;
-            audits.extend(audit_rows(
-                Some(request.id),
-                &super::requests::left_out_events(&left_out),
-                intake.now,
-            ));
-        }
-        created.push(Created::Stored(Box::new(request)));
     }
-    if !grants.is_empty() {
-        grant::Entity::insert_many(grants)
+    if !f.grants.is_empty() {
+        grant::Entity::insert_many(f.grants)
             .exec_without_returning(db)
             .await?;
     }
     let now = intakes.iter().map(|i| i.now).max().unwrap_or_default();
-    insert_new_jobs(db, &jobs, now).await?;
-    if !audits.is_empty() {
-        super::entities::audit::Entity::insert_many(audits)
+    insert_new_jobs(db, &f.jobs, now).await?;
+    if !f.audits.is_empty() {
+        super::entities::audit::Entity::insert_many(f.audits)
             .exec_without_returning(db)
             .await?;
     }
-    Ok(created)
+    Ok(f.created)
 }
 
 /// Applies transitions (each on a different request) inside the caller's transaction; says for

@@ -14,6 +14,7 @@ pub mod decisions;
 pub mod entities;
 mod extensions;
 mod holds;
+mod inline;
 mod lookups;
 pub mod queue;
 pub mod requests;
@@ -46,7 +47,7 @@ pub use requests::{GrantChange, NewAudit, NewGrant, NewRequest, NotCreated, Tran
 pub use writer::{TooSlow, WRITE_DEADLINE};
 
 /// SQLite waits this long for a lock held by another process (`jitbot migrate`) before failing.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections to a PostgreSQL store; the scheduler's lanes and the HTTP edge share them. Each
 /// keeps buffers as large as the largest batch it carried, so more connections cost memory
 /// (measured: 24 took an expiry storm to 76 MB, 8 to 60 MB) for no throughput on a small host.
@@ -71,12 +72,18 @@ async fn open(url: &str, max: u32) -> anyhow::Result<DatabaseConnection> {
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(15))
         .max_connections(max)
+        // A SQLite connection is a file, not a socket that can drop: no test query (a round
+        // trip to its thread) before each use.
+        .test_before_acquire(!url.starts_with("sqlite:"))
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
                 .statement_cache_capacity(STATEMENT_CACHE)
+                // Statement journals (a multi-row insert inside a transaction keeps one) in
+                // memory, not in a temporary file opened, written and deleted per statement.
+                .pragma("temp_store", "memory")
         })
         .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
     let mut db = Database::connect(options)

@@ -96,14 +96,15 @@ pub(super) async fn insert_new_jobs<C: ConnectionTrait>(
     if jobs.is_empty() {
         return Ok(());
     }
-    let rows = jobs
-        .iter()
-        .map(|s| job_row(s, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    job::Entity::insert_many(rows)
+    job::Entity::insert_many(job_rows(jobs, now)?)
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// The rows of jobs to insert.
+pub(super) fn job_rows(jobs: &[Scheduled], now: i64) -> Result<Vec<job::ActiveModel>, DbErr> {
+    jobs.iter().map(|s| job_row(s, now)).collect()
 }
 
 /// Inserts jobs inside the caller's transaction. A job with a dedupe key that already exists is

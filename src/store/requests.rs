@@ -79,25 +79,27 @@ pub(super) enum Created {
     TooMany { open: u64, max_open: u32 },
 }
 
-/// How many open requests each of `requesters` holds, in one query.
-pub(super) async fn open_counts<C: ConnectionTrait>(
-    db: &C,
-    requesters: &[&str],
-) -> Result<std::collections::HashMap<String, u64>, DbErr> {
+/// The query behind [`open_counts`]: (requester, open requests), one row per person holding any.
+pub(super) fn open_counts_query(requesters: &[&str]) -> sea_orm::Select<request::Entity> {
     use sea_orm::QuerySelect;
-    if requesters.is_empty() {
-        return Ok(Default::default());
-    }
-    let rows: Vec<(String, i64)> = request::Entity::find()
+    request::Entity::find()
         .select_only()
         .column(request::Column::Requester)
         .column_as(request::Column::Id.count(), "open")
         .filter(request::Column::Requester.is_in(requesters.iter().copied()))
         .filter(request::Column::State.is_in(states(&State::OPEN)))
         .group_by(request::Column::Requester)
-        .into_tuple()
-        .all(db)
-        .await?;
+}
+
+/// How many open requests each of `requesters` holds, in one query.
+pub(super) async fn open_counts<C: ConnectionTrait>(
+    db: &C,
+    requesters: &[&str],
+) -> Result<std::collections::HashMap<String, u64>, DbErr> {
+    if requesters.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, i64)> = open_counts_query(requesters).into_tuple().all(db).await?;
     Ok(rows
         .into_iter()
         .map(|(who, n)| (who, n.max(0) as u64))

@@ -18,6 +18,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{apply_batch, create_batch};
+use super::inline;
 use super::requests::Created;
 use super::requests::{NewAudit, NewGrant, NewRequest, Transition, apply, create_alone};
 use crate::domain::{Scheduled, State};
@@ -217,6 +218,8 @@ async fn run(
     let mut committing = tokio::task::JoinSet::new();
     let mut keys_of: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
     let mut open = true;
+    let mut last_batch = 0;
+    let mut last_ended = std::time::Instant::now();
     loop {
         // What is waiting, without waiting for more.
         while open && queue.len() < QUEUE {
@@ -226,11 +229,15 @@ async fn run(
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
+        if parallel == 1 && committing.is_empty() && open {
+            gather(&mut rx, &mut queue, last_batch, last_ended).await;
+        }
         while committing.len() < parallel {
             let batch = take_batch(&mut queue, &busy);
             if batch.is_empty() {
                 break;
             }
+            last_batch = batch.len();
             let keys: Vec<String> = batch.iter().map(Op::key).collect();
             busy.extend(keys.iter().cloned());
             since_refresh += batch.len() as u64;
@@ -270,6 +277,7 @@ async fn run(
                 for key in keys_of.remove(&id).unwrap_or_default() {
                     busy.remove(&key);
                 }
+                last_ended = std::time::Instant::now();
             }
             n = rx.recv_many(&mut incoming, BATCH), if open && committing.len() < parallel => {
                 if n == 0 {
@@ -281,6 +289,48 @@ async fn run(
         }
     }
 }
+
+/// Under load, waits a moment for the writes the last batch's answers bring back, so they
+/// commit together instead of in two alternating halves.
+///
+/// With one batch committing at a time (SQLite: one write lock, one fsync per commit), each
+/// batch takes what came in while the one before it committed; the people answered by that one
+/// ask again a fraction of a millisecond later, just after the next batch started, and wait a
+/// whole commit for the one after. So under steady load the writers split into two groups that
+/// take turns, each batch half of them. Waiting up to [`GATHER`] after a commit, while fewer
+/// writes wait than the last batch carried, lets them come back in time (PostgreSQL's
+/// `commit_delay` does the same). Measured on SQLite with 16 clients, three runs each,
+/// alternated: batches grew from 7.6 writes to 9.9 and throughput from 6,900 to 8,000
+/// requests/s. Below [`GATHER_FROM`] writes a batch there is no load to gather and nothing
+/// waits (the latency at a fixed 200 requests/s is unchanged).
+async fn gather(
+    rx: &mut mpsc::Receiver<Op>,
+    queue: &mut VecDeque<Op>,
+    last_batch: usize,
+    last_ended: std::time::Instant,
+) {
+    if last_batch < GATHER_FROM {
+        return;
+    }
+    loop {
+        while let Ok(op) = rx.try_recv() {
+            queue.push_back(op);
+        }
+        if queue.len() >= last_batch || last_ended.elapsed() >= GATHER {
+            return;
+        }
+        // Sub-millisecond: tokio's timer counts whole milliseconds. This thread runs only the
+        // writer, and with one batch at a time nothing else of it waits meanwhile.
+        std::thread::sleep(GATHER_STEP);
+    }
+}
+
+/// Longest wait for a batch to gather (see [`gather`]).
+const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+/// Steps of that wait.
+const GATHER_STEP: std::time::Duration = std::time::Duration::from_micros(50);
+/// Smallest last batch that makes the writer wait for the next to gather.
+const GATHER_FROM: usize = 4;
 
 /// The next batch: waiting writes in order, at most [`BATCH`], one per key, none whose key is in
 /// a batch still committing; the rest stay queued in order. Abandoned writes are dropped.
@@ -343,6 +393,13 @@ async fn one_by_one(db: &DatabaseConnection, batch: Vec<Op>) {
 }
 
 async fn commit(db: &DatabaseConnection, batch: Vec<Op>) {
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite
+        && batch
+            .iter()
+            .all(|op| matches!(op, Op::Create(intake, _) if inline::takes(intake)))
+    {
+        return commit_inline(db, batch).await;
+    }
     if batch.len() == 1 {
         return one_by_one(db, batch).await;
     }
@@ -414,6 +471,44 @@ async fn commit(db: &DatabaseConnection, batch: Vec<Op>) {
                     .zip(change_replies)
                     .map(|(t, r)| Op::Change(t, r)),
             );
+            one_by_one(db, ops).await;
+        }
+    }
+}
+
+/// New requests on SQLite, committed on this thread (see [`inline`]); the general way if that
+/// fails.
+async fn commit_inline(db: &DatabaseConnection, batch: Vec<Op>) {
+    let mut intakes = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for op in batch {
+        if let Op::Create(intake, reply) = op {
+            intakes.push(intake);
+            replies.push(reply);
+        }
+    }
+    match inline::create(db.get_sqlite_connection_pool(), &intakes).await {
+        Ok(created) => {
+            for (reply, created) in replies.into_iter().zip(created) {
+                let _ = reply.send(Ok(created));
+            }
+        }
+        Err(inline::NotCommitted::TooSlow) => {
+            tracing::error!(
+                writes = intakes.len(),
+                "a batch of new requests did not reach the store in time; none of it was written"
+            );
+            for reply in replies {
+                let _ = reply.send(Err(TOO_SLOW.to_string()));
+            }
+        }
+        Err(inline::NotCommitted::Failed(e)) => {
+            tracing::warn!(writes = intakes.len(), error = %e, "a batch of new requests failed; applying them one by one");
+            let ops = intakes
+                .into_iter()
+                .zip(replies)
+                .map(|(i, r)| Op::Create(i, r))
+                .collect();
             one_by_one(db, ops).await;
         }
     }
