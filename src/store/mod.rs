@@ -59,7 +59,10 @@ const STATEMENT_CACHE: usize = 250;
 /// Refreshes the planner's statistics of every table on PostgreSQL.
 const ANALYZE: &str = "ANALYZE requests, approvals, grants, jobs, audit_events";
 /// Batches the writer commits at once on PostgreSQL, each on a connection of its own (the
-/// server commits them together; SQLite has one write lock, so one batch at a time there).
+/// server commits them together; SQLite has one write lock, so one batch at a time there). The
+/// second and third start only beside a batch that is slow or behind a long queue: while
+/// commits flow, one at a time makes bigger batches (measured: 4,660 → 5,140 requests/s, means
+/// of alternated runs).
 const PG_WRITER_BATCHES: u32 = 3;
 /// Reader connections to a SQLite store (WAL lets them read while the one writer writes).
 const SQLITE_READERS: u32 = 4;

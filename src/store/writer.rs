@@ -220,6 +220,7 @@ async fn run(
     let mut open = true;
     let mut last_batch = 0;
     let mut last_ended = std::time::Instant::now();
+    let mut last_started = std::time::Instant::now();
     loop {
         // What is waiting, without waiting for more.
         while open && queue.len() < QUEUE {
@@ -229,15 +230,25 @@ async fn run(
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
-        if parallel == 1 && committing.is_empty() && open {
+        if committing.is_empty() && open {
             gather(&mut rx, &mut queue, last_batch, last_ended).await;
         }
         while committing.len() < parallel {
+            // One batch at a time while commits flow (bigger batches: fewer statements and
+            // commits per write); another beside it only once the one committing has taken
+            // [`EXTRA_AFTER`] (a lock wait, a slow flush) or [`EXTRA_FROM`] writes wait.
+            if !committing.is_empty()
+                && queue.len() < EXTRA_FROM
+                && last_started.elapsed() < EXTRA_AFTER
+            {
+                break;
+            }
             let batch = take_batch(&mut queue, &busy);
             if batch.is_empty() {
                 break;
             }
             last_batch = batch.len();
+            last_started = std::time::Instant::now();
             let keys: Vec<String> = batch.iter().map(Op::key).collect();
             busy.extend(keys.iter().cloned());
             since_refresh += batch.len() as u64;
@@ -259,9 +270,11 @@ async fn run(
         if !open && committing.is_empty() && queue.is_empty() {
             return;
         }
-        // Wait for a batch to finish, or, while another batch could start, for a new write.
-        // With every slot taken, new writes wait in the channel and are taken together once
-        // one frees: waking this thread for each would slow the commits down.
+        // Wait for a batch to finish, or, while none commits, for a new write; while one does
+        // and a slot is free, until another may start beside it. New writes meanwhile wait in
+        // the channel and are taken together: waking this thread for each would slow the
+        // commits down.
+        let extra_at = tokio::time::Instant::from_std(last_started + EXTRA_AFTER);
         tokio::select! {
             biased;
             Some(done) = committing.join_next_with_id(), if !committing.is_empty() => {
@@ -279,12 +292,17 @@ async fn run(
                 }
                 last_ended = std::time::Instant::now();
             }
-            n = rx.recv_many(&mut incoming, BATCH), if open && committing.len() < parallel => {
+            n = rx.recv_many(&mut incoming, BATCH), if open
+                && (committing.is_empty()
+                    || (committing.len() < parallel && last_started.elapsed() >= EXTRA_AFTER)) => {
                 if n == 0 {
                     open = false;
                 }
                 queue.extend(incoming.drain(..));
             }
+            () = tokio::time::sleep_until(extra_at),
+                if !committing.is_empty() && committing.len() < parallel
+                    && extra_at > tokio::time::Instant::now() => {}
             else => return,
         }
     }
@@ -324,6 +342,11 @@ async fn gather(
         std::thread::sleep(GATHER_STEP);
     }
 }
+
+/// A batch committing this long lets another start beside it (PostgreSQL; see [`run`]).
+const EXTRA_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
+/// Writes waiting that let another batch start beside the one committing.
+const EXTRA_FROM: usize = 64;
 
 /// Longest wait for a batch to gather (see [`gather`]).
 const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
