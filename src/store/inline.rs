@@ -54,7 +54,7 @@ pub(super) async fn create(
     let raw = handle.as_raw_handle();
     // SAFETY: `handle` locks the connection away from sqlx's worker thread until it is dropped
     // (sqlx's own guarantee for `LockedSqliteHandle`), and the `rusqlite::Connection` made here
-    // lives only inside `on_handle`, within that lock. `from_handle` does not take ownership:
+    // is dropped below, before that lock. `from_handle` does not take ownership:
     // dropping it finalizes the statements it prepared and leaves the connection open.
     let lite = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }
         .map_err(|e| NotCommitted::Failed(lite_err(e)))?;
@@ -105,21 +105,18 @@ fn statements(lite: &rusqlite::Connection, intakes: &[Intake]) -> Result<Vec<Cre
         .collect()
     };
     let over = over_caps(intakes, open);
-    let mut rows: HashMap<String, request::ActiveModel> = HashMap::new();
-    let mut order = Vec::new();
-    for (intake, over) in intakes.iter().zip(&over) {
-        if over.is_none() {
-            let key = key_of(&intake.new);
-            order.push(key.clone());
-            rows.insert(key, request_row(&intake.new, intake.state, intake.now));
-        }
-    }
+    let keyed: Vec<(String, request::ActiveModel)> = intakes
+        .iter()
+        .zip(&over)
+        .filter(|(_, over)| over.is_none())
+        .map(|(i, _)| (key_of(&i.new), request_row(&i.new, i.state, i.now)))
+        .collect();
     let mut inserted: HashMap<String, Request> = HashMap::new();
-    if !order.is_empty() {
-        let mut insert =
-            request::Entity::insert_many(order.iter().filter_map(|k| rows.get(k).cloned()))
-                .on_conflict_do_nothing_on([request::Column::OpenKey])
-                .build(DbBackend::Sqlite);
+    if !keyed.is_empty() {
+        let mut insert = request::Entity::insert_many(keyed.iter().map(|(_, row)| row.clone()))
+            .on_conflict_do_nothing_on([request::Column::OpenKey])
+            .build(DbBackend::Sqlite);
+        let mut rows: HashMap<String, request::ActiveModel> = keyed.into_iter().collect();
         insert.sql.push_str(r#" RETURNING "id", "open_key""#);
         let ids = query(lite, &insert, |row| {
             Ok((row.get::<_, i32>(0)?, row.get::<_, String>(1)?))

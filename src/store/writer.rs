@@ -231,7 +231,7 @@ async fn run(
             }
         }
         if committing.is_empty() && open {
-            gather(&mut rx, &mut queue, last_batch, last_ended).await;
+            gather(&mut rx, &mut queue, last_batch, last_ended);
         }
         while committing.len() < parallel {
             // One batch at a time while commits flow (bigger batches: fewer statements and
@@ -321,7 +321,7 @@ async fn run(
 /// alternated: batches grew from 7.6 writes to 9.9 and throughput from 6,900 to 8,000
 /// requests/s. Below [`GATHER_FROM`] writes a batch there is no load to gather and nothing
 /// waits (the latency at a fixed 200 requests/s is unchanged).
-async fn gather(
+fn gather(
     rx: &mut mpsc::Receiver<Op>,
     queue: &mut VecDeque<Op>,
     last_batch: usize,
