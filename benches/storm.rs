@@ -51,15 +51,63 @@ impl Drop for Serve {
 impl Serve {
     /// Peak resident memory of the jitbot process so far (VmHWM), in MB.
     fn peak_rss_mb(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
+        status_kb(self.child.id(), "VmHWM:").map(|kb| kb as f64 / 1024.0)
+    }
+}
+
+/// A field of `/proc/<pid>/status` in kB.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples jitbot's resident memory every 20 ms, so each phase of the run can say its own peak
+/// (the kernel's high-water mark covers the whole life of the process).
+struct RssWatch {
+    peak_kb: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RssWatch {
+    fn start(pid: u32) -> RssWatch {
+        use std::sync::atomic::Ordering;
+        let first = status_kb(pid, "VmRSS:").unwrap_or(0);
+        let peak_kb = Arc::new(std::sync::atomic::AtomicU64::new(first));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (peak, halt) = (peak_kb.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                if let Some(kb) = status_kb(pid, "VmRSS:") {
+                    peak.fetch_max(kb, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        RssWatch { peak_kb, stop }
+    }
+
+    /// The highest resident memory seen since the last call, in MB.
+    fn phase_peak_mb(&self) -> f64 {
+        self.peak_kb.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 fn serve(db_url: &str, policy: &std::path::Path, slack: &str, env: &[(&str, &str)]) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jitbot"))
+    let mut child = if let Ok(out) = std::env::var("STORM_HEAPTRACK") {
+        let mut c = Command::new("heaptrack");
+        c.arg("-o").arg(out).arg(env!("CARGO_BIN_EXE_jitbot"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_jitbot"))
+    };
+    let mut child = child
         .arg("serve")
         .env("JIT_DATABASE_URL", db_url)
         .env("JIT_POLICY", policy)
@@ -150,6 +198,8 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         &[("STORM_HOOK_SECRET", "storm-hook")],
     );
     let sender = Arc::new(SlackSender::new(&jitbot.url, "storm-signing"));
+    let rss = RssWatch::start(jitbot.child.id());
+    println!("  started: RSS {:.0} MB", rss.phase_peak_mb());
 
     // 1. Everyone asks at once.
     let started = Instant::now();
@@ -179,9 +229,10 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         .await?;
     let lone_id = id_in(&lone_text)?;
     println!(
-        "  {n} requests acknowledged in {:.2} s ({:.0}/s)",
+        "  {n} requests acknowledged in {:.2} s ({:.0}/s); peak RSS meanwhile {:.0} MB",
         intake.as_secs_f64(),
-        n as f64 / intake.as_secs_f64()
+        n as f64 / intake.as_secs_f64(),
+        rss.phase_peak_mb()
     );
 
     // Every grant active.
@@ -222,9 +273,10 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         .collect();
     reach.sort_by(f64::total_cmp);
     println!(
-        "  grants at the provider: p50 {:.2} s, max {:.2} s after being asked",
+        "  grants at the provider: p50 {:.2} s, max {:.2} s after being asked; peak RSS meanwhile {:.0} MB",
         pct(&reach, 0.5),
-        reach.last().copied().unwrap_or(f64::NAN)
+        reach.last().copied().unwrap_or(f64::NAN),
+        rss.phase_peak_mb()
     );
 
     // 2. Everything expires in the same second.
@@ -270,6 +322,36 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         .find(|e| e.body["request_id"].as_i64() == Some(lone_id))
         .map(|e| (e.received_at - expiry).num_milliseconds() as f64 / 1000.0)
         .unwrap_or(f64::NAN);
+    if !(lone_lag <= 1.0) {
+        // Say why: the lone grant's jobs as the store has them.
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                format!(
+                    "SELECT kind, run_at, attempts, done_at, last_error, outcome FROM jobs \
+                     WHERE request_id = {lone_id} ORDER BY id"
+                ),
+            ))
+            .await?;
+        for r in rows {
+            let at = |col: &str| {
+                r.try_get::<Option<i64>>("", col)
+                    .ok()
+                    .flatten()
+                    .map(|t| format!("{:+.3} s", (t - expiry_ms) as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "  lone job {}: run_at {}, done_at {}, attempts {}, outcome {:?}, last error {:?}",
+                r.try_get::<String>("", "kind").unwrap_or_default(),
+                at("run_at"),
+                at("done_at"),
+                r.try_get::<i32>("", "attempts").unwrap_or_default(),
+                r.try_get::<Option<String>>("", "outcome").ok().flatten(),
+                r.try_get::<Option<String>>("", "last_error").ok().flatten(),
+            );
+        }
+    }
     let figures = Figures {
         store,
         grants: n,
@@ -284,8 +366,13 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         peak_rss_mb: jitbot.peak_rss_mb().unwrap_or(f64::NAN),
     };
     println!(
-        "  revoke lag p50 {:.2} s, p99 {:.2} s, max {:.2} s; lone grant {:.3} s; exactly once: {}",
-        figures.lag_p50, figures.lag_p99, figures.lag_max, figures.lone_lag, figures.exactly_once
+        "  revoke lag p50 {:.2} s, p99 {:.2} s, max {:.2} s; lone grant {:.3} s; exactly once: {}; peak RSS in the storm {:.0} MB",
+        figures.lag_p50,
+        figures.lag_p99,
+        figures.lag_max,
+        figures.lone_lag,
+        figures.exactly_once,
+        rss.phase_peak_mb()
     );
     if std::env::var_os("STORM_METRICS").is_some() {
         let text = reqwest::get(format!("{}/metrics", jitbot.url))
@@ -293,10 +380,11 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
             .text()
             .await?;
         for line in text.lines().filter(|l| {
-            (l.contains("_sum") || l.contains("_count"))
-                && (l.contains("provider_call")
-                    || l.contains("slack_call")
-                    || l.contains("revoke_lag"))
+            l.starts_with("jitbot_sqlite_memory")
+                || (l.contains("_sum") || l.contains("_count"))
+                    && (l.contains("provider_call")
+                        || l.contains("slack_call")
+                        || l.contains("revoke_lag"))
         }) {
             println!("  {line}");
         }

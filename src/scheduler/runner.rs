@@ -33,6 +33,9 @@ pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);
 pub(super) const LEASE_MARGIN: Duration = Duration::from_millis(500);
 /// Most jobs claimed in one statement.
 const CLAIM_BATCH: usize = 64;
+/// How often a key whose due jobs fill whole claims is passed over for one claim, so another
+/// key's job due at the same time is claimed within about this long (see `LaneRunner::run`).
+const PASS_OVER_EVERY: Duration = Duration::from_millis(200);
 /// Pause when a due job could not be claimed just now (another worker's claim in flight).
 const BUSY_POLL: Duration = Duration::from_millis(25);
 /// Pause after the store failed to answer a claim.
@@ -121,6 +124,52 @@ fn shape(lane: Lane) -> LaneShape {
 
 pub(super) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// Keys that took the whole of a claim have more due in the store, and the next claim goes to
+/// everyone else first. A key is left out of claims once it has jobs waiting in memory, but a
+/// backlog the lane drains as fast as it claims it (the store, not the key, setting the pace)
+/// never waits in memory: without turns, a job of another key due at the same instant would
+/// wait behind that whole backlog. A claim that passes a backlog over walks past it in the
+/// index, so it happens at most every [`PASS_OVER_EVERY`].
+struct Turns {
+    had_their_turn: Vec<String>,
+    last_pass: std::time::Instant,
+}
+
+impl Turns {
+    fn new() -> Turns {
+        Turns {
+            had_their_turn: Vec::new(),
+            last_pass: std::time::Instant::now(),
+        }
+    }
+
+    /// A full claim took only jobs of these keys.
+    fn took_whole_claim<'a>(&mut self, keys: impl Iterator<Item = &'a str>) {
+        if self.last_pass.elapsed() < PASS_OVER_EVERY {
+            return;
+        }
+        self.last_pass = std::time::Instant::now();
+        for key in keys {
+            if !self.had_their_turn.iter().any(|k| k == key) {
+                self.had_their_turn.push(key.to_string());
+            }
+        }
+    }
+
+    /// Adds the keys whose turn it is not to `skip_keys`, once; whether that passed any over
+    /// (the claim after it takes them in again at once).
+    fn pass_over(&mut self, skip_keys: &mut Vec<String>) -> bool {
+        let mut passed_over = false;
+        for key in self.had_their_turn.drain(..) {
+            if !skip_keys.contains(&key) {
+                skip_keys.push(key);
+                passed_over = true;
+            }
+        }
+        passed_over
+    }
 }
 
 #[derive(Default)]
@@ -259,6 +308,7 @@ impl LaneRunner {
         let notify = self.sched.wake.clone();
         let mut last_claim = std::time::Instant::now() - self.shape.cadence;
         let mut more = false;
+        let mut turns = Turns::new();
         loop {
             // A lane with a cadence gathers new work between claims; a full claim is followed
             // at once (more is waiting).
@@ -271,7 +321,8 @@ impl LaneRunner {
             // Jobs held back (by a storm in another lane, say) start once they may.
             self.start_ready(&mut self.lock());
             let now = now_ms();
-            let (room, skip_keys) = self.busy_keys();
+            let (room, mut skip_keys) = self.busy_keys();
+            let passed_over = turns.pass_over(&mut skip_keys);
             let holds = if self.lane == Lane::Messages {
                 self.sched.slack.gate().holds()
             } else {
@@ -296,6 +347,9 @@ impl LaneRunner {
                 match store.claim(&claim).await {
                     Ok(rows) => {
                         let full = rows.len() as u64 == claim.limit;
+                        if full && !passed_over {
+                            turns.took_whole_claim(rows.iter().map(|r| r.queue_key.as_str()));
+                        }
                         let mut booked = Vec::new();
                         for row in rows {
                             if let Some(slot) = self.later_turn(&row) {
@@ -311,7 +365,9 @@ impl LaneRunner {
                                 "cannot book posts into their channel's pace"
                             );
                         }
-                        if full {
+                        // After a claim that passed keys over, claim again at once with
+                        // them back in.
+                        if full || passed_over {
                             more = true;
                             continue;
                         }
@@ -501,6 +557,34 @@ fn kinds_calling(method: &str) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_that_fills_whole_claims_is_passed_over_for_one_claim_at_most_every_turn() {
+        let mut turns = Turns::new();
+        turns.last_pass -= PASS_OVER_EVERY;
+        let mut skip = Vec::new();
+        assert!(!turns.pass_over(&mut skip), "nothing to pass over yet");
+        turns.took_whole_claim(["recorder", "recorder"].into_iter());
+        assert!(turns.pass_over(&mut skip));
+        assert_eq!(skip, vec!["recorder".to_string()]);
+        let mut skip = Vec::new();
+        assert!(
+            !turns.pass_over(&mut skip),
+            "the claim after takes it in again"
+        );
+        assert!(skip.is_empty());
+        turns.took_whole_claim(["recorder"].into_iter());
+        assert!(
+            !turns.pass_over(&mut skip),
+            "not again within {PASS_OVER_EVERY:?}"
+        );
+        // A key left out already (jobs waiting in memory) is no pass-over of its own.
+        turns.last_pass -= PASS_OVER_EVERY;
+        turns.took_whole_claim(["C1"].into_iter());
+        let mut skip = vec!["C1".to_string()];
+        assert!(!turns.pass_over(&mut skip));
+        assert_eq!(skip, vec!["C1".to_string()]);
+    }
 
     #[test]
     fn messages_wait_only_while_revokes_finish_at_a_storms_pace() {
