@@ -313,6 +313,19 @@ impl Metrics {
                 self.lane_running[lane_index(lane)].load(Ordering::Relaxed)
             );
         }
+        // SAFETY: both read SQLite's global memory counters (thread-safe, no arguments to
+        // check); `highwater(0)` reads without resetting.
+        let (sqlite_now, sqlite_peak) = unsafe {
+            (
+                rusqlite::ffi::sqlite3_memory_used(),
+                rusqlite::ffi::sqlite3_memory_highwater(0),
+            )
+        };
+        let _ = write!(
+            out,
+            "# HELP jitbot_sqlite_memory_bytes Memory SQLite holds now (page caches, prepared statements); 0 on PostgreSQL.\n# TYPE jitbot_sqlite_memory_bytes gauge\njitbot_sqlite_memory_bytes {sqlite_now}\n\
+             # HELP jitbot_sqlite_memory_peak_bytes The most memory SQLite has held since the start.\n# TYPE jitbot_sqlite_memory_peak_bytes gauge\njitbot_sqlite_memory_peak_bytes {sqlite_peak}\n"
+        );
         if let Some(queue) = queue {
             out.push_str("# HELP jitbot_queue_due_jobs Jobs due now and not finished, per lane (all replicas).\n# TYPE jitbot_queue_due_jobs gauge\n");
             for s in queue {
