@@ -322,7 +322,7 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         .find(|e| e.body["request_id"].as_i64() == Some(lone_id))
         .map(|e| (e.received_at - expiry).num_milliseconds() as f64 / 1000.0)
         .unwrap_or(f64::NAN);
-    if !(lone_lag <= 1.0) {
+    if lone_lag.is_nan() || lone_lag > 1.0 {
         // Say why: the lone grant's jobs as the store has them.
         let rows = db
             .query_all_raw(sea_orm::Statement::from_string(
