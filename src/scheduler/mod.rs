@@ -20,6 +20,7 @@ mod messages;
 pub mod pace;
 mod reminders;
 mod runner;
+mod turns;
 mod upkeep;
 
 use std::sync::Arc;
