@@ -63,33 +63,66 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Samples jitbot's resident memory every 20 ms, so each phase of the run can say its own peak
-/// (the kernel's high-water mark covers the whole life of the process).
+/// (the kernel's high-water mark covers the whole life of the process), split into anonymous
+/// memory (heap, stacks) and file pages (the binary's code, mapped as it runs).
 struct RssWatch {
-    peak_kb: Arc<std::sync::atomic::AtomicU64>,
+    peak: Arc<std::sync::Mutex<Rss>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// One sample of `/proc/<pid>/status`, in kB.
+#[derive(Clone, Copy, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+}
+
+impl Rss {
+    fn sample(pid: u32) -> Option<Rss> {
+        Some(Rss {
+            total: status_kb(pid, "VmRSS:")?,
+            anon: status_kb(pid, "RssAnon:")?,
+            file: status_kb(pid, "RssFile:")?,
+        })
+    }
+}
+
+impl std::fmt::Display for Rss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} MB (anon {:.0}, file {:.0})",
+            self.total as f64 / 1024.0,
+            self.anon as f64 / 1024.0,
+            self.file as f64 / 1024.0
+        )
+    }
 }
 
 impl RssWatch {
     fn start(pid: u32) -> RssWatch {
         use std::sync::atomic::Ordering;
-        let first = status_kb(pid, "VmRSS:").unwrap_or(0);
-        let peak_kb = Arc::new(std::sync::atomic::AtomicU64::new(first));
+        let peak = Arc::new(std::sync::Mutex::new(Rss::sample(pid).unwrap_or_default()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (peak, halt) = (peak_kb.clone(), stop.clone());
+        let (highest, halt) = (peak.clone(), stop.clone());
         std::thread::spawn(move || {
             while !halt.load(Ordering::Relaxed) {
-                if let Some(kb) = status_kb(pid, "VmRSS:") {
-                    peak.fetch_max(kb, Ordering::Relaxed);
+                if let Some(now) = Rss::sample(pid) {
+                    let mut highest = highest.lock().unwrap_or_else(|e| e.into_inner());
+                    if now.total > highest.total {
+                        *highest = now;
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        RssWatch { peak_kb, stop }
+        RssWatch { peak, stop }
     }
 
-    /// The highest resident memory seen since the last call, in MB.
-    fn phase_peak_mb(&self) -> f64 {
-        self.peak_kb.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    /// The highest resident memory seen since the last call.
+    fn phase_peak(&self) -> Rss {
+        std::mem::take(&mut *self.peak.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -199,7 +232,7 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
     );
     let sender = Arc::new(SlackSender::new(&jitbot.url, "storm-signing"));
     let rss = RssWatch::start(jitbot.child.id());
-    println!("  started: RSS {:.0} MB", rss.phase_peak_mb());
+    println!("  started: RSS {}", rss.phase_peak());
 
     // 1. Everyone asks at once.
     let started = Instant::now();
@@ -229,10 +262,10 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         .await?;
     let lone_id = id_in(&lone_text)?;
     println!(
-        "  {n} requests acknowledged in {:.2} s ({:.0}/s); peak RSS meanwhile {:.0} MB",
+        "  {n} requests acknowledged in {:.2} s ({:.0}/s); peak RSS meanwhile {}",
         intake.as_secs_f64(),
         n as f64 / intake.as_secs_f64(),
-        rss.phase_peak_mb()
+        rss.phase_peak()
     );
 
     // Every grant active.
@@ -273,10 +306,10 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         .collect();
     reach.sort_by(f64::total_cmp);
     println!(
-        "  grants at the provider: p50 {:.2} s, max {:.2} s after being asked; peak RSS meanwhile {:.0} MB",
+        "  grants at the provider: p50 {:.2} s, max {:.2} s after being asked; peak RSS meanwhile {}",
         pct(&reach, 0.5),
         reach.last().copied().unwrap_or(f64::NAN),
-        rss.phase_peak_mb()
+        rss.phase_peak()
     );
 
     // 2. Everything expires in the same second.
@@ -366,13 +399,13 @@ async fn run(store: &'static str, n: usize, db_url: String) -> anyhow::Result<Fi
         peak_rss_mb: jitbot.peak_rss_mb().unwrap_or(f64::NAN),
     };
     println!(
-        "  revoke lag p50 {:.2} s, p99 {:.2} s, max {:.2} s; lone grant {:.3} s; exactly once: {}; peak RSS in the storm {:.0} MB",
+        "  revoke lag p50 {:.2} s, p99 {:.2} s, max {:.2} s; lone grant {:.3} s; exactly once: {}; peak RSS in the storm {}",
         figures.lag_p50,
         figures.lag_p99,
         figures.lag_max,
         figures.lone_lag,
         figures.exactly_once,
-        rss.phase_peak_mb()
+        rss.phase_peak()
     );
     if std::env::var_os("STORM_METRICS").is_some() {
         let text = reqwest::get(format!("{}/metrics", jitbot.url))

@@ -13,6 +13,7 @@ use super::queue::{insert_jobs, insert_new_jobs};
 use super::requests::{
     Created, GrantChange, Transition, audit_rows, grant_row, key_of, open_counts, request_row,
 };
+use super::shapes::{padded, padded_from, runs};
 use super::writer::Intake;
 use crate::domain::State;
 
@@ -114,21 +115,20 @@ pub(super) async fn create_batch<C: ConnectionTrait>(
         .filter(|(_, over)| over.is_none())
         .map(|(i, _)| request_row(&i.new, i.state, i.now))
         .collect();
-    let inserted: HashMap<String, Request> = if rows.is_empty() {
-        HashMap::new()
-    } else {
-        match request::Entity::insert_many(rows)
+    let mut inserted: HashMap<String, Request> = HashMap::new();
+    for run in runs(rows) {
+        if let sea_orm::TryInsertResult::Inserted(models) = request::Entity::insert_many(run)
             .on_conflict_do_nothing_on([request::Column::OpenKey])
             .exec_with_returning_many(db)
             .await?
         {
-            sea_orm::TryInsertResult::Inserted(models) => models
-                .into_iter()
-                .filter_map(|m| m.open_key.clone().map(|k| (k, m)))
-                .collect(),
-            _ => HashMap::new(),
+            inserted.extend(
+                models
+                    .into_iter()
+                    .filter_map(|m| m.open_key.clone().map(|k| (k, m))),
+            );
         }
-    };
+    }
     let mut f = followers(intakes, &over, inserted);
     for (n, id) in std::mem::take(&mut f.bundles) {
         let intake = &intakes[n];
@@ -141,18 +141,14 @@ pub(super) async fn create_batch<C: ConnectionTrait>(
             intake.now,
         ));
     }
-    if !f.grants.is_empty() {
-        grant::Entity::insert_many(f.grants)
+    for run in runs(f.grants) {
+        grant::Entity::insert_many(run)
             .exec_without_returning(db)
             .await?;
     }
     let now = intakes.iter().map(|i| i.now).max().unwrap_or_default();
     insert_new_jobs(db, &f.jobs, now).await?;
-    if !f.audits.is_empty() {
-        super::entities::audit::Entity::insert_many(f.audits)
-            .exec_without_returning(db)
-            .await?;
-    }
+    insert_audits(db, f.audits).await?;
     Ok(f.created)
 }
 
@@ -203,7 +199,7 @@ pub(super) async fn apply_batch<C: ConnectionTrait>(
         if let Some(note) = note {
             update = update.col_expr(request::Column::DecisionNote, Expr::value(note));
         }
-        let ids: Vec<i32> = members.iter().map(|i| batch[*i].id).collect();
+        let ids = padded_from(members.iter().map(|i| batch[*i].id));
         let rows = update
             .filter(request::Column::Id.is_in(ids))
             .filter(request::Column::State.is_in(from))
@@ -253,15 +249,15 @@ pub(super) async fn apply_batch<C: ConnectionTrait>(
             }
         }
     }
-    if !creates.is_empty() {
-        grant::Entity::insert_many(creates)
+    for run in runs(creates) {
+        grant::Entity::insert_many(run)
             .exec_without_returning(db)
             .await?;
     }
     for (reason, ids) in ending {
         grant::Entity::update_many()
             .col_expr(grant::Column::EndReason, Expr::value(reason))
-            .filter(grant::Column::RequestId.is_in(ids))
+            .filter(grant::Column::RequestId.is_in(padded(ids)))
             .filter(grant::Column::EndReason.is_null())
             .exec(db)
             .await?;
@@ -277,7 +273,7 @@ pub(super) async fn apply_batch<C: ConnectionTrait>(
                 grant::Column::EndReason,
                 Func::coalesce([Expr::col(grant::Column::EndReason), Expr::value(reason)]).into(),
             )
-            .filter(grant::Column::RequestId.is_in(ids))
+            .filter(grant::Column::RequestId.is_in(padded(ids)))
             .exec(db)
             .await?;
     }
@@ -296,7 +292,7 @@ pub(super) async fn apply_batch<C: ConnectionTrait>(
         job::Entity::update_many()
             .col_expr(job::Column::DoneAt, Expr::value(now))
             .col_expr(job::Column::Outcome, Expr::value("settled"))
-            .filter(job::Column::DedupeKey.is_in(settles))
+            .filter(job::Column::DedupeKey.is_in(padded(settles)))
             .filter(job::Column::DoneAt.is_null())
             .filter(job::Column::LockedUntil.is_null())
             .exec(db)
@@ -306,10 +302,19 @@ pub(super) async fn apply_batch<C: ConnectionTrait>(
         .iter()
         .flat_map(|t| audit_rows(Some(t.id), &t.audit, t.now))
         .collect();
-    if !audits.is_empty() {
-        super::entities::audit::Entity::insert_many(audits)
+    insert_audits(db, audits).await?;
+    Ok(changed)
+}
+
+/// Inserts audit events, in runs of the few statement shapes.
+async fn insert_audits<C: ConnectionTrait>(
+    db: &C,
+    audits: Vec<super::entities::audit::ActiveModel>,
+) -> Result<(), DbErr> {
+    for run in runs(audits) {
+        super::entities::audit::Entity::insert_many(run)
             .exec_without_returning(db)
             .await?;
     }
-    Ok(changed)
+    Ok(())
 }

@@ -102,7 +102,10 @@ impl Store {
             .select_only()
             .column(approval::Column::RequestId)
             .filter(approval::Column::Approver.eq(approver))
-            .filter(approval::Column::RequestId.is_in(request_ids.iter().copied()))
+            .filter(
+                approval::Column::RequestId
+                    .is_in(super::shapes::padded_from(request_ids.iter().copied())),
+            )
             .into_tuple()
             .all(&self.read)
             .await?;

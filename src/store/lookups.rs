@@ -71,7 +71,10 @@ impl Store {
         }
         Ok(request::Entity::find()
             .filter(request::Column::State.eq(State::Pending.as_str()))
-            .filter(request::Column::Resource.is_in(resources.iter().cloned()))
+            .filter(
+                request::Column::Resource
+                    .is_in(super::shapes::padded_from(resources.iter().cloned())),
+            )
             .filter(request::Column::Id.gt(after))
             .order_by_asc(request::Column::Id)
             .limit(limit)

@@ -18,6 +18,7 @@ mod inline;
 mod lookups;
 pub mod queue;
 pub mod requests;
+mod shapes;
 mod transition;
 mod writer;
 

@@ -16,6 +16,7 @@ use sea_orm::{
 };
 
 use super::entities::job;
+use super::shapes::{padded_from, runs};
 use super::{JobRow, Store};
 use crate::domain::job::POSTING_KINDS;
 use crate::domain::{Lane, Scheduled};
@@ -96,9 +97,11 @@ pub(super) async fn insert_new_jobs<C: ConnectionTrait>(
     if jobs.is_empty() {
         return Ok(());
     }
-    job::Entity::insert_many(job_rows(jobs, now)?)
-        .exec_without_returning(db)
-        .await?;
+    for run in runs(job_rows(jobs, now)?) {
+        job::Entity::insert_many(run)
+            .exec_without_returning(db)
+            .await?;
+    }
     Ok(())
 }
 
@@ -122,9 +125,11 @@ pub(super) async fn insert_jobs<C: ConnectionTrait>(
             .into_iter()
             .map(|s| job_row(s, now))
             .collect::<Result<Vec<_>, _>>()?;
-        job::Entity::insert_many(rows)
-            .exec_without_returning(db)
-            .await?;
+        for run in runs(rows) {
+            job::Entity::insert_many(run)
+                .exec_without_returning(db)
+                .await?;
+        }
     }
     if unique.is_empty() {
         return Ok(());
@@ -133,16 +138,16 @@ pub(super) async fn insert_jobs<C: ConnectionTrait>(
         .iter()
         .map(|s| job_row(s, now))
         .collect::<Result<Vec<_>, _>>()?;
-    let inserted: HashSet<String> = match job::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([job::Column::DedupeKey])
-        .exec_with_returning_many(db)
-        .await?
-    {
-        sea_orm::TryInsertResult::Inserted(models) => {
-            models.into_iter().filter_map(|m| m.dedupe_key).collect()
+    let mut inserted: HashSet<String> = HashSet::new();
+    for run in runs(rows) {
+        if let sea_orm::TryInsertResult::Inserted(models) = job::Entity::insert_many(run)
+            .on_conflict_do_nothing_on([job::Column::DedupeKey])
+            .exec_with_returning_many(db)
+            .await?
+        {
+            inserted.extend(models.into_iter().filter_map(|m| m.dedupe_key));
         }
-        _ => HashSet::new(),
-    };
+    }
     for scheduled in unique {
         let Some(key) = scheduled.job.dedupe_key() else {
             continue;
@@ -280,7 +285,7 @@ impl Store {
             .col_expr(job::Column::Outcome, Expr::value("done"))
             .col_expr(job::Column::LockedUntil, Expr::value(Option::<i64>::None))
             .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
-            .filter(job::Column::Id.is_in(ids.iter().copied()))
+            .filter(job::Column::Id.is_in(padded_from(ids.iter().copied())))
             .filter(job::Column::LockedBy.eq(worker))
             .exec(&self.db)
             .await?;
@@ -324,9 +329,14 @@ impl Store {
     /// Books Slack posts this worker holds into their channel's pace: each is released, due at
     /// its slot, and marked so it runs then without being paced again.
     pub async fn pace_jobs(&self, slots: &[(i32, i64)], worker: &str) -> anyhow::Result<()> {
-        if slots.is_empty() {
-            return Ok(());
+        for run in runs(slots.to_vec()) {
+            self.pace_run(&run, worker).await?;
         }
+        Ok(())
+    }
+
+    /// [`Store::pace_jobs`] for one run of the few statement shapes.
+    async fn pace_run(&self, slots: &[(i32, i64)], worker: &str) -> anyhow::Result<()> {
         let mut run_at = sea_orm::sea_query::CaseStatement::new();
         for (id, slot) in slots {
             run_at = run_at.case(job::Column::Id.eq(*id), Expr::value(*slot));
@@ -357,7 +367,7 @@ impl Store {
     ) -> anyhow::Result<u64> {
         let result = job::Entity::update_many()
             .col_expr(job::Column::LockedUntil, Expr::value(lease_end))
-            .filter(job::Column::Id.is_in(ids.iter().copied()))
+            .filter(job::Column::Id.is_in(padded_from(ids.iter().copied())))
             .filter(job::Column::LockedBy.eq(worker))
             .filter(job::Column::DoneAt.is_null())
             .exec(&self.lease)
@@ -455,7 +465,7 @@ impl Store {
                 return Ok(pruned);
             }
             let result = job::Entity::delete_many()
-                .filter(job::Column::Id.is_in(ids.iter().copied()))
+                .filter(job::Column::Id.is_in(padded_from(ids.iter().copied())))
                 .filter(job::Column::DoneAt.is_not_null())
                 .exec(&self.db)
                 .await?;

@@ -86,7 +86,10 @@ pub(super) fn open_counts_query(requesters: &[&str]) -> sea_orm::Select<request:
         .select_only()
         .column(request::Column::Requester)
         .column_as(request::Column::Id.count(), "open")
-        .filter(request::Column::Requester.is_in(requesters.iter().copied()))
+        .filter(
+            request::Column::Requester
+                .is_in(super::shapes::padded_from(requesters.iter().copied())),
+        )
         .filter(request::Column::State.is_in(states(&State::OPEN)))
         .group_by(request::Column::Requester)
 }
