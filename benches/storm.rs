@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +44,11 @@ struct Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        // Its own process group: under heaptrack, jitbot is a child of heaptrack's script.
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(format!("-{}", self.child.id()))
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -153,6 +159,7 @@ fn serve(db_url: &str, policy: &std::path::Path, slack: &str, env: &[(&str, &str
         .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .expect("jitbot serve starts");
     let stderr = child.stderr.take().expect("stderr");
