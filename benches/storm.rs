@@ -45,9 +45,12 @@ struct Serve {
 impl Drop for Serve {
     fn drop(&mut self) {
         // Its own process group: under heaptrack, jitbot is a child of heaptrack's script.
-        let _ = Command::new("kill")
+        // `pkill -g` names the group outright (a `kill` that misread `-<pgid>` could signal
+        // every process).
+        let _ = Command::new("pkill")
             .arg("-KILL")
-            .arg(format!("-{}", self.child.id()))
+            .arg("-g")
+            .arg(self.child.id().to_string())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
