@@ -137,6 +137,8 @@ pub struct Tuning {
     pub job_retention: Duration,
     /// How long before its end a grant's requester is offered to extend it (`JIT_ENDING_SOON`).
     pub ending_soon: Duration,
+    /// Most pending requests `/jit pending` and the Home tab read for one answer.
+    pub pending_read_at_most: usize,
 }
 
 /// Default `JIT_ENDING_SOON`: ten minutes to finish, or to ask for more.
@@ -155,6 +157,7 @@ impl Default for Tuning {
             post_burst: crate::scheduler::pace::POST_BURST,
             job_retention: DEFAULT_JOB_RETENTION,
             ending_soon: DEFAULT_ENDING_SOON,
+            pending_read_at_most: crate::service::PENDING_READ_AT_MOST,
         }
     }
 }

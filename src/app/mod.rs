@@ -156,6 +156,7 @@ pub async fn build(config: Config, env: Env, policy: Policy) -> anyhow::Result<A
         metrics: metrics.clone(),
         pacer: pacer.clone(),
         directory: directory.clone(),
+        pending_read_at_most: tuning.pending_read_at_most,
     };
     let reloader = Arc::new(Reloader {
         path: config.policy.clone(),

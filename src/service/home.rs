@@ -34,9 +34,8 @@ impl Service {
                 duration: secs(r.duration_secs),
             })
             .collect();
-        let for_me: Vec<ForMe> = self
-            .awaiting(user)
-            .await?
+        let (awaiting, counted_all) = self.awaiting(user, self.pending_read_at_most).await?;
+        let for_me: Vec<ForMe> = awaiting
             .into_iter()
             .map(|(r, mine)| ForMe {
                 id: r.id,
@@ -47,6 +46,6 @@ impl Service {
                 mine,
             })
             .collect();
-        Ok(home::home_view(&grants, &waits, &for_me))
+        Ok(home::home_view(&grants, &waits, &for_me, counted_all))
     }
 }

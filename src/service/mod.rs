@@ -26,6 +26,7 @@ mod judge;
 pub mod policy_change;
 
 pub use create::{Created, Refusal};
+pub use views::PENDING_READ_AT_MOST;
 mod views;
 
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct Service {
     pub pacer: Arc<Pacer>,
     /// Slack user groups and PagerDuty on-call, read again before a decision.
     pub directory: Arc<crate::directory::Directory>,
+    /// Most pending requests `/jit pending` and the Home tab read for one answer.
+    pub pending_read_at_most: usize,
 }
 
 /// A decision from a button or from `/jit approve|deny`.

@@ -27,6 +27,13 @@ fn bundle_note(r: &store::Request) -> String {
 const RECENTLY_ENDED: u64 = 5;
 /// Pending requests read per query while walking them for `/jit pending`.
 const PENDING_PAGE: u64 = 500;
+/// The shortest line `/jit pending` writes for a request (`• #1 <@U1> wants *a* for 1m: x`).
+const SHORTEST_PENDING_LINE: usize = 28;
+/// Most requests `/jit pending` (and the Home tab) read for one answer: more than its messages
+/// can hold. The walk stops there, so an answer costs the same with ten thousand or a million
+/// waiting (measured with a million: the whole walk took 2.5 s, past Slack's deadline, and
+/// 200 MB), and the answer says there are more.
+pub const PENDING_READ_AT_MOST: usize = MAX_MESSAGES * MAX_MESSAGE_CHARS / SHORTEST_PENDING_LINE;
 /// Longest message of a long list: Slack shows up to 40,000 characters of a message's text;
 /// this leaves room and keeps each message readable.
 pub const MESSAGE_CHARS: usize = 12_000;
@@ -152,9 +159,8 @@ impl Service {
     /// Every pending request `user` may decide and has not decided yet; for an admin, every
     /// pending request. Walked page by page, so none is left out however many wait.
     pub(super) async fn pending(&self, user: &str) -> anyhow::Result<Vec<String>> {
-        let lines: Vec<String> = self
-            .awaiting(user)
-            .await?
+        let (awaiting, counted_all) = self.awaiting(user, self.pending_read_at_most).await?;
+        let lines: Vec<String> = awaiting
             .iter()
             .map(|(r, may_decide)| {
                 format!(
@@ -175,14 +181,26 @@ impl Service {
         Ok(if lines.is_empty() {
             vec!["Nothing is waiting for you.".into()]
         } else {
-            let head = format!("Waiting for you ({}; `/jit approve <id>`):", lines.len());
+            let head = if counted_all {
+                format!("Waiting for you ({}; `/jit approve <id>`):", lines.len())
+            } else {
+                format!(
+                    "Waiting for you (over {}, oldest first; `/jit approve <id>`):",
+                    lines.len()
+                )
+            };
             split_messages(std::iter::once(head).chain(lines).collect())
         })
     }
 
     /// The pending requests `user` may decide and has not decided, oldest first, each with
-    /// whether it is theirs to decide (an admin sees every one).
-    pub(super) async fn awaiting(&self, user: &str) -> anyhow::Result<Vec<(store::Request, bool)>> {
+    /// whether it is theirs to decide (an admin sees every one): at most `at_most` of them, and
+    /// whether that is all of them.
+    pub(super) async fn awaiting(
+        &self,
+        user: &str,
+        at_most: usize,
+    ) -> anyhow::Result<(Vec<(store::Request, bool)>, bool)> {
         let policy = self.policy.now();
         let admin = policy.is_admin(user);
         let mine: Vec<String> = policy
@@ -243,9 +261,15 @@ impl Service {
                 }
                 found.push((r, may_decide));
             }
+            if found.len() > at_most {
+                // Enough read: the bundles still join (they may be older), then the cut.
+                pages_done = true;
+            }
         }
         found.sort_by_key(|(r, _)| r.id);
-        Ok(found)
+        let counted_all = found.len() <= at_most;
+        found.truncate(at_most);
+        Ok((found, counted_all))
     }
 
     /// What `user` may ask for: each resource, with a template's resources on one line (so a

@@ -42,14 +42,24 @@ fn header(text: &str) -> Value {
     json!({"type": "header", "text": {"type": "plain_text", "text": cut(text, 150)}})
 }
 
-fn more(count: usize, hint: &str) -> Option<Value> {
+/// `…and N more` under a list of `count` items of which [`SHOWN`] are shown; `…and over N
+/// more` when `count` itself is only where counting stopped.
+fn more(count: usize, counted_all: bool, hint: &str) -> Option<Value> {
     (count > SHOWN).then(|| {
+        let over = if counted_all { "" } else { "over " };
         json!({"type": "context", "elements": [{"type": "mrkdwn",
-            "text": format!("…and {} more: {hint}", count - SHOWN)}]})
+            "text": format!("…and {over}{} more: {hint}", count - SHOWN)}]})
     })
 }
 
-pub fn home_view(grants: &[MyGrant], waits: &[MyWait], for_me: &[ForMe]) -> Value {
+/// The Home tab. `for_me_counted_all` is false when `for_me` stops short of every request
+/// waiting for this person (there were too many to read for one view).
+pub fn home_view(
+    grants: &[MyGrant],
+    waits: &[MyWait],
+    for_me: &[ForMe],
+    for_me_counted_all: bool,
+) -> Value {
     let mut blocks = vec![header("Your access")];
     if grants.is_empty() {
         blocks.push(text_section(
@@ -69,7 +79,7 @@ pub fn home_view(grants: &[MyGrant], waits: &[MyWait], for_me: &[ForMe]) -> Valu
         }
         blocks.push(section);
     }
-    blocks.extend(more(grants.len(), "`/jit list`"));
+    blocks.extend(more(grants.len(), true, "`/jit list`"));
     if !waits.is_empty() {
         blocks.push(header("Your requests waiting for approval"));
         let lines: Vec<String> = waits
@@ -78,7 +88,7 @@ pub fn home_view(grants: &[MyGrant], waits: &[MyWait], for_me: &[ForMe]) -> Valu
             .map(|w| format!("• #{} *{}* for {}", w.id, escape(&w.what), w.duration))
             .collect();
         blocks.push(text_section(&lines.join("\n")));
-        blocks.extend(more(waits.len(), "`/jit list`"));
+        blocks.extend(more(waits.len(), true, "`/jit list`"));
     }
     blocks.push(header("Waiting for your approval"));
     if for_me.is_empty() {
@@ -110,6 +120,6 @@ pub fn home_view(grants: &[MyGrant], waits: &[MyWait], for_me: &[ForMe]) -> Valu
             }));
         }
     }
-    blocks.extend(more(for_me.len(), "`/jit pending`"));
+    blocks.extend(more(for_me.len(), for_me_counted_all, "`/jit pending`"));
     json!({"type": "home", "blocks": blocks})
 }

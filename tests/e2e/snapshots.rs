@@ -244,6 +244,7 @@ fn buttons_forms_and_the_home_tab() {
                 reason: "INC-7".into(),
                 mine: true,
             }],
+            true,
         )
     );
 }

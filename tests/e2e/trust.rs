@@ -479,3 +479,53 @@ async fn serve_refuses_a_bot_token_that_slack_refuses_before_touching_the_databa
     assert!(format!("{error}").contains("invalid_auth"), "{error}");
     assert!(!db.exists(), "the database was touched");
 }
+
+/// More waiting than one answer can hold: `/jit pending` reads only so many (the oldest), says
+/// there are more, and costs the same however many wait.
+async fn a_longer_backlog_than_an_answer_holds_is_said_to_be_longer(backend: Backend) {
+    let ((mut app, _hook), _) = spawn_hook_app_env(
+        backend,
+        |p| p,
+        HashMap::from([
+            (TEST_POST_INTERVAL_MS.to_string(), "1".to_string()),
+            (TEST_PENDING_READ_AT_MOST.to_string(), "20".to_string()),
+        ]),
+    )
+    .await;
+    app.sender.response_url = app.slack.response_url("commands/T0TEST/1/pending");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let user = format!("U0Q{i:04}");
+        let answer = app
+            .say(&user, &format!("request billing-admin 1h ticket-{i}"))
+            .await;
+        ids.push(TestApp::id_in(&answer));
+    }
+    let answer = app.sender.command(BOB, "pending").await.unwrap();
+    assert_eq!(answer.status, 200);
+    let text = answer.body["text"].as_str().unwrap_or("").to_string();
+    assert!(
+        text.contains("Waiting for you (over 20, oldest first;"),
+        "{text}"
+    );
+    for id in &ids[..20] {
+        assert!(text.contains(&format!("• #{id} ")), "#{id} missing: {text}");
+    }
+    for id in &ids[20..] {
+        assert!(
+            !text.contains(&format!("• #{id} ")),
+            "#{id} beyond the 20 read: {text}"
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_longer_backlog_than_an_answer_holds_is_said_to_be_longer_on_sqlite() {
+    a_longer_backlog_than_an_answer_holds_is_said_to_be_longer(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_longer_backlog_than_an_answer_holds_is_said_to_be_longer_on_postgres() {
+    a_longer_backlog_than_an_answer_holds_is_said_to_be_longer(Backend::Postgres).await;
+}

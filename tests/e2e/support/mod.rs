@@ -23,6 +23,8 @@ pub const TEST_SLACK_TIMEOUT_MS: &str = "TEST_SLACK_TIMEOUT_MS";
 pub const TEST_HEADER_TIMEOUT_MS: &str = "TEST_HEADER_TIMEOUT_MS";
 pub const TEST_BODY_TIMEOUT_MS: &str = "TEST_BODY_TIMEOUT_MS";
 pub const TEST_POST_INTERVAL_MS: &str = "TEST_POST_INTERVAL_MS";
+/// Most pending requests `/jit pending` reads for one answer (a count, not milliseconds).
+pub const TEST_PENDING_READ_AT_MOST: &str = "TEST_PENDING_READ_AT_MOST";
 pub const TEST_POST_BURST: &str = "TEST_POST_BURST";
 pub const TEST_JOB_RETENTION_MS: &str = "TEST_JOB_RETENTION_MS";
 pub const TEST_ENDING_SOON_MS: &str = "TEST_ENDING_SOON_MS";
@@ -243,6 +245,9 @@ pub async fn spawn_with(
     }
     if let Some(burst) = take(TEST_POST_BURST) {
         tuning.post_burst = burst.as_millis() as u32;
+    }
+    if let Some(most) = take(TEST_PENDING_READ_AT_MOST) {
+        tuning.pending_read_at_most = most.as_millis() as usize;
     }
     let config = Config {
         database_url,
