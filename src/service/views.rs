@@ -62,16 +62,17 @@ pub fn split_messages(lines: Vec<String>) -> Vec<String> {
     let last = kept.pop().unwrap_or_default();
     let mut last_lines: Vec<&str> = last.lines().collect();
     let shown_before: usize = kept.iter().map(|m| m.lines().count()).sum();
+    // Characters of the last lines joined by newlines, kept as lines are dropped (counting the
+    // whole body again for each drop made a long list's answer cost quadratic time).
+    let mut body_chars = last.chars().count();
     loop {
         let shown = shown_before + last_lines.len();
         let note = format!(
             "…and {} more not shown: Slack takes at most {MAX_MESSAGES} messages for one answer.",
             lines.len() - shown
         );
-        let body = last_lines.join("\n");
-        if last_lines.is_empty()
-            || body.chars().count() + 1 + note.chars().count() <= MAX_MESSAGE_CHARS
-        {
+        if last_lines.is_empty() || body_chars + 1 + note.chars().count() <= MAX_MESSAGE_CHARS {
+            let body = last_lines.join("\n");
             kept.push(if body.is_empty() {
                 note
             } else {
@@ -79,7 +80,10 @@ pub fn split_messages(lines: Vec<String>) -> Vec<String> {
             });
             return kept;
         }
-        last_lines.pop();
+        if let Some(dropped) = last_lines.pop() {
+            // The line and the newline before it (the first line has none).
+            body_chars = body_chars.saturating_sub(dropped.chars().count() + 1);
+        }
     }
 }
 
@@ -87,15 +91,21 @@ pub fn split_messages(lines: Vec<String>) -> Vec<String> {
 fn pack(lines: &[String], max: usize) -> Vec<String> {
     let mut messages = Vec::new();
     let mut current = String::new();
+    // `current`'s characters, counted as it grows.
+    let mut current_chars = 0;
     for line in lines {
         let line = crate::slack::blocks::cut(line, MESSAGE_CHARS);
-        if !current.is_empty() && current.chars().count() + 1 + line.chars().count() > max {
+        let line_chars = line.chars().count();
+        if !current.is_empty() && current_chars + 1 + line_chars > max {
             messages.push(std::mem::take(&mut current));
+            current_chars = 0;
         }
         if !current.is_empty() {
             current.push('\n');
+            current_chars += 1;
         }
         current.push_str(&line);
+        current_chars += line_chars;
     }
     if !current.is_empty() || messages.is_empty() {
         messages.push(current);
