@@ -166,8 +166,9 @@ impl Service {
         Ok(split_messages(lines))
     }
 
-    /// Every pending request `user` may decide and has not decided yet; for an admin, every
-    /// pending request. Walked page by page, so none is left out however many wait.
+    /// Every pending request `user` may decide and has not decided yet (for an admin, every
+    /// pending request), oldest first, walked page by page; past what an answer can hold the
+    /// head says there are more.
     pub(super) async fn pending(&self, user: &str) -> anyhow::Result<Vec<String>> {
         let (awaiting, counted_all) = self.awaiting(user, self.pending_read_at_most).await?;
         let lines: Vec<String> = awaiting
