@@ -10,6 +10,8 @@
 pub mod audit;
 mod batch;
 mod bundles;
+mod chained;
+mod commit;
 pub mod decisions;
 pub mod entities;
 mod extensions;

@@ -12,7 +12,7 @@
 /// Lists up to this long are sent as they are: batches under a steady load are about this size
 /// (one per client waiting), and each would otherwise go out as two or three statements, a
 /// round trip each. Their descriptions are small.
-const SMALL: usize = 16;
+pub(super) const SMALL: usize = 16;
 /// The longest run of rows in one insert.
 const LONGEST_RUN: usize = 256;
 
