@@ -383,6 +383,7 @@ fn not_migrated(e: anyhow::Error) -> anyhow::Error {
 }
 
 fn main() -> ExitCode {
+    jitbot::app::bound_allocator_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
