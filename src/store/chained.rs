@@ -153,42 +153,9 @@ fn pg_err(e: sqlx::Error) -> DbErr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Job, State};
-    use crate::store::{NewRequest, Store};
-    use sea_orm::{ColumnTrait, ConnectionTrait, PaginatorTrait, QueryFilter};
-
-    fn intake(who: &str, max_open: Option<u32>) -> Intake {
-        Intake {
-            new: NewRequest {
-                resource: "app".into(),
-                requester: who.into(),
-                duration_secs: 3600,
-                reason: "chained test".into(),
-                approvals_needed: 1,
-                auto_approved: false,
-                channel: "C1".into(),
-                max_open,
-                bundle: None,
-                bundle_of: None,
-                extends: None,
-            },
-            state: State::Pending,
-            grant: None,
-            jobs: Box::new(|id| {
-                vec![
-                    Job::Timeout { request_id: id }.at(9_000),
-                    Job::PostCard {
-                        request_id: id,
-                        channel: "C1".into(),
-                    }
-                    .at(1_000),
-                ]
-            }),
-            event: crate::store::audit(who, "requested", serde_json::json!({"resource": "app"})),
-            now: 1_000,
-            members: Vec::new(),
-        }
-    }
+    use crate::store::Store;
+    use crate::store::fixtures::{assert_stored, intake};
+    use sea_orm::{ConnectionTrait, PaginatorTrait};
 
     /// A fresh database on the test PostgreSQL (`JIT_TEST_PG_URL`, default this machine's).
     async fn fresh_store() -> (Store, String, String) {
@@ -242,28 +209,7 @@ mod tests {
             })
             .collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order: {ids:?}");
-        for (id, who) in ids.iter().zip(["U1", "U2", "U3"]) {
-            let stored = store.request(*id).await.expect("read").expect("stored");
-            assert_eq!(stored.requester, who);
-            assert_eq!(stored.state, "pending");
-            assert_eq!(
-                stored.open_key.as_deref(),
-                Some(format!("{who}|app").as_str())
-            );
-            assert_eq!(stored.created_at, 1_000);
-            let jobs = job::Entity::find()
-                .filter(job::Column::RequestId.eq(*id))
-                .count(&store.db)
-                .await
-                .expect("jobs");
-            assert_eq!(jobs, 2, "request {id} has its two jobs");
-            let events = audit::Entity::find()
-                .filter(audit::Column::RequestId.eq(Some(*id)))
-                .count(&store.db)
-                .await
-                .expect("events");
-            assert_eq!(events, 1, "request {id} has its audit event");
-        }
+        assert_stored(&store, &ids, &["U1", "U2", "U3"]).await;
 
         // A person over their cap is refused here, and not stored.
         let capped = [intake("U4", Some(0)), intake("U5", Some(1))];

@@ -209,33 +209,9 @@ fn query<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Job, State};
-    use crate::store::{NewRequest, Store};
-    use sea_orm::{ColumnTrait, ConnectionTrait, PaginatorTrait, QueryFilter};
-
-    fn intake(who: &str, max_open: Option<u32>) -> Intake {
-        Intake {
-            new: NewRequest {
-                resource: "app".into(),
-                requester: who.into(),
-                duration_secs: 3600,
-                reason: "inline test".into(),
-                approvals_needed: 1,
-                auto_approved: false,
-                channel: "C1".into(),
-                max_open,
-                bundle: None,
-                bundle_of: None,
-                extends: None,
-            },
-            state: State::Pending,
-            grant: None,
-            jobs: Box::new(|id| vec![Job::Timeout { request_id: id }.at(9_000)]),
-            event: crate::store::audit(who, "requested", serde_json::json!({"resource": "app"})),
-            now: 1_000,
-            members: Vec::new(),
-        }
-    }
+    use crate::store::Store;
+    use crate::store::fixtures::{assert_stored, intake};
+    use sea_orm::{ConnectionTrait, PaginatorTrait};
 
     /// The path must commit, not fall back: a fallback would still store the rows (the general
     /// way), so this calls it directly and checks its own answer.
@@ -274,23 +250,7 @@ mod tests {
                 _ => panic!("every request of the batch is new"),
             })
             .collect();
-        for (id, who) in ids.iter().zip(["U1", "U2", "U3"]) {
-            let stored = store.request(*id).await.expect("read").expect("stored");
-            assert_eq!(stored.requester, who);
-            assert_eq!(stored.created_at, 1_000);
-            let jobs = job::Entity::find()
-                .filter(job::Column::RequestId.eq(*id))
-                .count(&store.db)
-                .await
-                .expect("jobs");
-            assert_eq!(jobs, 1, "request {id} has its timeout job");
-            let events = audit::Entity::find()
-                .filter(audit::Column::RequestId.eq(Some(*id)))
-                .count(&store.db)
-                .await
-                .expect("events");
-            assert_eq!(events, 1, "request {id} has its audit event");
-        }
+        assert_stored(&store, &ids, &["U1", "U2", "U3"]).await;
 
         // Again for U1 (already open) and a U4 over a cap of zero: neither stored.
         let again = [intake("U1", Some(5)), intake("U4", Some(0))];

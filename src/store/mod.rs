@@ -15,6 +15,8 @@ mod commit;
 pub mod decisions;
 pub mod entities;
 mod extensions;
+#[cfg(test)]
+mod fixtures;
 mod holds;
 mod inline;
 mod lookups;
