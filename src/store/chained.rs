@@ -115,7 +115,7 @@ async fn ids_and_counts(
     };
     values.push(sea_orm::Value::BigInt(Some(intakes.len() as i64)));
     sql.push_str(&format!(
-        "SELECT NULL::text, nextval(pg_get_serial_sequence('requests', 'id')) \
+        "SELECT NULL::text, nextval(pg_get_serial_sequence('\"requests\"', 'id')) \
          FROM generate_series(1, ${})",
         values.len()
     ));
