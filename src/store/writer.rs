@@ -377,10 +377,12 @@ fn take_batch(queue: &mut VecDeque<Op>, busy: &HashSet<String>) -> Vec<Op> {
     batch
 }
 
-pub(super) const TOO_SLOW: &str =
-    "the store did not finish this write in time; nothing was written";
+pub(super) const TOO_SLOW: &str = "the store did not finish this write in time; it was not written, unless its commit was already under way";
 
-/// The store did not commit a write within [`WRITE_DEADLINE`]: nothing of it was written.
+/// The store did not commit a write within [`WRITE_DEADLINE`]: nothing of it was written, unless
+/// its commit had reached the server already (a COMMIT, or PostgreSQL's chained insert, in
+/// flight), which may then land after this answer. Nothing is written twice: a new request's
+/// second try meets its open key, a transition's second try its guard.
 #[derive(Debug, thiserror::Error)]
 #[error("{TOO_SLOW}")]
 pub struct TooSlow;
