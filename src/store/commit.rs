@@ -21,6 +21,7 @@ async fn change_alone(db: &DatabaseConnection, t: Transition) -> Result<bool, Db
     }
 }
 
+/// Each write in a transaction of its own, each answered with its own outcome.
 async fn one_by_one(db: &DatabaseConnection, batch: Vec<Op>) {
     for op in batch {
         match op {
@@ -42,6 +43,7 @@ async fn one_by_one(db: &DatabaseConnection, batch: Vec<Op>) {
     }
 }
 
+/// Commits `batch` the shortest way that takes all of it, and answers each of its writes.
 pub(super) async fn commit(db: &DatabaseConnection, batch: Vec<Op>) {
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite
         && batch
