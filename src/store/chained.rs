@@ -38,9 +38,23 @@ pub(super) fn takes(intake: &Intake) -> bool {
     super::inline::takes(intake)
 }
 
+/// Why a batch was not committed here; either way nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NotChained {
+    /// One of its requests is already open for its person and resource (the open key's unique
+    /// index): expected now and then; the general way says which.
+    #[error("one of the new requests is already open")]
+    AlreadyOpen,
+    #[error(transparent)]
+    Failed(#[from] DbErr),
+}
+
 /// Commits `intakes` (each [`takes`], at most [`super::shapes::SMALL`], one per person) on one
 /// connection of `pool`.
-pub(super) async fn create(pool: &sqlx::PgPool, intakes: &[Intake]) -> Result<Vec<Created>, DbErr> {
+pub(super) async fn create(
+    pool: &sqlx::PgPool,
+    intakes: &[Intake],
+) -> Result<Vec<Created>, NotChained> {
     let mut conn = pool.acquire().await.map_err(pg_err)?;
     let (ids, open) = ids_and_counts(&mut conn, intakes).await?;
     let over = over_caps(intakes, open);
@@ -85,11 +99,19 @@ pub(super) async fn create(pool: &sqlx::PgPool, intakes: &[Intake]) -> Result<Ve
     let (sql, values) = with
         .query(audit::Entity::insert_many(f.audits).into_query())
         .build(PostgresQueryBuilder);
-    sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(values))
+    match sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(values))
         .execute(&mut *conn)
         .await
-        .map_err(pg_err)?;
-    Ok(f.created)
+    {
+        Ok(_) => Ok(f.created),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.code().as_deref() == Some(UNIQUE_VIOLATION)) =>
+        {
+            Err(NotChained::AlreadyOpen)
+        }
+        Err(e) => Err(pg_err(e).into()),
+    }
 }
 
 fn cte(name: &str, insert: sea_orm::sea_query::InsertStatement) -> CommonTableExpression {
@@ -145,6 +167,9 @@ async fn ids_and_counts(
     ids.sort_unstable();
     Ok((ids, open))
 }
+
+/// PostgreSQL's SQLSTATE for a unique index refusing a row.
+const UNIQUE_VIOLATION: &str = "23505";
 
 fn pg_err(e: sqlx::Error) -> DbErr {
     DbErr::Custom(format!("PostgreSQL: {e}"))
@@ -237,7 +262,10 @@ mod tests {
         // U1 again (already open) beside a new U7: the statement fails whole, neither stored,
         // for the general way to sort out.
         let again = [intake("U1", None), intake("U7", None)];
-        assert!(create(pool, &again).await.is_err());
+        assert!(matches!(
+            create(pool, &again).await,
+            Err(NotChained::AlreadyOpen)
+        ));
         let requests = request::Entity::find()
             .count(&store.db)
             .await

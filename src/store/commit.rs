@@ -167,9 +167,14 @@ async fn commit_chained(db: &DatabaseConnection, batch: Vec<Op>) {
                 }
             }
             Ok(Err(e)) => {
-                // Expected when one of them is already open (the unique open key): the general
-                // way tells which.
-                tracing::debug!(writes = intakes.len(), error = %e, "chained new requests not stored; going the general way");
+                if matches!(e, chained::NotChained::AlreadyOpen) {
+                    tracing::debug!(
+                        writes = intakes.len(),
+                        "a new request is already open; the batch goes the general way, which says which"
+                    );
+                } else {
+                    tracing::warn!(writes = intakes.len(), error = %e, "a batch of new requests failed; retrying it the general way");
+                }
                 let ops = intakes
                     .into_iter()
                     .zip(replies)
