@@ -4,10 +4,11 @@
 //! ([`super::inline`]); new requests on PostgreSQL in two round trips ([`super::chained`]).
 
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use tokio::sync::oneshot;
 
 use super::batch::{apply_batch, create_batch};
-use super::requests::{Transition, apply, create_alone};
-use super::writer::{Op, TOO_SLOW, WRITE_DEADLINE};
+use super::requests::{Created, Transition, apply, create_alone};
+use super::writer::{Intake, Op, TOO_SLOW, WRITE_DEADLINE};
 use super::{chained, inline, shapes};
 
 async fn change_alone(db: &DatabaseConnection, t: Transition) -> Result<bool, DbErr> {
@@ -67,75 +68,30 @@ async fn commit_general(db: &DatabaseConnection, batch: Vec<Op>) {
     if batch.len() == 1 {
         return one_by_one(db, batch).await;
     }
-    let (creates, changes): (Vec<Op>, Vec<Op>) = batch
-        .into_iter()
-        .partition(|op| matches!(op, Op::Create(..)));
-    let mut intakes = Vec::new();
-    let mut create_replies = Vec::new();
-    for op in creates {
-        if let Op::Create(intake, reply) = op {
-            intakes.push(intake);
-            create_replies.push(reply);
-        }
-    }
-    let mut transitions = Vec::new();
-    let mut change_replies = Vec::new();
-    for op in changes {
-        if let Op::Change(t, reply) = op {
-            transitions.push(t);
-            change_replies.push(reply);
-        }
-    }
+    let parts = Parts::of(batch);
     let together = tokio::time::timeout(WRITE_DEADLINE, async {
         let txn = db.begin().await?;
-        let created = create_batch(&txn, &intakes).await?;
-        let refs: Vec<&Transition> = transitions.iter().collect();
+        let created = create_batch(&txn, &parts.intakes).await?;
+        let refs: Vec<&Transition> = parts.transitions.iter().collect();
         let changed = apply_batch(&txn, &refs).await?;
         txn.commit().await?;
         Ok::<_, DbErr>((created, changed))
     })
     .await;
-    let together = match together {
-        Ok(result) => result,
+    match together {
+        Ok(Ok((created, changed))) => parts.answer(created, changed),
+        Ok(Err(e)) => {
+            tracing::warn!(writes = parts.len(), error = %e, "a batch of writes failed; applying them one by one");
+            one_by_one(db, parts.into_ops()).await;
+        }
         Err(_) => {
             // The store is too slow or unreachable: every write of the batch fails (the
             // transaction is rolled back as it is dropped); one by one would only fail slower.
             tracing::error!(
-                writes = intakes.len() + transitions.len(),
+                writes = parts.len(),
                 "a batch of writes did not commit in time; none of it was written"
             );
-            for reply in create_replies {
-                let _ = reply.send(Err(TOO_SLOW.to_string()));
-            }
-            for reply in change_replies {
-                let _ = reply.send(Err(TOO_SLOW.to_string()));
-            }
-            return;
-        }
-    };
-    match together {
-        Ok((created, changed)) => {
-            for (reply, created) in create_replies.into_iter().zip(created) {
-                let _ = reply.send(Ok(created));
-            }
-            for (reply, changed) in change_replies.into_iter().zip(changed) {
-                let _ = reply.send(Ok(changed));
-            }
-        }
-        Err(e) => {
-            tracing::warn!(writes = intakes.len() + transitions.len(), error = %e, "a batch of writes failed; applying them one by one");
-            let mut ops: Vec<Op> = intakes
-                .into_iter()
-                .zip(create_replies)
-                .map(|(i, r)| Op::Create(i, r))
-                .collect();
-            ops.extend(
-                transitions
-                    .into_iter()
-                    .zip(change_replies)
-                    .map(|(t, r)| Op::Change(t, r)),
-            );
-            one_by_one(db, ops).await;
+            parts.too_slow();
         }
     }
 }
@@ -147,49 +103,31 @@ async fn commit_chained(db: &DatabaseConnection, batch: Vec<Op>) {
     let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
     let mut batch = batch.into_iter().peekable();
     while batch.peek().is_some() {
-        let mut intakes = Vec::with_capacity(shapes::SMALL);
-        let mut replies = Vec::with_capacity(shapes::SMALL);
-        for op in batch.by_ref().take(shapes::SMALL) {
-            if let Op::Create(intake, reply) = op {
-                intakes.push(intake);
-                replies.push(reply);
-            }
-        }
+        let parts = Parts::of(batch.by_ref().take(shapes::SMALL));
         let done = tokio::time::timeout_at(
             deadline,
-            chained::create(db.get_postgres_connection_pool(), &intakes),
+            chained::create(db.get_postgres_connection_pool(), &parts.intakes),
         )
         .await;
         match done {
-            Ok(Ok(created)) => {
-                for (reply, created) in replies.into_iter().zip(created) {
-                    let _ = reply.send(Ok(created));
-                }
-            }
+            Ok(Ok(created)) => parts.answer(created, Vec::new()),
             Ok(Err(e)) => {
                 if matches!(e, chained::NotChained::AlreadyOpen) {
                     tracing::debug!(
-                        writes = intakes.len(),
+                        writes = parts.len(),
                         "a new request is already open; the batch goes the general way, which says which"
                     );
                 } else {
-                    tracing::warn!(writes = intakes.len(), error = %e, "a batch of new requests failed; retrying it the general way");
+                    tracing::warn!(writes = parts.len(), error = %e, "a batch of new requests failed; retrying it the general way");
                 }
-                let ops = intakes
-                    .into_iter()
-                    .zip(replies)
-                    .map(|(i, r)| Op::Create(i, r))
-                    .collect();
-                commit_general(db, ops).await;
+                commit_general(db, parts.into_ops()).await;
             }
             Err(_) => {
                 tracing::error!(
-                    writes = intakes.len(),
+                    writes = parts.len(),
                     "a batch of new requests did not commit in time"
                 );
-                for reply in replies {
-                    let _ = reply.send(Err(TOO_SLOW.to_string()));
-                }
+                parts.too_slow();
             }
         }
     }
@@ -198,37 +136,80 @@ async fn commit_chained(db: &DatabaseConnection, batch: Vec<Op>) {
 /// New requests on SQLite, committed on this thread (see [`inline`]); the general way if that
 /// fails.
 async fn commit_inline(db: &DatabaseConnection, batch: Vec<Op>) {
-    let mut intakes = Vec::with_capacity(batch.len());
-    let mut replies = Vec::with_capacity(batch.len());
-    for op in batch {
-        if let Op::Create(intake, reply) = op {
-            intakes.push(intake);
-            replies.push(reply);
-        }
-    }
-    match inline::create(db.get_sqlite_connection_pool(), &intakes).await {
-        Ok(created) => {
-            for (reply, created) in replies.into_iter().zip(created) {
-                let _ = reply.send(Ok(created));
-            }
-        }
+    let parts = Parts::of(batch);
+    match inline::create(db.get_sqlite_connection_pool(), &parts.intakes).await {
+        Ok(created) => parts.answer(created, Vec::new()),
         Err(inline::NotCommitted::TooSlow) => {
             tracing::error!(
-                writes = intakes.len(),
+                writes = parts.len(),
                 "a batch of new requests did not reach the store in time; none of it was written"
             );
-            for reply in replies {
-                let _ = reply.send(Err(TOO_SLOW.to_string()));
-            }
+            parts.too_slow();
         }
         Err(inline::NotCommitted::Failed(e)) => {
-            tracing::warn!(writes = intakes.len(), error = %e, "a batch of new requests failed; applying them one by one");
-            let ops = intakes
-                .into_iter()
-                .zip(replies)
-                .map(|(i, r)| Op::Create(i, r))
-                .collect();
-            one_by_one(db, ops).await;
+            tracing::warn!(writes = parts.len(), error = %e, "a batch of new requests failed; applying them one by one");
+            one_by_one(db, parts.into_ops()).await;
+        }
+    }
+}
+
+/// A batch's writes, apart from the ones waiting for their answers (in the same order).
+#[derive(Default)]
+struct Parts {
+    intakes: Vec<Intake>,
+    create_replies: Vec<oneshot::Sender<Result<Created, String>>>,
+    transitions: Vec<Transition>,
+    change_replies: Vec<oneshot::Sender<Result<bool, String>>>,
+}
+
+impl Parts {
+    fn of(ops: impl IntoIterator<Item = Op>) -> Self {
+        let mut parts = Parts::default();
+        for op in ops {
+            match op {
+                Op::Create(intake, reply) => {
+                    parts.intakes.push(intake);
+                    parts.create_replies.push(reply);
+                }
+                Op::Change(t, reply) => {
+                    parts.transitions.push(t);
+                    parts.change_replies.push(reply);
+                }
+            }
+        }
+        parts
+    }
+
+    fn len(&self) -> usize {
+        self.intakes.len() + self.transitions.len()
+    }
+
+    /// The writes again, to commit another way.
+    fn into_ops(self) -> Vec<Op> {
+        let creates =
+            (self.intakes.into_iter().zip(self.create_replies)).map(|(i, r)| Op::Create(i, r));
+        let changes =
+            (self.transitions.into_iter().zip(self.change_replies)).map(|(t, r)| Op::Change(t, r));
+        creates.chain(changes).collect()
+    }
+
+    /// Each write's outcome, in order, to whoever waits for it.
+    fn answer(self, created: Vec<Created>, changed: Vec<bool>) {
+        for (reply, created) in self.create_replies.into_iter().zip(created) {
+            let _ = reply.send(Ok(created));
+        }
+        for (reply, changed) in self.change_replies.into_iter().zip(changed) {
+            let _ = reply.send(Ok(changed));
+        }
+    }
+
+    /// Every write: "too slow".
+    fn too_slow(self) {
+        for reply in self.create_replies {
+            let _ = reply.send(Err(TOO_SLOW.to_string()));
+        }
+        for reply in self.change_replies {
+            let _ = reply.send(Err(TOO_SLOW.to_string()));
         }
     }
 }
