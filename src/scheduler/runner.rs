@@ -338,7 +338,8 @@ impl LaneRunner {
             let sleep = if claim.limit == 0 {
                 IDLE_RECHECK
             } else {
-                match store.next_due(&claim).await {
+                let until = now_ms() + IDLE_RECHECK.as_millis() as i64;
+                match store.next_due(&claim, until).await {
                     Ok((_, Some(lease_end))) if lease_end <= now_ms() => {
                         // Another worker's lease ran out: it is gone; take its jobs back.
                         match store.release_expired(self.lane, now_ms()).await {

@@ -220,13 +220,23 @@ impl Store {
     /// claim, or the end of the first lease to run out (a dead worker's jobs are taken back
     /// then; this worker's own leases are renewed before they run out).
     /// The second is also returned alone, so the caller knows when to free expired leases.
-    pub async fn next_due(&self, c: &Claim<'_>) -> anyhow::Result<(Option<i64>, Option<i64>)> {
+    ///
+    /// Free jobs are looked for only up to `until` (the caller looks again by then anyway):
+    /// the keys and channels it skips may hold a long queue (a million cards booked into one
+    /// channel's pace), and walking all of it on every wake-up cost a core (147 ms a look
+    /// with 100,000 booked).
+    pub async fn next_due(
+        &self,
+        c: &Claim<'_>,
+        until: i64,
+    ) -> anyhow::Result<(Option<i64>, Option<i64>)> {
         let mut free = Query::select();
         free.column(job::Column::RunAt)
             .from(job::Entity)
             .and_where(job::Column::DoneAt.is_null())
             .and_where(job::Column::Lane.eq(c.lane.as_str()))
-            .and_where(job::Column::LockedUntil.is_null());
+            .and_where(job::Column::LockedUntil.is_null())
+            .and_where(job::Column::RunAt.lte(until));
         exclude(&mut free, c);
         free.order_by(job::Column::RunAt, sea_orm::Order::Asc)
             .limit(1);
@@ -492,5 +502,67 @@ impl Store {
             .order_by_asc(job::Column::Id)
             .all(&self.read)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Job;
+
+    fn dm(user: &str, at: i64) -> Scheduled {
+        Job::Dm {
+            user: user.into(),
+            text: "hi".into(),
+            done: None,
+        }
+        .at(at)
+    }
+
+    /// A skipped key's long queue is not walked: only free jobs due by `until` count, and a
+    /// later one is found once the window reaches it.
+    #[tokio::test]
+    async fn the_next_wake_up_looks_only_as_far_as_asked() {
+        let dir = std::env::temp_dir().join(format!("jitbot-queue-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("store.db");
+        let _ = std::fs::remove_file(&file);
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let store = Store::connect(&url).await.expect("open SQLite");
+        store.migrate().await.expect("migrate");
+        let busy: Vec<Scheduled> = (0..50).map(|i| dm("U0BUSY", 1_000 + i)).collect();
+        store.enqueue(&busy, 0).await.expect("enqueue");
+        store
+            .enqueue(&[dm("U0LATER", 5_000)], 0)
+            .await
+            .expect("enqueue");
+        let skip = vec!["U0BUSY".to_string()];
+        let claim = Claim {
+            lane: Lane::Messages,
+            now: 0,
+            limit: 16,
+            worker: "w",
+            lease_end: 60_000,
+            skip_keys: &skip,
+            skip_kinds: &[],
+            skip_posts_to: &[],
+        };
+        assert_eq!(
+            store.next_due(&claim, 4_999).await.expect("next due"),
+            (None, None),
+            "the busy key's jobs are skipped and the later one is past the window"
+        );
+        assert_eq!(
+            store.next_due(&claim, 5_000).await.expect("next due"),
+            (Some(5_000), None)
+        );
+        let all = Claim {
+            skip_keys: &[],
+            ..claim
+        };
+        assert_eq!(
+            store.next_due(&all, 5_000).await.expect("next due"),
+            (Some(1_000), None)
+        );
     }
 }
