@@ -190,6 +190,10 @@ struct Figures {
     list: (f64, f64),
     rss: f64,
     peak: f64,
+    /// Of the RSS: anonymous (heap, stacks, SQLite's caches) and file-backed (mostly the
+    /// binary's own code and read-only data), MB.
+    anon: f64,
+    file: f64,
     healthy_ms: f64,
 }
 
@@ -213,11 +217,23 @@ async fn measure(
         list,
         rss: jitbot.memory_mb("VmRSS:"),
         peak: jitbot.memory_mb("VmHWM:"),
+        anon: jitbot.memory_mb("RssAnon:"),
+        file: jitbot.memory_mb("RssFile:"),
         healthy_ms,
     };
     println!(
-        "  {label}: ack at {RATE}/s p50 {:.1} ms p99 {:.1} ms; pending {:.1}/{:.1} ms; list {:.1}/{:.1} ms; RSS {:.1} MB (peak {:.1}); start to healthy {:.0} ms",
-        f.p50, f.p99, f.pending.0, f.pending.1, f.list.0, f.list.1, f.rss, f.peak, f.healthy_ms
+        "  {label}: ack at {RATE}/s p50 {:.1} ms p99 {:.1} ms; pending {:.1}/{:.1} ms; list {:.1}/{:.1} ms; RSS {:.1} MB (peak {:.1}; anon {:.1}, file {:.1}); start to healthy {:.0} ms",
+        f.p50,
+        f.p99,
+        f.pending.0,
+        f.pending.1,
+        f.list.0,
+        f.list.1,
+        f.rss,
+        f.peak,
+        f.anon,
+        f.file,
+        f.healthy_ms
     );
     f
 }
