@@ -14,6 +14,7 @@ mod m20261204_000006_bundles;
 mod m20261204_000007_extensions;
 mod m20261204_000008_pages;
 mod m20261205_000009_shared_access;
+mod m20261207_000010_marks;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000007_extensions::Migration),
             Box::new(m20261204_000008_pages::Migration),
             Box::new(m20261205_000009_shared_access::Migration),
+            Box::new(m20261207_000010_marks::Migration),
         ]
     }
 }

@@ -6,10 +6,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use sha2::{Digest, Sha256};
+
 use super::{Service, ms};
+use crate::domain::policy::is_usergroup_id;
 use crate::domain::{Job, Lane, Policy, State};
 use crate::metrics::Metrics;
 use crate::slack::blocks;
+use crate::store::marks::POLICY_ENFORCED;
 use crate::store::{self, Transition};
 
 /// Pending requests read per query while walking them.
@@ -23,8 +27,18 @@ const REST_PER_PAGE: u32 = 3;
 impl Service {
     /// Ends every pending request the policy in force no longer allows; returns how many.
     /// Walks all of them, a page at a time, however many wait, resting between pages.
+    ///
+    /// Not walked when the rules it checks are those of the last full walk (a restart, a
+    /// replica starting, a reload of the same file): nothing can have changed its verdicts.
     pub async fn enforce_policy(&self, now: DateTime<Utc>) -> anyhow::Result<u64> {
         let policy = self.policy.now();
+        let digest = enforcement_digest(&policy);
+        if let Some(digest) = &digest
+            && self.store.mark(POLICY_ENFORCED).await?.as_ref() == Some(digest)
+        {
+            tracing::debug!("the policy's rules for pending requests are unchanged: not walked");
+            return Ok(0);
+        }
         let mut after = 0;
         let mut ended = 0;
         loop {
@@ -52,6 +66,9 @@ impl Service {
                 break;
             }
             tokio::time::sleep(started.elapsed() * REST_PER_PAGE).await;
+        }
+        if let Some(digest) = digest {
+            self.store.set_mark(POLICY_ENFORCED, &digest).await?;
         }
         if ended > 0 {
             self.woke(&[Lane::Messages]);
@@ -100,6 +117,52 @@ impl Service {
     }
 }
 
+/// Everything [`refusal`] reads from the policy, as one digest: each resource's requesters,
+/// duration bounds and provider kind, the groups of requesters, the identities, and this version of
+/// jitbot (its rules may change). `None` when a verdict also rests on Slack's user groups,
+/// which change without the file changing: then every start and reload walks.
+pub fn enforcement_digest(policy: &Policy) -> Option<String> {
+    let usergroups = policy.resources.values().any(|r| {
+        r.requesters.iter().flatten().any(|entry| {
+            is_usergroup_id(entry)
+                || policy
+                    .groups
+                    .get(entry)
+                    .is_some_and(|members| members.iter().any(|m| is_usergroup_id(m)))
+        })
+    });
+    if usergroups {
+        return None;
+    }
+    let resources: Vec<serde_json::Value> = policy
+        .resources
+        .values()
+        .map(|r| {
+            json!([
+                r.name,
+                r.requesters,
+                r.min_duration.secs(),
+                r.max_duration.secs(),
+                policy.providers.get(&r.provider).map(|p| p.kind()),
+            ])
+        })
+        .collect();
+    // The groups that say who may ask (approvers' groups decide nothing here).
+    let groups: std::collections::BTreeMap<&String, &Vec<String>> = policy
+        .resources
+        .values()
+        .flat_map(|r| r.requesters.iter().flatten())
+        .filter_map(|entry| policy.groups.get_key_value(entry))
+        .collect();
+    let rules = json!({
+        "jitbot": env!("CARGO_PKG_VERSION"),
+        "resources": resources,
+        "groups": groups,
+        "identities": policy.identities,
+    });
+    Some(hex::encode(Sha256::digest(rules.to_string())))
+}
+
 /// Why `policy` would not let this stored request go on, if it would not.
 /// A bundle is held to every resource's rules.
 pub fn refusal(policy: &Policy, request: &store::Request) -> Option<String> {
@@ -112,4 +175,86 @@ pub fn refusal(policy: &Policy, request: &store::Request) -> Option<String> {
                 policy.no_longer_allows(resource, &request.requester, request.duration_secs)
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enforcement_digest;
+    use crate::domain::Policy;
+
+    const POLICY: &str = r#"
+groups:
+  dba: { members: [U0DBA1] }
+  oncall: { members: [U0ALICE] }
+identities:
+  U0ALICE: { postgres: alice }
+providers:
+  pg: { kind: postgres, url_env: JIT_PG_ADMIN_URL }
+resources:
+  db:
+    provider: pg
+    grant: { role: rw }
+    max_duration: 4h
+    channel: C0REVIEW
+    approvers: [dba]
+    requesters: [oncall]
+"#;
+
+    fn digest(text: &str) -> Option<String> {
+        let (policy, _) = Policy::parse("p.yaml", text).expect("policy compiles");
+        enforcement_digest(&policy)
+    }
+
+    fn edited(from: &str, to: &str) -> Option<String> {
+        assert!(POLICY.contains(from), "{from}");
+        digest(&POLICY.replacen(from, to, 1))
+    }
+
+    #[test]
+    fn the_digest_changes_with_every_rule_a_pending_request_is_held_to_and_only_with_those() {
+        let base = digest(POLICY).expect("no Slack user group named");
+        assert_eq!(digest(POLICY), Some(base.clone()), "deterministic");
+        for (from, to) in [
+            ("max_duration: 4h", "max_duration: 2h"),
+            (
+                "max_duration: 4h",
+                "max_duration: 4h\n    min_duration: 10m",
+            ),
+            ("requesters: [oncall]", "requesters: [oncall, U0BOB]"),
+            (
+                "oncall: { members: [U0ALICE] }",
+                "oncall: { members: [U0BOB] }",
+            ),
+            (
+                "U0ALICE: { postgres: alice }",
+                "U0ALICE: { postgres: alice2 }",
+            ),
+            ("  db:\n", "  db2:\n"),
+        ] {
+            assert_ne!(edited(from, to), Some(base.clone()), "{from} -> {to}");
+        }
+        // Who approves, and where the card goes, decide nothing about a request's standing.
+        for (from, to) in [
+            ("approvers: [dba]", "approvers: [U0DBA1]"),
+            ("channel: C0REVIEW", "channel: C0OTHER"),
+            ("dba: { members: [U0DBA1] }", "dba: { members: [U0DBA2] }"),
+        ] {
+            assert_eq!(edited(from, to), Some(base.clone()), "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn a_policy_that_names_a_slack_user_group_has_no_digest() {
+        assert_eq!(
+            edited("requesters: [oncall]", "requesters: [S0ONCALL]"),
+            None
+        );
+        assert_eq!(
+            edited(
+                "oncall: { members: [U0ALICE] }",
+                "oncall: { members: [U0ALICE, S0ONCALL] }"
+            ),
+            None
+        );
+    }
 }

@@ -20,6 +20,7 @@ mod fixtures;
 mod holds;
 mod inline;
 mod lookups;
+pub mod marks;
 pub mod queue;
 pub mod requests;
 mod shapes;

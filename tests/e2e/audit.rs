@@ -5,28 +5,8 @@
 use std::time::Duration;
 
 use jitbot::store::audit::Break;
-use sea_orm::{ConnectionTrait, Database};
 
 use crate::support::*;
-
-/// The store's URL, for a second connection that plays the one tampering with it.
-fn url_of(app: &TestApp) -> String {
-    match &app.pg {
-        Some(pg) => pg.url.clone(),
-        None => format!(
-            "sqlite://{}?mode=rwc",
-            app.dir.path().join("jitbot.db").display()
-        ),
-    }
-}
-
-async fn tamper(app: &TestApp, sql: &str) {
-    let db = Database::connect(url_of(app))
-        .await
-        .expect("a second connection");
-    db.execute_unprepared(sql).await.expect("tampering");
-    db.close().await.ok();
-}
 
 /// An app whose trail holds some twenty events, all linked.
 async fn chained(backend: Backend) -> TestApp {
@@ -52,7 +32,8 @@ async fn chained(backend: Backend) -> TestApp {
 async fn each_break_is_named(backend: Backend) {
     // An edited event.
     let app = chained(backend).await;
-    tamper(&app, "UPDATE audit_events SET detail = '{}' WHERE seq = 3").await;
+    app.tamper("UPDATE audit_events SET detail = '{}' WHERE seq = 3")
+        .await;
     assert_eq!(
         app.store.verify_audit().await.unwrap().broken,
         Some(Break::Altered {
@@ -64,7 +45,7 @@ async fn each_break_is_named(backend: Backend) {
 
     // A deleted event.
     let app = chained(backend).await;
-    tamper(&app, "DELETE FROM audit_events WHERE seq = 5").await;
+    app.tamper("DELETE FROM audit_events WHERE seq = 5").await;
     assert_eq!(
         app.store.verify_audit().await.unwrap().broken,
         Some(Break::Missing { after: 4, next: 6 })
@@ -73,9 +54,12 @@ async fn each_break_is_named(backend: Backend) {
 
     // Two events swapped (their places in the chain exchanged).
     let app = chained(backend).await;
-    tamper(&app, "UPDATE audit_events SET seq = -2 WHERE seq = 2").await;
-    tamper(&app, "UPDATE audit_events SET seq = 2 WHERE seq = 3").await;
-    tamper(&app, "UPDATE audit_events SET seq = 3 WHERE seq = -2").await;
+    app.tamper("UPDATE audit_events SET seq = -2 WHERE seq = 2")
+        .await;
+    app.tamper("UPDATE audit_events SET seq = 2 WHERE seq = 3")
+        .await;
+    app.tamper("UPDATE audit_events SET seq = 3 WHERE seq = -2")
+        .await;
     let broken = app.store.verify_audit().await.unwrap().broken;
     assert!(
         matches!(broken, Some(Break::Altered { seq: 2, .. })),
@@ -87,10 +71,10 @@ async fn each_break_is_named(backend: Backend) {
     let app = chained(backend).await;
     let head = app.store.verify_audit().await.unwrap().sealed as i64;
     // Stop new events first: nothing else may be sealed meanwhile.
-    tamper(
-        &app,
-        &format!("DELETE FROM audit_events WHERE seq >= {}", head - 1),
-    )
+    app.tamper(&format!(
+        "DELETE FROM audit_events WHERE seq >= {}",
+        head - 1
+    ))
     .await;
     let broken = app.store.verify_audit().await.unwrap().broken;
     assert!(
@@ -168,7 +152,7 @@ async fn fifty_concurrent_requests_and_three_sealers_leave_one_unbroken_chain() 
 #[tokio::test]
 async fn audit_verify_and_export_from_the_command_line() {
     let app = chained(Backend::Sqlite).await;
-    let url = url_of(&app);
+    let url = app.database_url();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_jitbot"))
             .args(args)
@@ -218,11 +202,8 @@ async fn audit_verify_and_export_from_the_command_line() {
     assert_eq!(code, 0);
     assert_eq!(future.lines().count(), 1, "only the header");
 
-    tamper(
-        &app,
-        "UPDATE audit_events SET actor = 'U0MALLORY' WHERE seq = 4",
-    )
-    .await;
+    app.tamper("UPDATE audit_events SET actor = 'U0MALLORY' WHERE seq = 4")
+        .await;
     let (code, _, stderr) = run(&["audit", "verify"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("link 4"), "{stderr}");

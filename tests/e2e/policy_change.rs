@@ -114,6 +114,42 @@ async fn a_reload_cancels_pending_requests_the_policy_no_longer_allows_on_postgr
     reload_cancels_what_the_policy_no_longer_allows(Backend::Postgres).await;
 }
 
+async fn unchanged_rules_are_not_walked_again(backend: Backend) {
+    let (app, hook) = spawn_hook_app(backend).await;
+    let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 2h INC-5").await);
+    let same = app.policy_text();
+    // The start's walk may still be under way: a reload walks (or finds it done), and marks.
+    assert_eq!(app.reload(&same).await.unwrap(), 0);
+    // A request the policy would refuse, stored behind jitbot's back: only a walk finds it.
+    app.tamper(&format!(
+        "UPDATE requests SET duration_secs = 10800 WHERE id = {id}"
+    ))
+    .await;
+    assert_eq!(
+        app.reload(&same).await.unwrap(),
+        0,
+        "the same rules: nothing walked"
+    );
+    assert_eq!(app.state(id).await, "pending");
+    // Any change to the rules walks again.
+    let looser = app.edited("max_duration: 2h", "max_duration: 3h");
+    assert_eq!(app.reload(&looser).await.unwrap(), 0, "3h is allowed now");
+    assert_eq!(app.reload(&same).await.unwrap(), 1, "2h again: walked");
+    assert_eq!(app.state(id).await, "cancelled");
+    assert!(hook.events().is_empty());
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_reload_of_unchanged_rules_walks_no_pending_request_on_sqlite() {
+    unchanged_rules_are_not_walked_again(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_reload_of_unchanged_rules_walks_no_pending_request_on_postgres() {
+    unchanged_rules_are_not_walked_again(Backend::Postgres).await;
+}
+
 async fn a_click_under_a_changed_policy_cancels_instead_of_granting_on(backend: Backend) {
     // The policy file changes between the ask and the click, and the click comes before any
     // reload has run over the pending requests: the click itself holds the request to it.
@@ -182,13 +218,7 @@ async fn start_cancels_what_the_policy_no_longer_allows(backend: Backend) {
     let (app, _hook) = spawn_hook_app(backend).await;
     let id = TestApp::id_in(&app.say(ALICE, "request billing-admin 2h INC-7").await);
     let policy = app.edited("max_duration: 2h", "max_duration: 1h");
-    let database_url = match &app.pg {
-        Some(pg) => pg.url.clone(),
-        None => format!(
-            "sqlite://{}?mode=rwc",
-            app.policy_path.with_file_name("jitbot.db").display()
-        ),
-    };
+    let database_url = app.database_url();
     // The webhook secret's variables, as the first app had them.
     let env: HashMap<String, String> = secret_env_of(&policy);
     let TestApp {

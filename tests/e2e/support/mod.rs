@@ -290,6 +290,27 @@ impl TestApp {
         text.replacen(from, to, 1)
     }
 
+    /// The store's URL, for a second connection or a second app on the same store.
+    pub fn database_url(&self) -> String {
+        match &self.pg {
+            Some(pg) => pg.url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.dir.path().join("jitbot.db").display()
+            ),
+        }
+    }
+
+    /// Runs `sql` on a second connection to the store: someone changing rows behind jitbot.
+    pub async fn tamper(&self, sql: &str) {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(self.database_url())
+            .await
+            .expect("a second connection");
+        db.execute_unprepared(sql).await.expect("tampering");
+        db.close().await.ok();
+    }
+
     /// Writes `policy` to the app's policy file and reloads it, as `SIGHUP` does; the number of
     /// pending requests it cancelled, or the refusal.
     pub async fn reload(&self, policy: &str) -> anyhow::Result<u64> {
