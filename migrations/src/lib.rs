@@ -15,6 +15,7 @@ mod m20261204_000007_extensions;
 mod m20261204_000008_pages;
 mod m20261205_000009_shared_access;
 mod m20261207_000010_marks;
+mod m20261207_000011_pending_bundles;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000008_pages::Migration),
             Box::new(m20261205_000009_shared_access::Migration),
             Box::new(m20261207_000010_marks::Migration),
+            Box::new(m20261207_000011_pending_bundles::Migration),
         ]
     }
 }
