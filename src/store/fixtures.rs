@@ -68,3 +68,16 @@ pub(super) async fn assert_stored(store: &Store, ids: &[i32], who: &[&str]) {
         assert_eq!(events, 1, "request {id} has its audit event");
     }
 }
+
+/// A migrated SQLite store in a directory of its own (`name` tells tests apart), emptied
+/// first; the directory, for the test to remove.
+pub(super) async fn sqlite_store(name: &str) -> (Store, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("jitbot-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("store.db");
+    let _ = std::fs::remove_file(&file);
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let store = Store::connect(&url).await.expect("open SQLite");
+    store.migrate().await.expect("migrate");
+    (store, dir)
+}

@@ -209,21 +209,14 @@ fn query<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
-    use crate::store::fixtures::{assert_stored, intake};
+    use crate::store::fixtures::{assert_stored, intake, sqlite_store};
     use sea_orm::{ConnectionTrait, PaginatorTrait};
 
     /// The path must commit, not fall back: a fallback would still store the rows (the general
     /// way), so this calls it directly and checks its own answer.
     #[tokio::test]
     async fn a_batch_of_new_requests_commits_on_the_writers_thread_with_its_jobs_and_events() {
-        let dir = std::env::temp_dir().join(format!("jitbot-inline-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("store.db");
-        let _ = std::fs::remove_file(&file);
-        let url = format!("sqlite://{}?mode=rwc", file.display());
-        let store = Store::connect(&url).await.expect("open SQLite");
-        store.migrate().await.expect("migrate");
+        let (store, dir) = sqlite_store("inline").await;
         let pool = store.db.get_sqlite_connection_pool();
 
         let batch = [

@@ -523,13 +523,7 @@ mod tests {
     /// later one is found once the window reaches it.
     #[tokio::test]
     async fn the_next_wake_up_looks_only_as_far_as_asked() {
-        let dir = std::env::temp_dir().join(format!("jitbot-queue-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("store.db");
-        let _ = std::fs::remove_file(&file);
-        let url = format!("sqlite://{}?mode=rwc", file.display());
-        let store = Store::connect(&url).await.expect("open SQLite");
-        store.migrate().await.expect("migrate");
+        let (store, dir) = crate::store::fixtures::sqlite_store("queue").await;
         let busy: Vec<Scheduled> = (0..50).map(|i| dm("U0BUSY", 1_000 + i)).collect();
         store.enqueue(&busy, 0).await.expect("enqueue");
         store
@@ -564,5 +558,6 @@ mod tests {
             store.next_due(&all, 5_000).await.expect("next due"),
             (Some(1_000), None)
         );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
