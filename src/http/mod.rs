@@ -26,8 +26,9 @@ use crate::slack::{Admission, SlackApi, Workspace, verify};
 
 /// Largest body accepted from Slack; real payloads are a few kilobytes.
 const MAX_BODY_BYTES: usize = 256 * 1024;
-/// `/healthz` answers 503 when the store has not answered within this.
-const HEALTH_DEADLINE: Duration = Duration::from_secs(1);
+/// `/healthz` answers 503 when the store has not answered within this: short enough that the
+/// answer comes within a second (an orchestrator's usual probe timeout) on a busy host too.
+const HEALTH_DEADLINE: Duration = Duration::from_millis(800);
 /// `/metrics` leaves out the queue gauges when the store has not answered within this.
 const METRICS_QUEUE_DEADLINE: Duration = Duration::from_secs(2);
 
