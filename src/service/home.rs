@@ -34,18 +34,23 @@ impl Service {
                 duration: secs(r.duration_secs),
             })
             .collect();
-        let (awaiting, counted_all) = self.awaiting(user, self.pending_read_at_most).await?;
-        let for_me: Vec<ForMe> = awaiting
-            .into_iter()
-            .map(|(r, mine)| ForMe {
-                id: r.id,
-                what: BundleSpec::what(&r),
-                duration: secs(r.duration_secs),
-                requester: r.requester,
-                reason: r.reason,
-                mine,
+        let room = super::views::Room {
+            items: self.pending_read_at_most,
+            chars: usize::MAX,
+        };
+        let (for_me, counted_all) = self
+            .awaiting(user, room, |r, mine| {
+                let shown = ForMe {
+                    id: r.id,
+                    what: r.what(),
+                    duration: secs(r.duration_secs),
+                    requester: r.requester.clone(),
+                    reason: r.reason.clone(),
+                    mine,
+                };
+                (shown, 0)
             })
-            .collect();
+            .await?;
         Ok(home::home_view(&grants, &waits, &for_me, counted_all))
     }
 }

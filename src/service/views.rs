@@ -34,6 +34,15 @@ const SHORTEST_PENDING_LINE: usize = 28;
 /// waiting (measured with a million: the whole walk took 2.5 s, past Slack's deadline, and
 /// 200 MB), and the answer says there are more.
 pub const PENDING_READ_AT_MOST: usize = MAX_MESSAGES * MAX_MESSAGE_CHARS / SHORTEST_PENDING_LINE;
+/// How many characters of lines `/jit pending` reads: what its messages hold at most, so every
+/// line that can be shown is read (and [`split_messages`] says how many of them did not fit).
+const PENDING_CHARS: usize = MAX_MESSAGES * MAX_MESSAGE_CHARS;
+/// How much one answer holds of a list: at most `items` entries, whose sizes add up to at most
+/// `chars`.
+pub(super) struct Room {
+    pub items: usize,
+    pub chars: usize,
+}
 /// Longest message of a long list: Slack shows up to 40,000 characters of a message's text;
 /// this leaves room and keeps each message readable.
 pub const MESSAGE_CHARS: usize = 12_000;
@@ -170,25 +179,30 @@ impl Service {
     /// pending request), oldest first, walked page by page; past what an answer can hold the
     /// head says there are more.
     pub(super) async fn pending(&self, user: &str) -> anyhow::Result<Vec<String>> {
-        let (awaiting, counted_all) = self.awaiting(user, self.pending_read_at_most).await?;
-        let lines: Vec<String> = awaiting
-            .iter()
-            .map(|(r, may_decide)| {
-                format!(
+        let room = Room {
+            items: self.pending_read_at_most,
+            chars: PENDING_CHARS,
+        };
+        let (lines, counted_all) = self
+            .awaiting(user, room, |r, may_decide| {
+                let line = format!(
                     "• #{} {} wants *{}* for {}: {}{}",
                     r.id,
                     mention(&r.requester),
-                    BundleSpec::what(r),
+                    r.what(),
                     secs(r.duration_secs),
                     blocks::escape(&r.reason),
-                    if *may_decide {
+                    if may_decide {
                         ""
                     } else {
                         " _(not yours to decide)_"
                     }
-                )
+                );
+                // The line and its newline.
+                let chars = line.chars().count() + 1;
+                (line, chars)
             })
-            .collect();
+            .await?;
         Ok(if lines.is_empty() {
             vec!["Nothing is waiting for you.".into()]
         } else {
@@ -204,14 +218,16 @@ impl Service {
         })
     }
 
-    /// The pending requests `user` may decide and has not decided, oldest first, each with
-    /// whether it is theirs to decide (an admin sees every one): at most `at_most` of them, and
-    /// whether that is all of them.
-    pub(super) async fn awaiting(
+    /// The pending requests `user` may decide and has not decided, oldest first, each shown by
+    /// `show` (given whether it is theirs to decide; an admin sees every one), which also says
+    /// how much of `room` it takes: as many as `room` holds, and whether that is all of them.
+    /// The walk stops once `room` is full, so an answer costs the same however many wait.
+    pub(super) async fn awaiting<T>(
         &self,
         user: &str,
-        at_most: usize,
-    ) -> anyhow::Result<(Vec<(store::Request, bool)>, bool)> {
+        room: Room,
+        show: impl Fn(&store::Waiting, bool) -> (T, usize),
+    ) -> anyhow::Result<(Vec<T>, bool)> {
         let policy = self.policy.now();
         let admin = policy.is_admin(user);
         let mine: Vec<String> = policy
@@ -220,20 +236,22 @@ impl Service {
             .filter(|r| policy.is_approver(r, user))
             .map(|r| r.name.clone())
             .collect();
-        let mut found: Vec<(store::Request, bool)> = Vec::new();
+        // Each one shown: (request id, shown, its size).
+        let mut found: Vec<(i32, T, usize)> = Vec::new();
+        let mut used = 0;
         let mut after = 0;
         let mut seen = std::collections::HashSet::new();
         let mut pages_done = false;
         // Pending requests of the resources this person approves, page by page; then the
         // pending bundles, which they may approve through another of their resources.
-        let bundles = self.store.pending_bundles().await?;
+        let bundles = self.store.waiting_bundles().await?;
         loop {
             let page = if pages_done {
                 Vec::new()
             } else if admin {
-                self.store.pending_after(after, PENDING_PAGE).await?
+                self.store.waiting_after(after, PENDING_PAGE).await?
             } else {
-                self.store.pending_for(&mine, after, PENDING_PAGE).await?
+                self.store.waiting_for(&mine, after, PENDING_PAGE).await?
             };
             if page.len() < PENDING_PAGE as usize {
                 pages_done = true;
@@ -261,8 +279,7 @@ impl Service {
                 if !seen.insert(r.id) {
                     continue;
                 }
-                let names = BundleSpec::resources_of(&r);
-                let may_decide = names.iter().any(|name| {
+                let may_decide = r.resources().iter().any(|name| {
                     policy.resources.get(name).is_some_and(|res| {
                         policy.is_approver(res, user) && (r.requester != user || res.self_approval)
                     })
@@ -270,17 +287,32 @@ impl Service {
                 if decided.contains(&r.id) || !(may_decide || admin) {
                     continue;
                 }
-                found.push((r, may_decide));
+                let (shown, size) = show(&r, may_decide);
+                used += size;
+                found.push((r.id, shown, size));
             }
-            if found.len() > at_most {
+            if found.len() > room.items || used > room.chars {
                 // Enough read: the bundles still join (they may be older), then the cut.
                 pages_done = true;
             }
         }
-        found.sort_by_key(|(r, _)| r.id);
-        let counted_all = found.len() <= at_most;
-        found.truncate(at_most);
-        Ok((found, counted_all))
+        found.sort_by_key(|(id, _, _)| *id);
+        // The oldest that fit.
+        let mut used = 0;
+        let fit = found
+            .iter()
+            .take(room.items)
+            .take_while(|(_, _, size)| {
+                used += size;
+                used <= room.chars
+            })
+            .count();
+        let counted_all = fit == found.len();
+        found.truncate(fit);
+        Ok((
+            found.into_iter().map(|(_, shown, _)| shown).collect(),
+            counted_all,
+        ))
     }
 
     /// What `user` may ask for: each resource, with a template's resources on one line (so a

@@ -44,7 +44,12 @@ pub struct BundleSpec {
 
 impl BundleSpec {
     pub fn of(request: &Request) -> Option<BundleSpec> {
-        serde_json::from_str(request.bundle.as_deref()?).ok()
+        Self::parse(request.bundle.as_deref())
+    }
+
+    /// What a `bundle` column holds, read (`None` on a request that leads no bundle).
+    pub fn parse(bundle: Option<&str>) -> Option<BundleSpec> {
+        serde_json::from_str(bundle?).ok()
     }
 
     /// The resources a request stands for: a bundle's every one, else its own.
@@ -122,13 +127,17 @@ impl Store {
 
     /// Every pending bundle, oldest first (a bundle's lead is listed under its first resource;
     /// `/jit pending` looks here for the ones an approver of another of its resources decides).
-    pub async fn pending_bundles(&self) -> anyhow::Result<Vec<Request>> {
-        Ok(request::Entity::find()
+    pub async fn waiting_bundles(&self) -> anyhow::Result<Vec<super::Waiting>> {
+        super::Waiting::select()
             .filter(request::Column::State.eq(State::Pending.as_str()))
             .filter(request::Column::Bundle.is_not_null())
             .order_by_asc(request::Column::Id)
+            .into_tuple()
             .all(&self.read)
-            .await?)
+            .await?
+            .into_iter()
+            .map(super::Waiting::from_row)
+            .collect::<Result<_, _>>()
     }
 
     /// The other requests of the bundle with their grants.

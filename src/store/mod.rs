@@ -48,6 +48,7 @@ pub use entities::{
 };
 pub use extensions::Extension;
 pub use holds::{Join, Leave};
+pub use lookups::Waiting;
 pub use queue::{Claim, LaneStats};
 pub use requests::{GrantChange, NewAudit, NewGrant, NewRequest, NotCreated, Transition, audit};
 pub use writer::{TooSlow, WRITE_DEADLINE};

@@ -520,6 +520,93 @@ async fn a_longer_backlog_than_an_answer_holds_is_said_to_be_longer(backend: Bac
     app.finish().await;
 }
 
+/// Lines longer than six messages hold: `/jit pending` reads about as many as its messages can
+/// show (not every request waiting), lists the oldest, and every one it counts is either shown
+/// or counted as not shown.
+async fn long_lines_fill_six_messages_and_the_rest_is_counted(backend: Backend) {
+    let ((mut app, _hook), _) = spawn_hook_app_env(
+        backend,
+        |p| p,
+        HashMap::from([(TEST_POST_INTERVAL_MS.to_string(), "1".to_string())]),
+    )
+    .await;
+    app.sender.response_url = app.slack.response_url("commands/T0TEST/1/pending");
+    // Each line over 1,000 characters: 250 of them are more than six messages of 40,000.
+    let long = "x".repeat(980);
+    let mut ids = Vec::new();
+    for i in 0..250 {
+        let user = format!("U0L{i:04}");
+        let answer = app
+            .say(
+                &user,
+                &format!("request billing-admin 1h ticket-{i:03} {long}"),
+            )
+            .await;
+        ids.push(TestApp::id_in(&answer));
+    }
+    let answer = app.sender.command(BOB, "pending").await.unwrap();
+    assert_eq!(answer.status, 200);
+    let first = answer.body["text"].as_str().unwrap_or("").to_string();
+    let counted: usize = first
+        .split("Waiting for you (over ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the head says there are more: {first:.200}"));
+    assert!(
+        (200..250).contains(&counted),
+        "read about what six messages hold, not all 250: {counted}"
+    );
+    let calls = app
+        .slack
+        .wait_until(WAIT, "the rest of the list", |calls| {
+            calls.iter().filter(|c| c.method == "response_url").count() >= 5
+        })
+        .await
+        .unwrap();
+    let rest: Vec<String> = calls
+        .iter()
+        .filter(|c| c.method == "response_url")
+        .map(|c| c.str("text").to_string())
+        .collect();
+    assert_eq!(rest.len(), 5, "six messages in all");
+    let messages: Vec<&str> = std::iter::once(first.as_str())
+        .chain(rest.iter().map(String::as_str))
+        .collect();
+    for m in &messages {
+        assert!(m.chars().count() <= 40_000, "a message Slack would cut");
+    }
+    let text = messages.join("\n");
+    let shown: Vec<i32> = ids
+        .iter()
+        .copied()
+        .filter(|id| text.contains(&format!("• #{id} ")))
+        .collect();
+    assert_eq!(shown, ids[..shown.len()], "the oldest, none skipped");
+    let not_shown: usize = text
+        .split("…and ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(
+        shown.len() + not_shown,
+        counted,
+        "every one counted is shown or said not shown"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn long_lines_fill_six_messages_and_the_rest_is_counted_on_sqlite() {
+    long_lines_fill_six_messages_and_the_rest_is_counted(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn long_lines_fill_six_messages_and_the_rest_is_counted_on_postgres() {
+    long_lines_fill_six_messages_and_the_rest_is_counted(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn a_longer_backlog_than_an_answer_holds_is_said_to_be_longer_on_sqlite() {
     a_longer_backlog_than_an_answer_holds_is_said_to_be_longer(Backend::Sqlite).await;
