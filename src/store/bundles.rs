@@ -128,16 +128,11 @@ impl Store {
     /// Every pending bundle, oldest first (a bundle's lead is listed under its first resource;
     /// `/jit pending` looks here for the ones an approver of another of its resources decides).
     pub async fn waiting_bundles(&self) -> anyhow::Result<Vec<super::Waiting>> {
-        super::Waiting::select()
+        let query = super::Waiting::select()
             .filter(request::Column::State.eq(State::Pending.as_str()))
             .filter(request::Column::Bundle.is_not_null())
-            .order_by_asc(request::Column::Id)
-            .into_tuple()
-            .all(&self.read)
-            .await?
-            .into_iter()
-            .map(super::Waiting::from_row)
-            .collect::<Result<_, _>>()
+            .order_by_asc(request::Column::Id);
+        super::Waiting::read(query, &self.read).await
     }
 
     /// The other requests of the bundle with their grants.

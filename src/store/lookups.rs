@@ -25,7 +25,7 @@ pub struct Waiting {
 type WaitingRow = (i32, String, String, i64, String, Option<String>);
 
 impl Waiting {
-    /// The requests table, selecting exactly the columns [`Waiting::from_row`] reads.
+    /// The requests table, selecting exactly the columns [`Waiting::read`] reads.
     pub(super) fn select() -> sea_orm::Select<request::Entity> {
         request::Entity::find().select_only().columns([
             request::Column::Id,
@@ -37,16 +37,34 @@ impl Waiting {
         ])
     }
 
-    pub(super) fn from_row(row: WaitingRow) -> anyhow::Result<Waiting> {
-        let (id, resource, requester, duration_secs, reason, bundle) = row;
-        Ok(Waiting {
-            id,
-            resource,
-            requester,
-            duration_secs,
-            reason,
-            bundle,
-        })
+    /// The rows `query` (built on [`Waiting::select`]) finds.
+    pub(super) async fn read(
+        query: sea_orm::Select<request::Entity>,
+        db: &sea_orm::DatabaseConnection,
+    ) -> anyhow::Result<Vec<Waiting>> {
+        let rows: Vec<WaitingRow> = query.into_tuple().all(db).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, resource, requester, duration_secs, reason, bundle)| Waiting {
+                    id,
+                    resource,
+                    requester,
+                    duration_secs,
+                    reason,
+                    bundle,
+                },
+            )
+            .collect())
+    }
+
+    /// One page of pending requests after request `after`, oldest first.
+    fn pending_page(after: i32, limit: u64) -> sea_orm::Select<request::Entity> {
+        Self::select()
+            .filter(request::Column::State.eq(State::Pending.as_str()))
+            .filter(request::Column::Id.gt(after))
+            .order_by_asc(request::Column::Id)
+            .limit(limit)
     }
 
     /// The resources it stands for: a bundle's every one, else its own.
@@ -125,21 +143,10 @@ impl Store {
         if resources.is_empty() {
             return Ok(Vec::new());
         }
-        Waiting::select()
-            .filter(request::Column::State.eq(State::Pending.as_str()))
-            .filter(
-                request::Column::Resource
-                    .is_in(super::shapes::padded_from(resources.iter().cloned())),
-            )
-            .filter(request::Column::Id.gt(after))
-            .order_by_asc(request::Column::Id)
-            .limit(limit)
-            .into_tuple()
-            .all(&self.read)
-            .await?
-            .into_iter()
-            .map(Waiting::from_row)
-            .collect()
+        let query = Waiting::pending_page(after, limit).filter(
+            request::Column::Resource.is_in(super::shapes::padded_from(resources.iter().cloned())),
+        );
+        Waiting::read(query, &self.read).await
     }
 
     /// Every pending request, oldest first, after request `after` (one page): the whole row.
@@ -155,17 +162,7 @@ impl Store {
 
     /// Every pending request, oldest first, after request `after` (one page), as a list shows it.
     pub async fn waiting_after(&self, after: i32, limit: u64) -> anyhow::Result<Vec<Waiting>> {
-        Waiting::select()
-            .filter(request::Column::State.eq(State::Pending.as_str()))
-            .filter(request::Column::Id.gt(after))
-            .order_by_asc(request::Column::Id)
-            .limit(limit)
-            .into_tuple()
-            .all(&self.read)
-            .await?
-            .into_iter()
-            .map(Waiting::from_row)
-            .collect()
+        Waiting::read(Waiting::pending_page(after, limit), &self.read).await
     }
 
     /// A person's requests that are not over yet (pending, approved, active, being revoked),
