@@ -1,27 +1,35 @@
-//! PostgreSQL: a batch of new requests in two round trips. The general way
-//! ([`super::batch::create_batch`] in a transaction) pays one per statement: BEGIN, the cap
+//! PostgreSQL: a batch of new requests in one round trip under load, two otherwise. The general
+//! way ([`super::batch::create_batch`] in a transaction) pays one per statement: BEGIN, the cap
 //! count, the requests' insert, their jobs', their audit events', COMMIT, and the pool's ping
 //! before it hands out the connection. Measured under the bench's load (2 cores, 16 clients,
 //! batches of ~11), a batch took 2.5 ms of which the server worked 1.1 ms: the rest was waiting
 //! on those hops.
 //!
-//! Here a batch of up to [`super::shapes::SMALL`] requests is:
-//! 1. one `SELECT` that takes their ids from the requests' sequence and counts the open requests
-//!    of the capped people among them;
-//! 2. one statement that inserts the requests (with those ids), their grants, jobs and audit
-//!    events, chained as data-modifying CTEs. It runs on its own: one statement is one
-//!    transaction, all of it or none, durable when it answers (`synchronous_commit`).
+//! Here a batch of up to [`super::shapes::SMALL`] requests is one statement that inserts the
+//! requests (with their ids), their grants, jobs and audit events, chained as data-modifying
+//! CTEs. It runs on its own: one statement is one transaction, all of it or none, durable when
+//! it answers (`synchronous_commit`). The ids come from the requests' sequence:
+//! - under load, from the ones an earlier batch took ahead ([`SpareIds`]). The cap on open
+//!   requests is then checked inside the statement ([`over_cap_check`]): someone over it fails
+//!   the statement, and the batch goes the way below;
+//! - otherwise one `SELECT` first takes them (for this batch and, when batches come close
+//!   together, for the next ones) and counts the open requests of the capped people among them,
+//!   so that the statement leaves out whoever is over their cap and they are told why.
 //!
 //! The statements are built by the same builders as the general way's. A request already open for
-//! its person and resource makes step 2 fail on the open key's unique index, writing nothing; the
-//! batch then goes the general way, which says which request it was. Ids taken and not used leave
-//! gaps, as `ON CONFLICT DO NOTHING` does on PostgreSQL already. As with a COMMIT in flight when
-//! the writer's deadline passes, step 2 in flight then may still commit after "try again" is
-//! answered; the unique open key keeps a second try from storing it twice.
+//! its person and resource fails the statement on the open key's unique index, writing nothing;
+//! the batch then goes the general way, which says which request it was. Ids taken and not used
+//! leave gaps, as `ON CONFLICT DO NOTHING` does on PostgreSQL already. As with a COMMIT in flight
+//! when the writer's deadline passes, a statement in flight then may still commit after "try
+//! again" is answered; the unique open key keeps a second try from storing it twice.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
-use sea_orm::sea_query::{Alias, CommonTableExpression, PostgresQueryBuilder, WithClause};
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, Condition, Expr, InsertStatement, PostgresQueryBuilder, Query,
+    WithClause,
+};
 use sea_orm::sqlx::{self, Row};
 use sea_orm::{ActiveValue::Set, DbBackend, DbErr, EntityTrait, QueryTrait, TryIntoModel};
 use sea_query_sqlx::SqlxValues;
@@ -30,6 +38,7 @@ use super::batch::{capped, followers, over_caps};
 use super::entities::{audit, grant, job, request};
 use super::queue::job_rows;
 use super::requests::{Created, key_of, open_counts_query, request_row};
+pub(super) use super::spare_ids::SpareIds;
 use super::writer::Intake;
 
 /// Whether this module commits `intake`: a new open request with no bundle to insert beside it
@@ -45,6 +54,10 @@ pub(super) enum NotChained {
     /// index): expected now and then; the general way says which.
     #[error("one of the new requests is already open")]
     AlreadyOpen,
+    /// Someone in it holds their most open requests already (checked inside the statement):
+    /// the batch is counted and tried again.
+    #[error("someone in the batch is over their cap")]
+    OverCap,
     #[error(transparent)]
     Failed(#[from] DbErr),
 }
@@ -53,15 +66,60 @@ pub(super) enum NotChained {
 /// connection of `pool`.
 pub(super) async fn create(
     pool: &sqlx::PgPool,
+    spare: &SpareIds,
     intakes: &[Intake],
 ) -> Result<Vec<Created>, NotChained> {
     let mut conn = pool.acquire().await.map_err(pg_err)?;
-    let (ids, open) = ids_and_counts(&mut conn, intakes).await?;
+    let now = Instant::now();
+    let capped = capped(intakes);
+    let mut ids = spare.take(intakes.len(), now);
+    if ids.len() == intakes.len() {
+        // Under load: one round trip, with the cap checked inside the statement. Someone over
+        // it fails the statement, writing nothing; counting below then says who.
+        let check = match capped.is_empty() {
+            true => None,
+            false => Some(over_cap_check(intakes)?),
+        };
+        let none_over = vec![None; intakes.len()];
+        match insert(&mut conn, intakes, ids, &none_over, check).await {
+            Err(NotChained::OverCap) => {
+                tracing::debug!("someone in a batch of new requests is over their cap");
+                ids = spare.take(intakes.len(), now);
+            }
+            done => return done,
+        }
+    }
+    let need = intakes.len() - ids.len();
+    let mut open = HashMap::new();
+    if need > 0 || !capped.is_empty() {
+        let take = if need > 0 {
+            spare.to_take(need, now)
+        } else {
+            0
+        };
+        let (mut taken, counts) = ids_and_counts(&mut conn, &capped, take).await?;
+        spare.keep(taken.split_off(need.min(taken.len())), now);
+        ids.extend(taken);
+        ids.sort_unstable();
+        open = counts;
+    }
     let over = over_caps(intakes, open);
+    insert(&mut conn, intakes, ids, &over, None).await
+}
+
+/// The chained statement for `intakes`, with `ids` (ascending, at least one per intake not
+/// `over` its cap) and, if given, `check` as one more of its CTEs.
+async fn insert(
+    conn: &mut sqlx::PgConnection,
+    intakes: &[Intake],
+    ids: Vec<i32>,
+    over: &[Option<(u64, u32)>],
+    check: Option<InsertStatement>,
+) -> Result<Vec<Created>, NotChained> {
     let mut ids = ids.into_iter();
     let mut inserted = HashMap::new();
     let mut rows = Vec::with_capacity(intakes.len());
-    for (intake, over) in intakes.iter().zip(&over) {
+    for (intake, over) in intakes.iter().zip(over) {
         if over.is_some() {
             continue;
         }
@@ -73,12 +131,16 @@ pub(super) async fn create(
         inserted.insert(key_of(&intake.new), row.clone().try_into_model()?);
         rows.push(row);
     }
-    let f = followers(intakes, &over, inserted);
+    let f = followers(intakes, over, inserted);
     if rows.is_empty() {
         return Ok(f.created);
     }
     let now = intakes.iter().map(|i| i.now).max().unwrap_or_default();
     let mut with = WithClause::new();
+    let checked = check.is_some();
+    if let Some(check) = check {
+        with.cte(cte("over_cap", check));
+    }
     with.cte(cte(
         "new_requests",
         request::Entity::insert_many(rows).into_query(),
@@ -104,14 +166,43 @@ pub(super) async fn create(
         .await
     {
         Ok(_) => Ok(f.created),
-        Err(e)
-            if e.as_database_error()
-                .is_some_and(|d| d.code().as_deref() == Some(UNIQUE_VIOLATION)) =>
-        {
-            Err(NotChained::AlreadyOpen)
-        }
-        Err(e) => Err(pg_err(e).into()),
+        Err(e) => match e.as_database_error().and_then(|d| d.code()).as_deref() {
+            Some(UNIQUE_VIOLATION) => Err(NotChained::AlreadyOpen),
+            Some(NOT_NULL_VIOLATION) if checked => Err(NotChained::OverCap),
+            _ => Err(pg_err(e).into()),
+        },
     }
+}
+
+/// A CTE for the chained statement that fails it if any capped person among `intakes` already
+/// holds their most open requests: for each such person it inserts a request with no id, which
+/// the primary key refuses (`NOT NULL`). With none over, it inserts nothing. Every CTE of a
+/// statement sees the tables as they were when it began, so this counts the open requests stored
+/// before the batch; a batch carries at most one new request per person.
+fn over_cap_check(intakes: &[Intake]) -> Result<InsertStatement, DbErr> {
+    use sea_orm::ExprTrait;
+    let counted = Alias::new("counted");
+    let mut over = Condition::any();
+    for intake in intakes {
+        if let Some(max_open) = intake.new.max_open {
+            over = over.add(
+                Expr::col((counted.clone(), request::Column::Requester))
+                    .eq(intake.new.requester.as_str())
+                    .and(Expr::col((counted.clone(), Alias::new("open"))).gte(i64::from(max_open))),
+            );
+        }
+    }
+    let select = Query::select()
+        .expr(Expr::cust("NULL"))
+        .from_subquery(open_counts_query(&capped(intakes)).into_query(), counted)
+        .cond_where(over)
+        .to_owned();
+    Ok(Query::insert()
+        .into_table(request::Entity)
+        .columns([request::Column::Id])
+        .select_from(select)
+        .map_err(|e| DbErr::Custom(format!("the cap's check: {e}")))?
+        .to_owned())
 }
 
 fn cte(name: &str, insert: sea_orm::sea_query::InsertStatement) -> CommonTableExpression {
@@ -121,21 +212,21 @@ fn cte(name: &str, insert: sea_orm::sea_query::InsertStatement) -> CommonTableEx
         .to_owned()
 }
 
-/// One id from the requests' sequence per intake, and the open requests of the capped people
-/// among them, in one query.
+/// `take` ids from the requests' sequence, ascending, and the open requests of the `capped`
+/// people, in one query.
 async fn ids_and_counts(
     conn: &mut sqlx::PgConnection,
-    intakes: &[Intake],
+    capped: &[&str],
+    take: usize,
 ) -> Result<(Vec<i32>, HashMap<String, u64>), DbErr> {
-    let capped = capped(intakes);
     let (mut sql, mut values) = if capped.is_empty() {
         (String::new(), Vec::new())
     } else {
-        let counts = open_counts_query(&capped).build(DbBackend::Postgres);
+        let counts = open_counts_query(capped).build(DbBackend::Postgres);
         let values = counts.values.map(|v| v.0).unwrap_or_default();
         (format!("({}) UNION ALL ", counts.sql), values)
     };
-    values.push(sea_orm::Value::BigInt(Some(intakes.len() as i64)));
+    values.push(sea_orm::Value::BigInt(Some(take as i64)));
     sql.push_str(&format!(
         "SELECT NULL::text, nextval(pg_get_serial_sequence('\"requests\"', 'id')) \
          FROM generate_series(1, ${})",
@@ -148,7 +239,7 @@ async fn ids_and_counts(
     .fetch_all(&mut *conn)
     .await
     .map_err(pg_err)?;
-    let mut ids = Vec::with_capacity(intakes.len());
+    let mut ids = Vec::with_capacity(take);
     let mut open = HashMap::new();
     for row in rows {
         let who: Option<String> = row.try_get(0).map_err(pg_err)?;
@@ -170,6 +261,8 @@ async fn ids_and_counts(
 
 /// PostgreSQL's SQLSTATE for a unique index refusing a row.
 const UNIQUE_VIOLATION: &str = "23505";
+/// PostgreSQL's SQLSTATE for a `NULL` where the column refuses one ([`over_cap_check`]).
+const NOT_NULL_VIOLATION: &str = "23502";
 
 fn pg_err(e: sqlx::Error) -> DbErr {
     DbErr::Custom(format!("PostgreSQL: {e}"))
@@ -183,10 +276,10 @@ mod tests {
     use sea_orm::{ConnectionTrait, PaginatorTrait};
 
     /// A fresh database on the test PostgreSQL (`JIT_TEST_PG_URL`, default this machine's).
-    async fn fresh_store() -> (Store, String, String) {
+    async fn fresh_store(test: &str) -> (Store, String, String) {
         let admin = std::env::var("JIT_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("jitbot_chained_{}", std::process::id());
+        let name = format!("jitbot_chained_{test}_{}", std::process::id());
         let server = sea_orm::Database::connect(&admin)
             .await
             .unwrap_or_else(|e| {
@@ -211,11 +304,117 @@ mod tests {
         (store, admin, name)
     }
 
+    /// Under load the ids come from the spare ones: the sequence is not asked again until they
+    /// run out, and the requests are stored with them, in order.
+    #[tokio::test]
+    async fn close_batches_use_ids_taken_ahead_and_store_them_in_order() {
+        let (store, admin, name) = fresh_store("ahead").await;
+        let pool = store.db.get_postgres_connection_pool();
+        let spare = SpareIds::default();
+        let last_value = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT pg_sequence_last_value(pg_get_serial_sequence('\"requests\"', 'id')::regclass)",
+            )
+                .fetch_one(pool)
+                .await
+                .expect("the requests' sequence")
+        };
+        let stored = |created: Vec<Created>| -> Vec<i32> {
+            created
+                .into_iter()
+                .map(|c| match c {
+                    Created::Stored(r) => r.id,
+                    _ => panic!("every request is new"),
+                })
+                .collect()
+        };
+        let first = stored(
+            create(pool, &spare, &[intake("U1", None)])
+                .await
+                .expect("first"),
+        );
+        let second = stored(
+            create(pool, &spare, &[intake("U2", None), intake("U3", None)])
+                .await
+                .expect("second"),
+        );
+        assert_eq!(first, [1]);
+        assert_eq!(second, [2, 3]);
+        let taken = last_value().await;
+        assert!(
+            taken > 3,
+            "the second batch took ids ahead: last_value {taken}"
+        );
+        let third = stored(
+            create(pool, &spare, &[intake("U4", None), intake("U5", None)])
+                .await
+                .expect("third"),
+        );
+        assert_eq!(third, [4, 5], "the next ids, from the spare ones");
+        assert_eq!(last_value().await, taken, "the sequence was not asked");
+        assert_stored(&store, &[1, 2, 3, 4, 5], &["U1", "U2", "U3", "U4", "U5"]).await;
+
+        // Capped people under their caps, checked inside the statement: still one round trip.
+        let other = |resource: &str, who: &str, max_open: u32| {
+            let mut i = intake(who, Some(max_open));
+            i.new.resource = resource.into();
+            i
+        };
+        let under = stored(
+            create(pool, &spare, &[other("db", "U1", 2), intake("U6", Some(1))])
+                .await
+                .expect("under their caps"),
+        );
+        assert_eq!(under, [6, 7]);
+        assert_eq!(last_value().await, taken, "the sequence was not asked");
+
+        // U1 now holds two open requests: over a cap of two, the statement fails, the batch is
+        // counted, and U1 is told while U7 beside them is stored.
+        let over = create(
+            pool,
+            &spare,
+            &[other("web", "U1", 2), intake("U7", Some(1))],
+        )
+        .await
+        .expect("one over the cap");
+        assert!(
+            matches!(
+                over[0],
+                Created::TooMany {
+                    open: 2,
+                    max_open: 2
+                }
+            ),
+            "{:?}",
+            over[0]
+        );
+        let Created::Stored(ref u7) = over[1] else {
+            panic!("U7 is under the cap: {:?}", over[1])
+        };
+        assert!(u7.id > 7, "a later id: {}", u7.id);
+        let requests = request::Entity::find()
+            .count(&store.db)
+            .await
+            .expect("count");
+        assert_eq!(requests, 8, "U1-U6, U1's second and U7; no third for U1");
+        let jobs = job::Entity::find().count(&store.db).await.expect("jobs");
+        assert_eq!(
+            jobs, 16,
+            "two jobs per stored request, none from the failed statement"
+        );
+
+        drop(store);
+        let server = sea_orm::Database::connect(&admin).await.expect("admin");
+        let _ = server
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+    }
+
     /// The path must commit, not fall back: a fallback would still store the rows (the general
     /// way), so this calls it directly and checks its own answer.
     #[tokio::test]
     async fn a_batch_of_new_requests_commits_in_two_round_trips_with_its_jobs_and_events() {
-        let (store, admin, name) = fresh_store().await;
+        let (store, admin, name) = fresh_store("batch").await;
         let pool = store.db.get_postgres_connection_pool();
 
         let batch = [
@@ -223,7 +422,7 @@ mod tests {
             intake("U2", Some(5)),
             intake("U3", None),
         ];
-        let created = create(pool, &batch)
+        let created = create(pool, &SpareIds::default(), &batch)
             .await
             .unwrap_or_else(|e| panic!("the chained path failed: {e}"));
         let ids: Vec<i32> = created
@@ -238,7 +437,9 @@ mod tests {
 
         // A person over their cap is refused here, and not stored.
         let capped = [intake("U4", Some(0)), intake("U5", Some(1))];
-        let created = create(pool, &capped).await.expect("chained");
+        let created = create(pool, &SpareIds::default(), &capped)
+            .await
+            .expect("chained");
         assert!(matches!(
             created[0],
             Created::TooMany {
@@ -248,9 +449,13 @@ mod tests {
         ));
         assert!(matches!(created[1], Created::Stored(_)));
         // U5 again: over the cap of one now that the first is open.
-        let created = create(pool, &[intake("U5", Some(1)), intake("U6", Some(1))])
-            .await
-            .expect("chained");
+        let created = create(
+            pool,
+            &SpareIds::default(),
+            &[intake("U5", Some(1)), intake("U6", Some(1))],
+        )
+        .await
+        .expect("chained");
         assert!(matches!(
             created[0],
             Created::TooMany {
@@ -263,7 +468,7 @@ mod tests {
         // for the general way to sort out.
         let again = [intake("U1", None), intake("U7", None)];
         assert!(matches!(
-            create(pool, &again).await,
+            create(pool, &SpareIds::default(), &again).await,
             Err(NotChained::AlreadyOpen)
         ));
         let requests = request::Entity::find()

@@ -1,7 +1,7 @@
 //! How a batch of writes commits (see [`super::writer`], which gathers them): the general way, one
 //! transaction for the whole batch with set-based statements ([`super::batch`]), or write by write
 //! if that fails; new requests on SQLite straight through the library on the writer's thread
-//! ([`super::inline`]); new requests on PostgreSQL in two round trips ([`super::chained`]).
+//! ([`super::inline`]); new requests on PostgreSQL in one or two round trips ([`super::chained`]).
 
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::oneshot;
@@ -45,7 +45,8 @@ async fn one_by_one(db: &DatabaseConnection, batch: Vec<Op>) {
 }
 
 /// Commits `batch` the shortest way that takes all of it, and answers each of its writes.
-pub(super) async fn commit(db: &DatabaseConnection, batch: Vec<Op>) {
+/// `spare` keeps the request ids PostgreSQL's batches take ahead.
+pub(super) async fn commit(db: &DatabaseConnection, batch: Vec<Op>, spare: &chained::SpareIds) {
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite
         && batch
             .iter()
@@ -58,7 +59,7 @@ pub(super) async fn commit(db: &DatabaseConnection, batch: Vec<Op>) {
             .iter()
             .all(|op| matches!(op, Op::Create(intake, _) if chained::takes(intake)))
     {
-        return commit_chained(db, batch).await;
+        return commit_chained(db, batch, spare).await;
     }
     commit_general(db, batch).await
 }
@@ -96,17 +97,17 @@ async fn commit_general(db: &DatabaseConnection, batch: Vec<Op>) {
     }
 }
 
-/// New requests on PostgreSQL, in runs of up to [`shapes::SMALL`] two round trips each (see
-/// [`chained`]); a run that fails goes the general way. All of them answered within one
+/// New requests on PostgreSQL, in runs of up to [`shapes::SMALL`], one or two round trips each
+/// (see [`chained`]); a run that fails goes the general way. All of them answered within one
 /// [`WRITE_DEADLINE`].
-async fn commit_chained(db: &DatabaseConnection, batch: Vec<Op>) {
+async fn commit_chained(db: &DatabaseConnection, batch: Vec<Op>, spare: &chained::SpareIds) {
     let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
     let mut batch = batch.into_iter().peekable();
     while batch.peek().is_some() {
         let parts = Parts::of(batch.by_ref().take(shapes::SMALL));
         let done = tokio::time::timeout_at(
             deadline,
-            chained::create(db.get_postgres_connection_pool(), &parts.intakes),
+            chained::create(db.get_postgres_connection_pool(), spare, &parts.intakes),
         )
         .await;
         match done {

@@ -24,6 +24,7 @@ pub mod marks;
 pub mod queue;
 pub mod requests;
 mod shapes;
+mod spare_ids;
 mod transition;
 mod writer;
 

@@ -7,7 +7,8 @@
 //! store) per batch instead of per request; on SQLite, where every statement is a round trip to
 //! the connection's own thread, a few statements per batch instead of six per request. Batches of
 //! new requests only take shorter ways ([`super::commit`]): on SQLite through the library on this
-//! thread, on PostgreSQL in two round trips, where the open key's unique index keeps the rule exact.
+//! thread, on PostgreSQL in one round trip under load (two otherwise), where the open key's
+//! unique index keeps the rule exact.
 //!
 //! Each write stays all-or-nothing and guarded, and is answered only once its batch is committed.
 //! A batch carries at most one write per request (and one new request per person and resource).
@@ -217,6 +218,7 @@ async fn run(
     // its batch, so writes to one request apply in the order they were submitted.
     let mut busy: HashSet<String> = HashSet::new();
     let mut committing = tokio::task::JoinSet::new();
+    let spare = std::sync::Arc::new(super::chained::SpareIds::default());
     let mut keys_of: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
     let mut open = true;
     let mut last_batch = 0;
@@ -253,8 +255,8 @@ async fn run(
             let keys: Vec<String> = batch.iter().map(Op::key).collect();
             busy.extend(keys.iter().cloned());
             since_refresh += batch.len() as u64;
-            let db = db.clone();
-            let task = committing.spawn(async move { commit(&db, batch).await });
+            let (db, spare) = (db.clone(), spare.clone());
+            let task = committing.spawn(async move { commit(&db, batch, &spare).await });
             keys_of.insert(task.id(), keys);
         }
         if let Some(done) = refreshing.take_if(|task| task.is_finished()) {
