@@ -76,9 +76,10 @@ pub(super) async fn create(
     if ids.len() == intakes.len() {
         // Under load: one round trip, with the cap checked inside the statement. Someone over
         // it fails the statement, writing nothing; counting below then says who.
-        let check = match capped.is_empty() {
-            true => None,
-            false => Some(over_cap_check(intakes)?),
+        let check = if capped.is_empty() {
+            None
+        } else {
+            Some(over_cap_check(intakes)?)
         };
         let none_over = vec![None; intakes.len()];
         match insert(&mut conn, intakes, ids, &none_over, check).await {
@@ -304,6 +305,38 @@ mod tests {
         (store, admin, name)
     }
 
+    /// The ids `created` stored; every request in it must be new.
+    fn stored(created: &[Created]) -> Vec<i32> {
+        created
+            .iter()
+            .map(|c| match c {
+                Created::Stored(r) => r.id,
+                other => panic!("every request of the batch is new: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Requests and jobs stored in all.
+    async fn rows(store: &Store) -> (u64, u64) {
+        let requests = request::Entity::find()
+            .count(&store.db)
+            .await
+            .expect("count requests");
+        let jobs = job::Entity::find()
+            .count(&store.db)
+            .await
+            .expect("count jobs");
+        (requests, jobs)
+    }
+
+    async fn drop_database(store: Store, admin: &str, name: &str) {
+        drop(store);
+        let server = sea_orm::Database::connect(admin).await.expect("admin");
+        let _ = server
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+    }
+
     /// Under load the ids come from the spare ones: the sequence is not asked again until they
     /// run out, and the requests are stored with them, in order.
     #[tokio::test]
@@ -319,22 +352,13 @@ mod tests {
                 .await
                 .expect("the requests' sequence")
         };
-        let stored = |created: Vec<Created>| -> Vec<i32> {
-            created
-                .into_iter()
-                .map(|c| match c {
-                    Created::Stored(r) => r.id,
-                    _ => panic!("every request is new"),
-                })
-                .collect()
-        };
         let first = stored(
-            create(pool, &spare, &[intake("U1", None)])
+            &create(pool, &spare, &[intake("U1", None)])
                 .await
                 .expect("first"),
         );
         let second = stored(
-            create(pool, &spare, &[intake("U2", None), intake("U3", None)])
+            &create(pool, &spare, &[intake("U2", None), intake("U3", None)])
                 .await
                 .expect("second"),
         );
@@ -346,7 +370,7 @@ mod tests {
             "the second batch took ids ahead: last_value {taken}"
         );
         let third = stored(
-            create(pool, &spare, &[intake("U4", None), intake("U5", None)])
+            &create(pool, &spare, &[intake("U4", None), intake("U5", None)])
                 .await
                 .expect("third"),
         );
@@ -361,7 +385,7 @@ mod tests {
             i
         };
         let under = stored(
-            create(pool, &spare, &[other("db", "U1", 2), intake("U6", Some(1))])
+            &create(pool, &spare, &[other("db", "U1", 2), intake("U6", Some(1))])
                 .await
                 .expect("under their caps"),
         );
@@ -392,22 +416,14 @@ mod tests {
             panic!("U7 is under the cap: {:?}", over[1])
         };
         assert!(u7.id > 7, "a later id: {}", u7.id);
-        let requests = request::Entity::find()
-            .count(&store.db)
-            .await
-            .expect("count");
+        let (requests, jobs) = rows(&store).await;
         assert_eq!(requests, 8, "U1-U6, U1's second and U7; no third for U1");
-        let jobs = job::Entity::find().count(&store.db).await.expect("jobs");
         assert_eq!(
             jobs, 16,
             "two jobs per stored request, none from the failed statement"
         );
 
-        drop(store);
-        let server = sea_orm::Database::connect(&admin).await.expect("admin");
-        let _ = server
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await;
+        drop_database(store, &admin, &name).await;
     }
 
     /// The path must commit, not fall back: a fallback would still store the rows (the general
@@ -425,13 +441,7 @@ mod tests {
         let created = create(pool, &SpareIds::default(), &batch)
             .await
             .unwrap_or_else(|e| panic!("the chained path failed: {e}"));
-        let ids: Vec<i32> = created
-            .iter()
-            .map(|c| match c {
-                Created::Stored(r) => r.id,
-                _ => panic!("every request of the batch is new"),
-            })
-            .collect();
+        let ids = stored(&created);
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order: {ids:?}");
         assert_stored(&store, &ids, &["U1", "U2", "U3"]).await;
 
@@ -471,21 +481,13 @@ mod tests {
             create(pool, &SpareIds::default(), &again).await,
             Err(NotChained::AlreadyOpen)
         ));
-        let requests = request::Entity::find()
-            .count(&store.db)
-            .await
-            .expect("count");
+        let (requests, orphans) = rows(&store).await;
         assert_eq!(requests, 5, "U1-U3, U5, U6; not U4, U7 nor a second U1");
-        let orphans = job::Entity::find().count(&store.db).await.expect("jobs");
         assert_eq!(
             orphans, 10,
             "two jobs per stored request, none for the failed statement"
         );
 
-        drop(store);
-        let server = sea_orm::Database::connect(&admin).await.expect("admin");
-        let _ = server
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await;
+        drop_database(store, &admin, &name).await;
     }
 }
