@@ -2,9 +2,10 @@
 //! transaction; a sealer then links them, in the order it seals them: each sealed event gets the
 //! next `seq` and `hash` = SHA-256 of the previous link's hash and of every field of the event
 //! (each length-prefixed, so no two events encode alike). `audit_head` holds the last link, and
-//! whoever seals holds its row lock, so several replicas never fork the chain. An edited,
-//! deleted or reordered event no longer matches its link: [`Store::verify_audit`] names the
-//! first one.
+//! whoever seals holds its row lock, so several replicas never fork the chain. On SQLite, new
+//! requests' events are linked as they are written ([`seal_new`]), under the write lock that
+//! any sealing holds. An edited, deleted or reordered event no longer matches its link:
+//! [`Store::verify_audit`] names the first one.
 
 use anyhow::Context;
 use sea_orm::sea_query::Expr;
@@ -44,6 +45,43 @@ pub fn link(previous: &str, seq: i64, event: &AuditEvent) -> String {
         hash.update(field);
     }
     hex::encode(hash.finalize())
+}
+
+/// New events linked as they are written, for a writer that holds the chain's head (SQLite's
+/// write lock): each gets the id after `last_id` and the link after `head`, in order. Answers the
+/// rows to insert and the new head.
+pub(super) fn seal_new(
+    head: (i64, String),
+    last_id: i64,
+    rows: Vec<audit::ActiveModel>,
+) -> Result<(Vec<audit::ActiveModel>, (i64, String)), sea_orm::DbErr> {
+    use sea_orm::ActiveValue::Set;
+    let (mut seq, mut hash) = head;
+    let mut sealed = Vec::with_capacity(rows.len());
+    for (n, row) in (1_i64..).zip(rows) {
+        let id = i32::try_from(last_id + n).map_err(|_| {
+            sea_orm::DbErr::Custom("audit event ids have run out of 32 bits".into())
+        })?;
+        let event: AuditEvent = sea_orm::TryIntoModel::try_into_model(audit::ActiveModel {
+            id: Set(id),
+            seq: Set(None),
+            hash: Set(None),
+            ..row
+        })?;
+        seq += 1;
+        hash = link(&hash, seq, &event);
+        sealed.push(audit::ActiveModel {
+            id: Set(event.id),
+            at: Set(event.at),
+            request_id: Set(event.request_id),
+            actor: Set(event.actor),
+            action: Set(event.action),
+            detail: Set(event.detail),
+            seq: Set(Some(seq)),
+            hash: Set(Some(hash.clone())),
+        });
+    }
+    Ok((sealed, (seq, hash)))
 }
 
 /// Where the chain first fails to hold.

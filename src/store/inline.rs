@@ -7,19 +7,26 @@
 //! connection, locked from its thread for the whole batch, so nothing else writes meanwhile)
 //! and runs the batch's statements itself: one hand-over per batch.
 //!
-//! The statements are the ones [`super::batch::create_batch`] sends, built by the same
-//! builders; only the execution differs. A batch this module does not take (bundles, requests
-//! born closed) goes the general way; a batch that fails here is rolled back whole and retried
-//! there, write by write.
+//! The rows are the ones [`super::batch::create_batch`] writes, built by the same builders, with
+//! two differences in how: each table's one-row statement is prepared once per batch and run per
+//! row ([`Prepared`]), and the requests' audit events are linked into the chain as they are
+//! written ([`insert_sealed`]). A batch this module does not take (bundles, requests born
+//! closed) goes the general way; a batch that fails here is rolled back whole and retried there,
+//! write by write.
 
 use std::collections::HashMap;
 
 use rusqlite::types::Value as Lite;
-use sea_orm::{ActiveValue::Set, DbBackend, DbErr, EntityTrait, QueryTrait, Statement};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryTrait,
+    Statement,
+};
 
 use super::Request;
+use super::audit::seal_new;
 use super::batch::{capped, followers, over_caps};
-use super::entities::{audit, grant, job, request};
+use super::entities::{audit, audit_head, grant, job, request};
 use super::queue::job_rows;
 use super::requests::{Created, key_of, open_counts_query, request_row};
 use super::writer::{Intake, WRITE_DEADLINE};
@@ -92,63 +99,48 @@ fn in_transaction(lite: &rusqlite::Connection, intakes: &[Intake]) -> Result<Vec
 }
 
 fn statements(lite: &rusqlite::Connection, intakes: &[Intake]) -> Result<Vec<Created>, DbErr> {
+    let mut prepared = Prepared::new(lite);
     let capped = capped(intakes);
     let open: HashMap<String, u64> = if capped.is_empty() {
         HashMap::new()
     } else {
         let counts = open_counts_query(&capped).build(DbBackend::Sqlite);
-        query(lite, &counts, |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })?
-        .into_iter()
-        .map(|(who, n)| (who, n.max(0) as u64))
-        .collect()
+        prepared
+            .query(&counts, |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?
+            .into_iter()
+            .map(|(who, n)| (who, n.max(0) as u64))
+            .collect()
     };
     let over = over_caps(intakes, open);
-    let keyed: Vec<(String, request::ActiveModel)> = intakes
-        .iter()
-        .zip(&over)
-        .filter(|(_, over)| over.is_none())
-        .map(|(i, _)| (key_of(&i.new), request_row(&i.new, i.state, i.now)))
-        .collect();
     let mut inserted: HashMap<String, Request> = HashMap::new();
-    if !keyed.is_empty() {
-        let mut insert = request::Entity::insert_many(keyed.iter().map(|(_, row)| row.clone()))
+    for (intake, _) in intakes.iter().zip(&over).filter(|(_, over)| over.is_none()) {
+        let mut row = request_row(&intake.new, intake.state, intake.now);
+        let mut insert = request::Entity::insert(row.clone())
             .on_conflict_do_nothing_on([request::Column::OpenKey])
             .build(DbBackend::Sqlite);
-        let mut rows: HashMap<String, request::ActiveModel> = keyed.into_iter().collect();
-        insert.sql.push_str(r#" RETURNING "id", "open_key""#);
-        let ids = query(lite, &insert, |row| {
-            Ok((row.get::<_, i32>(0)?, row.get::<_, String>(1)?))
-        })?;
-        for (id, key) in ids {
-            let Some(mut row) = rows.remove(&key) else {
-                return Err(DbErr::Custom(format!(
-                    "the store returned a request for {key:?}, which this batch did not insert"
-                )));
-            };
-            row.id = Set(id);
+        insert.sql.push_str(r#" RETURNING "id""#);
+        let id = prepared.query(&insert, |row| row.get::<_, i32>(0))?;
+        // Nothing returned: the person already has an open request for the resource.
+        if let Some(id) = id.first() {
+            row.id = Set(*id);
             let model = sea_orm::TryIntoModel::try_into_model(row)?;
-            inserted.insert(key, model);
+            inserted.insert(key_of(&intake.new), model);
         }
     }
     let f = followers(intakes, &over, inserted);
-    if !f.grants.is_empty() {
-        execute(
-            lite,
-            &grant::Entity::insert_many(f.grants).build(DbBackend::Sqlite),
-        )?;
+    for row in f.grants {
+        prepared.execute(&grant::Entity::insert(row).build(DbBackend::Sqlite))?;
     }
     if !f.jobs.is_empty() {
         let now = intakes.iter().map(|i| i.now).max().unwrap_or_default();
-        let jobs = job::Entity::insert_many(job_rows(&f.jobs, now)?).build(DbBackend::Sqlite);
-        execute(lite, &jobs)?;
+        for row in job_rows(&f.jobs, now)? {
+            prepared.execute(&job::Entity::insert(row).build(DbBackend::Sqlite))?;
+        }
     }
     if !f.audits.is_empty() {
-        execute(
-            lite,
-            &audit::Entity::insert_many(f.audits).build(DbBackend::Sqlite),
-        )?;
+        insert_sealed(&mut prepared, f.audits)?;
     }
     Ok(f.created)
 }
@@ -187,23 +179,91 @@ fn values(statement: &Statement) -> Result<Vec<Lite>, DbErr> {
         .collect()
 }
 
-fn execute(lite: &rusqlite::Connection, statement: &Statement) -> Result<usize, DbErr> {
-    let mut prepared = lite.prepare(&statement.sql).map_err(lite_err)?;
-    prepared
-        .execute(rusqlite::params_from_iter(values(statement)?))
-        .map_err(lite_err)
+/// The audit chain's last link, and the last event id SQLite has given (`AUTOINCREMENT` keeps it
+/// in `sqlite_sequence`, so an id is never given twice, even after a delete).
+const CHAIN_END: &str = r#"SELECT "last_seq", "last_hash", MAX(COALESCE((SELECT "seq" FROM "sqlite_sequence" WHERE "name" = 'audit_events'), 0), COALESCE((SELECT MAX("id") FROM "audit_events"), 0)) FROM "audit_head" WHERE "id" = 1"#;
+
+/// Inserts `rows` already linked into the audit chain, and moves its head past them: the writer
+/// holds SQLite's write lock, which any sealing needs, so nothing links events meanwhile. The
+/// sealer's own transaction per [`super::audit::SEAL_BATCH`] events waited on that lock in turn
+/// (a tenth of the time under the bench's load) and wrote each event twice.
+fn insert_sealed(prepared: &mut Prepared<'_>, rows: Vec<audit::ActiveModel>) -> Result<(), DbErr> {
+    let end = Statement::from_string(DbBackend::Sqlite, CHAIN_END);
+    let found = prepared.query(&end, |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    let Some((last_seq, last_hash, last_id)) = found.into_iter().next() else {
+        return Err(DbErr::Custom(
+            "the audit chain's head row is missing (run jitbot migrate)".into(),
+        ));
+    };
+    let (rows, (seq, hash)) = seal_new((last_seq, last_hash), last_id, rows)?;
+    for row in rows {
+        prepared.execute(&audit::Entity::insert(row).build(DbBackend::Sqlite))?;
+    }
+    let moved = audit_head::Entity::update_many()
+        .col_expr(audit_head::Column::LastSeq, Expr::value(seq))
+        .col_expr(audit_head::Column::LastHash, Expr::value(hash))
+        .filter(audit_head::Column::Id.eq(1))
+        .build(DbBackend::Sqlite);
+    match prepared.execute(&moved)? {
+        1 => Ok(()),
+        n => Err(DbErr::Custom(format!(
+            "moving the audit chain's head changed {n} rows"
+        ))),
+    }
 }
 
-fn query<T>(
-    lite: &rusqlite::Connection,
-    statement: &Statement,
-    read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>, DbErr> {
-    let mut prepared = lite.prepare(&statement.sql).map_err(lite_err)?;
-    let rows = prepared
-        .query_map(rusqlite::params_from_iter(values(statement)?), read)
-        .map_err(lite_err)?;
-    rows.collect::<Result<Vec<T>, _>>().map_err(lite_err)
+/// A batch's statements, each prepared once however many rows it runs for: a statement of one
+/// row run once per row. SQLite compiles a multi-row `INSERT` anew for each batch size, and the
+/// compiling took a sixth of the writer's time under the bench's load; one row's statement is
+/// compiled once per batch and then only bound and stepped.
+struct Prepared<'c> {
+    lite: &'c rusqlite::Connection,
+    by_sql: HashMap<String, rusqlite::Statement<'c>>,
+}
+
+impl<'c> Prepared<'c> {
+    fn new(lite: &'c rusqlite::Connection) -> Self {
+        Prepared {
+            lite,
+            by_sql: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, sql: &str) -> Result<&mut rusqlite::Statement<'c>, DbErr> {
+        if !self.by_sql.contains_key(sql) {
+            let prepared = self.lite.prepare(sql).map_err(lite_err)?;
+            self.by_sql.insert(sql.to_string(), prepared);
+        }
+        self.by_sql
+            .get_mut(sql)
+            .ok_or_else(|| DbErr::Custom("a statement prepared for this batch is gone".into()))
+    }
+
+    fn execute(&mut self, statement: &Statement) -> Result<usize, DbErr> {
+        let values = values(statement)?;
+        self.get(&statement.sql)?
+            .execute(rusqlite::params_from_iter(values))
+            .map_err(lite_err)
+    }
+
+    fn query<T>(
+        &mut self,
+        statement: &Statement,
+        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, DbErr> {
+        let values = values(statement)?;
+        let prepared = self.get(&statement.sql)?;
+        let rows = prepared
+            .query_map(rusqlite::params_from_iter(values), read)
+            .map_err(lite_err)?;
+        rows.collect::<Result<Vec<T>, _>>().map_err(lite_err)
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +304,9 @@ mod tests {
             })
             .collect();
         assert_stored(&store, &ids, &["U1", "U2", "U3"]).await;
+        // Their events are linked as written: nothing left for the sealer, the chain holds.
+        let chain = store.verify_audit().await.expect("verify");
+        assert_eq!((chain.sealed, chain.unsealed, chain.broken), (3, 0, None));
 
         // Again for U1 (already open) and a U4 over a cap of zero: neither stored.
         let again = [intake("U1", Some(5)), intake("U4", Some(0))];
@@ -264,6 +327,30 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(requests, 3);
+
+        // An event written unsealed (another way), then a batch linked as written, then the
+        // sealer: one chain through all of them, each event once, none with an id given before.
+        store
+            .audit(
+                None,
+                crate::store::audit("U9", "reloaded", serde_json::json!({})),
+                2_000,
+            )
+            .await
+            .expect("an event the sealer links");
+        match create(pool, &[intake("U5", None)]).await {
+            Ok(created) => assert!(matches!(created[0], Created::Stored(_))),
+            Err(_) => panic!("the inline path failed"),
+        }
+        assert_eq!(store.seal_audit().await.expect("seal"), 1);
+        let chain = store.verify_audit().await.expect("verify");
+        assert_eq!((chain.sealed, chain.unsealed, chain.broken), (5, 0, None));
+        let events = store.audit_events(None).await.expect("events");
+        let ids: Vec<i32> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        let mut seqs: Vec<i64> = events.iter().filter_map(|e| e.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
         // The connection is sqlx's again, and answers.
         store
             .db
