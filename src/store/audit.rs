@@ -47,6 +47,14 @@ pub fn link(previous: &str, seq: i64, event: &AuditEvent) -> String {
     hex::encode(hash.finalize())
 }
 
+/// Moves the chain's head to the link `seq` with `hash`.
+pub(super) fn move_head(seq: i64, hash: String) -> sea_orm::UpdateMany<audit_head::Entity> {
+    audit_head::Entity::update_many()
+        .col_expr(audit_head::Column::LastSeq, Expr::value(seq))
+        .col_expr(audit_head::Column::LastHash, Expr::value(hash))
+        .filter(audit_head::Column::Id.eq(1))
+}
+
 /// New events linked as they are written, for a writer that holds the chain's head (SQLite's
 /// write lock): each gets the id after `last_id` and the link after `head`, in order. Answers the
 /// rows to insert and the new head.
@@ -235,12 +243,7 @@ impl Store {
                 events.len()
             );
         }
-        audit_head::Entity::update_many()
-            .col_expr(audit_head::Column::LastSeq, Expr::value(seq))
-            .col_expr(audit_head::Column::LastHash, Expr::value(hash))
-            .filter(audit_head::Column::Id.eq(1))
-            .exec(&txn)
-            .await?;
+        move_head(seq, hash).exec(&txn).await?;
         txn.commit().await?;
         Ok(events.len() as u64)
     }
