@@ -44,22 +44,30 @@ async fn one_by_one(db: &DatabaseConnection, batch: Vec<Op>) {
     }
 }
 
+/// What the writer keeps from batch to batch.
+#[derive(Default)]
+pub(super) struct Kept {
+    /// The request ids PostgreSQL's batches take ahead.
+    pub spare: chained::SpareIds,
+    /// SQLite: the writer's own connection, with its prepared statements.
+    pub own: inline::Own,
+}
+
 /// Commits `batch` the shortest way that takes all of it, and answers each of its writes.
-/// `spare` keeps the request ids PostgreSQL's batches take ahead.
-pub(super) async fn commit(db: &DatabaseConnection, batch: Vec<Op>, spare: &chained::SpareIds) {
+pub(super) async fn commit(db: &DatabaseConnection, batch: Vec<Op>, kept: &Kept) {
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite
         && batch
             .iter()
             .all(|op| matches!(op, Op::Create(intake, _) if inline::takes(intake)))
     {
-        return commit_inline(db, batch).await;
+        return commit_inline(db, batch, &kept.own).await;
     }
     if db.get_database_backend() == sea_orm::DbBackend::Postgres
         && batch
             .iter()
             .all(|op| matches!(op, Op::Create(intake, _) if chained::takes(intake)))
     {
-        return commit_chained(db, batch, spare).await;
+        return commit_chained(db, batch, &kept.spare).await;
     }
     commit_general(db, batch).await
 }
@@ -136,9 +144,9 @@ async fn commit_chained(db: &DatabaseConnection, batch: Vec<Op>, spare: &chained
 
 /// New requests on SQLite, committed on this thread (see [`inline`]); the general way if that
 /// fails.
-async fn commit_inline(db: &DatabaseConnection, batch: Vec<Op>) {
+async fn commit_inline(db: &DatabaseConnection, batch: Vec<Op>, own: &inline::Own) {
     let parts = Parts::of(batch);
-    match inline::create(db.get_sqlite_connection_pool(), &parts.intakes).await {
+    match inline::create(db.get_sqlite_connection_pool(), own, &parts.intakes).await {
         Ok(created) => parts.answer(created, Vec::new()),
         Err(inline::NotCommitted::TooSlow) => {
             tracing::error!(

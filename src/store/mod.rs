@@ -81,7 +81,7 @@ const SQLITE_READER_STATEMENTS: usize = 32;
 /// with the defaults, 12.5 MB with 512 KiB readers, 11.2 MB with a 1 MiB writer too; the ack
 /// latency within the run's noise.
 const SQLITE_READER_CACHE_KIB: u32 = 512;
-const SQLITE_WRITER_CACHE_KIB: u32 = 1_024;
+pub(super) const SQLITE_WRITER_CACHE_KIB: u32 = 1_024;
 /// Refreshes the planner's statistics of every table on PostgreSQL.
 const ANALYZE: &str = "ANALYZE requests, approvals, grants, jobs, audit_events";
 /// Batches the writer commits at once on PostgreSQL, each on a connection of its own (the

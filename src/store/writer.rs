@@ -218,7 +218,7 @@ async fn run(
     // its batch, so writes to one request apply in the order they were submitted.
     let mut busy: HashSet<String> = HashSet::new();
     let mut committing = tokio::task::JoinSet::new();
-    let spare = std::sync::Arc::new(super::chained::SpareIds::default());
+    let kept = std::sync::Arc::new(super::commit::Kept::default());
     let mut keys_of: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
     let mut open = true;
     let mut last_batch = 0;
@@ -255,8 +255,8 @@ async fn run(
             let keys: Vec<String> = batch.iter().map(Op::key).collect();
             busy.extend(keys.iter().cloned());
             since_refresh += batch.len() as u64;
-            let (db, spare) = (db.clone(), spare.clone());
-            let task = committing.spawn(async move { commit(&db, batch, &spare).await });
+            let (db, kept) = (db.clone(), kept.clone());
+            let task = committing.spawn(async move { commit(&db, batch, &kept).await });
             keys_of.insert(task.id(), keys);
         }
         if let Some(done) = refreshing.take_if(|task| task.is_finished()) {
