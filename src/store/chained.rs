@@ -11,35 +11,36 @@
 //! CTEs. It runs on its own: one statement is one transaction, all of it or none, durable when
 //! it answers (`synchronous_commit`). The ids come from the requests' sequence:
 //! - under load, from the ones an earlier batch took ahead ([`SpareIds`]). The cap on open
-//!   requests is then checked inside the statement ([`over_cap_check`]): someone over it fails
+//!   requests is then checked inside the statement ([`CapCheck`]): someone over it fails
 //!   the statement, and the batch goes the way below;
 //! - otherwise one `SELECT` first takes them (for this batch and, when batches come close
 //!   together, for the next ones) and counts the open requests of the capped people among them,
 //!   so that the statement leaves out whoever is over their cap and they are told why.
 //!
-//! The statements are built by the same builders as the general way's. A request already open for
-//! its person and resource fails the statement on the open key's unique index, writing nothing;
-//! the batch then goes the general way, which says which request it was. Ids taken and not used
-//! leave gaps, as `ON CONFLICT DO NOTHING` does on PostgreSQL already. As with a COMMIT in flight
-//! when the writer's deadline passes, a statement in flight then may still commit after "try
-//! again" is answered; the unique open key keeps a second try from storing it twice.
+//! The rows are built by the same builders as the general way's, and go in as one array per
+//! column ([`super::unnest`]), so the statement's text is the same for every batch. A request
+//! already open for its person and resource fails the statement on the open key's unique index,
+//! writing nothing; the batch then goes the general way, which says which request it was. Ids
+//! taken and not used leave gaps, as `ON CONFLICT DO NOTHING` does on PostgreSQL already. As
+//! with a COMMIT in flight when the writer's deadline passes, a statement in flight then may
+//! still commit after "try again" is answered; the unique open key keeps a second try from
+//! storing it twice.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use sea_orm::sea_query::{
-    Alias, CommonTableExpression, Condition, Expr, InsertStatement, PostgresQueryBuilder, Query,
-    WithClause, WithQuery,
-};
 use sea_orm::sqlx::{self, Row};
-use sea_orm::{ActiveValue::Set, DbBackend, DbErr, EntityTrait, QueryTrait, TryIntoModel};
+use sea_orm::{
+    ActiveValue::Set, DbBackend, DbErr, EntityName, IdenStatic, QueryTrait, TryIntoModel,
+};
 use sea_query_sqlx::SqlxValues;
 
 use super::batch::{capped, followers, over_caps};
-use super::entities::{audit, grant, job, request};
+use super::entities::request;
 use super::queue::job_rows;
-use super::requests::{Created, key_of, open_counts_query, request_row};
+use super::requests::{Created, key_of, open_counts_query, request_row, states};
 pub(super) use super::spare_ids::SpareIds;
+use super::unnest::{Rows, quoted};
 use super::writer::Intake;
 
 /// Whether this module commits `intake`: a new open request with no bundle to insert beside it
@@ -77,11 +78,7 @@ pub(super) async fn create(
     if ids.len() == intakes.len() {
         // Under load: one round trip, with the cap checked inside the statement. Someone over
         // it fails the statement, writing nothing; counting below then says who.
-        let check = if capped.is_empty() {
-            None
-        } else {
-            Some(over_cap_check(intakes)?)
-        };
+        let check = CapCheck::of(intakes);
         let none_over = vec![None; intakes.len()];
         match insert(&mut conn, intakes, ids, &none_over, check).await {
             Err(NotChained::OverCap) => {
@@ -110,13 +107,14 @@ pub(super) async fn create(
 }
 
 /// The chained statement for `intakes`, with `ids` (ascending, at least one per intake not
-/// `over` its cap) and, if given, `check` as one more of its CTEs.
+/// `over` its cap) and, if given, `check` as its first CTE. Each table's rows go in as one array
+/// per column ([`super::unnest`]): the text is the same for every batch of the same tables.
 async fn insert(
     conn: &mut sqlx::PgConnection,
     intakes: &[Intake],
     ids: Vec<i32>,
     over: &[Option<(u64, u32)>],
-    check: Option<InsertStatement>,
+    check: Option<CapCheck>,
 ) -> Result<Vec<Created>, NotChained> {
     let mut ids = ids.into_iter();
     let mut inserted = HashMap::new();
@@ -138,38 +136,45 @@ async fn insert(
         return Ok(f.created);
     }
     let now = intakes.iter().map(|i| i.now).max().unwrap_or_default();
-    let mut with = WithClause::new();
+    let mut next = 1;
+    let mut ctes = Vec::with_capacity(4);
     let checked = check.is_some();
+    if let Some(check) = &check {
+        ctes.push(("over_cap", check.sql(&mut next)));
+    }
+    let requests = Rows::of(&rows)?;
+    ctes.push(("new_requests", requests.insert_sql(&mut next)));
+    let grants = if f.grants.is_empty() {
+        None
+    } else {
+        let grants = Rows::of(&f.grants)?;
+        ctes.push(("new_grants", grants.insert_sql(&mut next)));
+        Some(grants)
+    };
+    let jobs = if f.jobs.is_empty() {
+        None
+    } else {
+        let jobs = Rows::of(&job_rows(&f.jobs, now)?)?;
+        ctes.push(("new_jobs", jobs.insert_sql(&mut next)));
+        Some(jobs)
+    };
+    // Every stored request has its audit event: the statement the CTEs hang on.
+    let audits = Rows::of(&f.audits)?;
+    let ctes: Vec<String> = ctes
+        .into_iter()
+        .map(|(name, sql)| format!("{} AS ({sql})", quoted(name)))
+        .collect();
+    let sql = format!("WITH {} {}", ctes.join(", "), audits.insert_sql(&mut next));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some(check) = check {
-        with.cte(cte("over_cap", check));
+        query = check.bind(query);
     }
-    with.cte(cte(
-        "new_requests",
-        request::Entity::insert_many(rows).into_query(),
-    ));
-    if !f.grants.is_empty() {
-        with.cte(cte(
-            "new_grants",
-            grant::Entity::insert_many(f.grants).into_query(),
-        ));
+    query = requests.bind(query);
+    for rows in [grants, jobs].into_iter().flatten() {
+        query = rows.bind(query);
     }
-    if !f.jobs.is_empty() {
-        with.cte(cte(
-            "new_jobs",
-            job::Entity::insert_many(job_rows(&f.jobs, now)?).into_query(),
-        ));
-    }
-    // Every stored request has its audit event: the statement the CTEs hang on. Built in place:
-    // `WithClause::query` and `to_owned` would copy every row's values once more.
-    let mut statement = WithQuery::new();
-    statement
-        .with_clause(with)
-        .query(audit::Entity::insert_many(f.audits).into_query());
-    let (sql, values) = statement.build(PostgresQueryBuilder);
-    match sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(values))
-        .execute(&mut *conn)
-        .await
-    {
+    query = audits.bind(query);
+    match query.execute(&mut *conn).await {
         Ok(_) => Ok(f.created),
         Err(e) => match e.as_database_error().and_then(|d| d.code()).as_deref() {
             Some(UNIQUE_VIOLATION) => Err(NotChained::AlreadyOpen),
@@ -179,42 +184,56 @@ async fn insert(
     }
 }
 
-/// A CTE for the chained statement that fails it if any capped person among `intakes` already
+/// A CTE for the chained statement that fails it if any capped person among the batch already
 /// holds their most open requests: for each such person it inserts a request with no id, which
 /// the primary key refuses (`NOT NULL`). With none over, it inserts nothing. Every CTE of a
 /// statement sees the tables as they were when it began, so this counts the open requests stored
 /// before the batch; a batch carries at most one new request per person.
-fn over_cap_check(intakes: &[Intake]) -> Result<InsertStatement, DbErr> {
-    use sea_orm::ExprTrait;
-    let counted = Alias::new("counted");
-    let mut over = Condition::any();
-    for intake in intakes {
-        if let Some(max_open) = intake.new.max_open {
-            over = over.add(
-                Expr::col((counted.clone(), request::Column::Requester))
-                    .eq(intake.new.requester.as_str())
-                    .and(Expr::col((counted.clone(), Alias::new("open"))).gte(i64::from(max_open))),
-            );
-        }
-    }
-    let mut select = Query::select();
-    select
-        .expr(Expr::cust("NULL"))
-        .from_subquery(open_counts_query(&capped(intakes)).into_query(), counted)
-        .cond_where(over);
-    let mut insert = Query::insert();
-    insert
-        .into_table(request::Entity)
-        .columns([request::Column::Id])
-        .select_from(select)
-        .map_err(|e| DbErr::Custom(format!("the cap's check: {e}")))?;
-    Ok(insert)
+struct CapCheck {
+    requesters: Vec<String>,
+    max_open: Vec<i64>,
 }
 
-fn cte(name: &str, insert: sea_orm::sea_query::InsertStatement) -> CommonTableExpression {
-    let mut cte = CommonTableExpression::new();
-    cte.query(insert).table_name(Alias::new(name));
-    cte
+impl CapCheck {
+    /// The capped people among `intakes`, or `None` if there are none.
+    fn of(intakes: &[Intake]) -> Option<CapCheck> {
+        let (requesters, max_open): (Vec<String>, Vec<i64>) = intakes
+            .iter()
+            .filter_map(|i| Some((i.new.requester.clone(), i64::from(i.new.max_open?))))
+            .unzip();
+        (!requesters.is_empty()).then_some(CapCheck {
+            requesters,
+            max_open,
+        })
+    }
+
+    /// Its insert, with three parameters numbered from `*next`.
+    fn sql(&self, next: &mut usize) -> String {
+        let n = *next;
+        *next += 3;
+        let (requests, requester, state) = (
+            quoted(request::Entity.table_name()),
+            quoted(request::Column::Requester.as_str()),
+            quoted(request::Column::State.as_str()),
+        );
+        format!(
+            "INSERT INTO {requests} ({id}) SELECT NULL FROM unnest(${n}::text[], ${m}::int8[]) \
+             AS \"capped\" (\"who\", \"max_open\") WHERE (SELECT count(*) FROM {requests} \
+             WHERE {requests}.{requester} = \"capped\".\"who\" \
+             AND {requests}.{state} = ANY(${o}::text[])) >= \"capped\".\"max_open\"",
+            id = quoted(request::Column::Id.as_str()),
+            m = n + 1,
+            o = n + 2,
+        )
+    }
+
+    fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let open: Vec<&'static str> = states(&crate::domain::State::OPEN);
+        query.bind(self.requesters).bind(self.max_open).bind(open)
+    }
 }
 
 /// `take` ids from the requests' sequence, ascending, and the open requests of the `capped`
@@ -277,8 +296,9 @@ fn pg_err(e: sqlx::Error) -> DbErr {
 mod tests {
     use super::*;
     use crate::store::Store;
+    use crate::store::entities::{grant, job};
     use crate::store::fixtures::{assert_stored, intake};
-    use sea_orm::{ConnectionTrait, PaginatorTrait};
+    use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
 
     /// A fresh database on the test PostgreSQL (`JIT_TEST_PG_URL`, default this machine's).
     async fn fresh_store(test: &str) -> (Store, String, String) {
@@ -426,6 +446,38 @@ mod tests {
             jobs, 16,
             "two jobs per stored request, none from the failed statement"
         );
+
+        drop_database(store, &admin, &name).await;
+    }
+
+    /// An auto-approved request goes in with its grant, in the same statement (the grants'
+    /// CTE is there only when a batch has one).
+    #[tokio::test]
+    async fn an_auto_approved_request_is_stored_with_its_grant() {
+        let (store, admin, name) = fresh_store("grant").await;
+        let pool = store.db.get_postgres_connection_pool();
+        let mut approved = intake("U1", None);
+        approved.new.auto_approved = true;
+        approved.state = crate::domain::State::Approved;
+        approved.grant = Some(super::super::requests::NewGrant {
+            provider_name: "hooks".into(),
+            provider: serde_json::json!({"kind": "webhook"}),
+            grant_shape: serde_json::json!({"app": "bench"}),
+            identity: serde_json::json!({"slack": "U1"}),
+            approved_by: Vec::new(),
+        });
+        let created = create(pool, &SpareIds::default(), &[approved, intake("U2", None)])
+            .await
+            .unwrap_or_else(|e| panic!("the chained path failed: {e}"));
+        let ids = stored(&created);
+        let grants = grant::Entity::find().all(&store.db).await.expect("grants");
+        assert_eq!(grants.len(), 1, "one grant, for the approved request");
+        assert_eq!(grants[0].request_id, ids[0]);
+        assert_eq!(grants[0].provider_name, "hooks");
+        assert_eq!(grants[0].granted_at, None, "granted by its job, not here");
+        let approved = store.request(ids[0]).await.expect("read").expect("stored");
+        assert_eq!(approved.state, "approved");
+        assert!(approved.auto_approved);
 
         drop_database(store, &admin, &name).await;
     }

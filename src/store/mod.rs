@@ -26,6 +26,7 @@ pub mod requests;
 mod shapes;
 mod spare_ids;
 mod transition;
+mod unnest;
 mod writer;
 
 use std::collections::HashMap;
