@@ -136,41 +136,39 @@ async fn insert(
         return Ok(f.created);
     }
     let now = intakes.iter().map(|i| i.now).max().unwrap_or_default();
-    let mut next = 1;
-    let mut ctes = Vec::with_capacity(4);
-    let checked = check.is_some();
-    if let Some(check) = &check {
-        ctes.push(("over_cap", check.sql(&mut next)));
+    // One list for writing the CTEs and binding their parameters, so both go in the same order.
+    let mut tables = vec![("new_requests", Rows::of(&rows)?)];
+    if !f.grants.is_empty() {
+        tables.push(("new_grants", Rows::of(&f.grants)?));
     }
-    let requests = Rows::of(&rows)?;
-    ctes.push(("new_requests", requests.insert_sql(&mut next)));
-    let grants = if f.grants.is_empty() {
-        None
-    } else {
-        let grants = Rows::of(&f.grants)?;
-        ctes.push(("new_grants", grants.insert_sql(&mut next)));
-        Some(grants)
-    };
-    let jobs = if f.jobs.is_empty() {
-        None
-    } else {
-        let jobs = Rows::of(&job_rows(&f.jobs, now)?)?;
-        ctes.push(("new_jobs", jobs.insert_sql(&mut next)));
-        Some(jobs)
-    };
+    if !f.jobs.is_empty() {
+        tables.push(("new_jobs", Rows::of(&job_rows(&f.jobs, now)?)?));
+    }
     // Every stored request has its audit event: the statement the CTEs hang on.
     let audits = Rows::of(&f.audits)?;
-    let ctes: Vec<String> = ctes
-        .into_iter()
-        .map(|(name, sql)| format!("{} AS ({sql})", quoted(name)))
-        .collect();
+    let mut next = 1;
+    let mut ctes = Vec::with_capacity(tables.len() + 1);
+    let checked = check.is_some();
+    if let Some(check) = &check {
+        ctes.push(format!(
+            "{} AS ({})",
+            quoted("over_cap"),
+            check.sql(&mut next)
+        ));
+    }
+    for (name, rows) in &tables {
+        ctes.push(format!(
+            "{} AS ({})",
+            quoted(name),
+            rows.insert_sql(&mut next)
+        ));
+    }
     let sql = format!("WITH {} {}", ctes.join(", "), audits.insert_sql(&mut next));
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some(check) = check {
         query = check.bind(query);
     }
-    query = requests.bind(query);
-    for rows in [grants, jobs].into_iter().flatten() {
+    for (_, rows) in tables {
         query = rows.bind(query);
     }
     query = audits.bind(query);
