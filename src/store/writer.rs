@@ -327,9 +327,11 @@ async fn run(
 /// Measured with 16 clients (the bench's load), three alternated 10 s runs each: waiting only
 /// until as many wait as the last batch carried took batches from 7.6 writes to 9.9 and SQLite
 /// from 6,900 to 8,000 requests/s (2026-12-06); waiting for the ones just answered too took
-/// batches from ~9 to ~13 writes and SQLite from 7,882 to 8,971 requests/s (+14 %), PostgreSQL
-/// from 4,864 to 5,744 (+18 %) (2026-12-08). A longer wait, 1 ms, did worse (7,845), 0.3 ms the
-/// same as 0.5.
+/// batches from ~9 to ~13 writes on both stores and SQLite from 7,882 to 8,971 requests/s
+/// (+14 %, 2026-12-08, one build switching between the two). On PostgreSQL the runs disagreed
+/// by more than any difference (+6 to +18 % in one build, -4 % between released builds an hour
+/// later): within the host's noise. A longer wait, 1 ms, did worse on SQLite (7,845), 0.3 ms
+/// the same as 0.5.
 fn gather(
     rx: &mut mpsc::Receiver<Op>,
     queue: &mut VecDeque<Op>,
