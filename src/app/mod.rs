@@ -266,7 +266,7 @@ const GIVE_BACK_THREAD: &str = "jitbot-giveback";
 /// MB against 11.1 without. A give-back took 0.4 ms on average (at most 1.6 ms, a build
 /// running beside it), 0.04 % of a core; a thread allocating from the arena being given back
 /// meanwhile waits for it.
-pub fn keep_giving_back_freed_memory() {
+fn keep_giving_back_freed_memory() {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return;
     }
